@@ -1,0 +1,216 @@
+//! Finds a user's actor, starting it from its snapshot on demand, and holds the views that
+//! readers use without a hop to the actor.
+//!
+//! Two shared indexes live here: user id → actor address, and user id → published view (an
+//! immutable `Arc<UserState>` that the actor replaces before it answers any change). Actors run
+//! on a fixed set of arbiters (one per core), chosen by user id, so placement is stable and the
+//! HTTP workers stay free for parsing and token checks.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::{Actor, Addr, ArbiterHandle, Handler, MailboxError, Message};
+use dashmap::DashMap;
+
+use super::messages::{ActorError, Done};
+use super::user::UserActor;
+use crate::domain::error::DomainError;
+use crate::domain::ids::UserId;
+use crate::domain::secrets::ServerKey;
+use crate::domain::sessions::SessionPolicy;
+use crate::domain::user::UserState;
+use crate::store::{Created, Store, StoreError};
+
+/// What the actors need to know from the configuration.
+#[derive(Debug, Clone)]
+pub struct DirectoryConfig {
+    pub policy: SessionPolicy,
+    pub idle: Duration,
+}
+
+/// Why a call to a user's actor did not produce a verdict.
+#[derive(Debug, thiserror::Error)]
+pub enum CallError {
+    #[error("no such user")]
+    UnknownUser,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("the user's actor is unavailable")]
+    Unavailable,
+}
+
+/// A published view and the activity clock it shares with its actor.
+#[derive(Clone)]
+pub(crate) struct ViewEntry {
+    pub(crate) state: Arc<UserState>,
+    pub(crate) activity: Arc<AtomicU64>,
+}
+
+pub(crate) struct Inner {
+    pub(crate) actors: DashMap<UserId, Addr<UserActor>>,
+    pub(crate) views: DashMap<UserId, ViewEntry>,
+    pub(crate) store: Arc<dyn Store>,
+    pub(crate) key: ServerKey,
+    pub(crate) config: DirectoryConfig,
+    arbiters: Vec<ArbiterHandle>,
+    /// The origin of the activity clock (seconds since this instant).
+    epoch: Instant,
+}
+
+impl Inner {
+    pub(crate) fn uptime_secs(&self) -> u64 {
+        self.epoch.elapsed().as_secs()
+    }
+}
+
+/// The handle the API layer holds; cheap to clone.
+#[derive(Clone)]
+pub struct Directory {
+    inner: Arc<Inner>,
+}
+
+impl Directory {
+    /// `arbiters` host the actors; at least one is required.
+    pub fn new(
+        store: Arc<dyn Store>,
+        key: ServerKey,
+        config: DirectoryConfig,
+        arbiters: Vec<ArbiterHandle>,
+    ) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                actors: DashMap::new(),
+                views: DashMap::new(),
+                store,
+                key,
+                config,
+                arbiters,
+                epoch: Instant::now(),
+            }),
+        }
+    }
+
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.inner.store
+    }
+
+    pub fn server_key(&self) -> &ServerKey {
+        &self.inner.key
+    }
+
+    /// Actors resident in memory now.
+    pub fn resident(&self) -> usize {
+        self.inner.actors.len()
+    }
+
+    /// The user whose lowercase email is `key`, if any.
+    pub fn user_by_email(&self, key: &str) -> Result<Option<UserId>, StoreError> {
+        self.inner.store.user_by_email(key)
+    }
+
+    /// Writes a new user, claiming the email atomically, and waits until it is durable.
+    pub async fn register(
+        &self,
+        state: UserState,
+    ) -> Result<Result<Arc<UserState>, DomainError>, StoreError> {
+        match self.inner.store.create_user(&state)? {
+            Created::EmailTaken => Ok(Err(DomainError::EmailTaken)),
+            Created::Yes(ticket) => {
+                self.inner.store.commit().durable(ticket).await?;
+                Ok(Ok(Arc::new(state)))
+            }
+        }
+    }
+
+    /// The published view of a user, loading the actor if it is not resident. `None` for a
+    /// user that does not exist. Reading it marks the user active.
+    pub fn view(&self, id: UserId) -> Result<Option<Arc<UserState>>, StoreError> {
+        let entry = match self.inner.views.get(&id) {
+            Some(v) => v.clone(),
+            None => match self.spawn(id)? {
+                Some(_) => match self.inner.views.get(&id) {
+                    Some(v) => v.clone(),
+                    None => return Ok(None),
+                },
+                None => return Ok(None),
+            },
+        };
+        entry
+            .activity
+            .store(self.inner.uptime_secs(), Ordering::Relaxed);
+        Ok(Some(entry.state))
+    }
+
+    /// The resident actor of `id`, started from its snapshot if needed.
+    fn spawn(&self, id: UserId) -> Result<Option<Addr<UserActor>>, StoreError> {
+        use dashmap::mapref::entry::Entry;
+        match self.inner.actors.entry(id) {
+            Entry::Occupied(o) if o.get().connected() => Ok(Some(o.get().clone())),
+            entry => {
+                let Some(state) = self.inner.store.load_user(id)? else {
+                    return Ok(None);
+                };
+                let state = Arc::new(state);
+                let activity = Arc::new(AtomicU64::new(self.inner.uptime_secs()));
+                self.inner.views.insert(
+                    id,
+                    ViewEntry {
+                        state: state.clone(),
+                        activity: activity.clone(),
+                    },
+                );
+                let arbiter = &self.inner.arbiters[arbiter_index(id, self.inner.arbiters.len())];
+                let inner = self.inner.clone();
+                let addr = UserActor::start_in_arbiter(arbiter, move |_| {
+                    UserActor::new(state, activity, inner)
+                });
+                match entry {
+                    Entry::Occupied(mut o) => {
+                        o.insert(addr.clone());
+                    }
+                    Entry::Vacant(v) => {
+                        v.insert(addr.clone());
+                    }
+                }
+                Ok(Some(addr))
+            }
+        }
+    }
+
+    /// Sends `msg` to the user's actor and waits for its verdict to be durable.
+    ///
+    /// A message that reaches an actor retiring for idleness is retried on a fresh actor, which
+    /// reloads the snapshot: the retired one never writes again, so there is only ever one writer.
+    pub async fn call<M, T>(&self, id: UserId, msg: M) -> Result<Result<T, DomainError>, CallError>
+    where
+        M: Message<Result = Result<Done<T>, ActorError>> + Clone + Send + 'static,
+        T: Send + 'static,
+        UserActor: Handler<M>,
+    {
+        for _ in 0..4 {
+            let addr = self.spawn(id)?.ok_or(CallError::UnknownUser)?;
+            match addr.send(msg.clone()).await {
+                Ok(Ok(done)) => {
+                    if let Some(ticket) = done.ticket {
+                        self.inner.store.commit().durable(ticket).await?;
+                    }
+                    return Ok(done.value);
+                }
+                Ok(Err(ActorError::Store(e))) => return Err(e.into()),
+                Ok(Err(ActorError::Retired)) | Err(MailboxError::Closed) => {
+                    self.inner.actors.remove_if(&id, |_, a| *a == addr);
+                }
+                Err(MailboxError::Timeout) => return Err(CallError::Unavailable),
+            }
+        }
+        Err(CallError::Unavailable)
+    }
+}
+
+fn arbiter_index(id: UserId, n: usize) -> usize {
+    // The low bytes of a UUIDv7 are random, so this spreads users evenly.
+    let b = id.as_bytes();
+    (u64::from_le_bytes([b[8], b[9], b[10], b[11], b[12], b[13], b[14], b[15]]) % n.max(1) as u64)
+        as usize
+}

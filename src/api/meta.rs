@@ -1,0 +1,31 @@
+//! Endpoints about the server itself: health, readiness, public keys, the OpenAPI document.
+
+use actix_web::{web, HttpResponse};
+
+use super::AppState;
+
+/// Liveness: the process answers.
+#[utoipa::path(get, path = "/healthz", tag = "meta", summary = "Health", responses((status = 200, description = "Alive")))]
+pub async fn healthz() -> HttpResponse {
+    HttpResponse::Ok().json(serde_json::json!({"status": "ok"}))
+}
+
+/// Readiness: the store is open and requests are accepted (the server binds only after both).
+#[utoipa::path(get, path = "/readyz", tag = "meta", summary = "Ready", responses((status = 200, description = "Accepting requests")))]
+pub async fn readyz() -> HttpResponse {
+    HttpResponse::Ok().json(serde_json::json!({"status": "ready"}))
+}
+
+/// Every public key that may still have live tokens.
+#[utoipa::path(get, path = "/.well-known/jwks.json", tag = "meta", summary = "JSON Web Key Set", responses((status = 200, description = "The public signing keys")))]
+pub async fn jwks(state: web::Data<AppState>) -> HttpResponse {
+    HttpResponse::Ok()
+        .insert_header(("Cache-Control", "public, max-age=300"))
+        .json(state.keyring().jwks())
+}
+
+/// This API's OpenAPI 3.1 document.
+#[utoipa::path(get, path = "/openapi.json", tag = "meta", summary = "OpenAPI document", responses((status = 200, description = "OpenAPI 3.1")))]
+pub async fn openapi() -> HttpResponse {
+    HttpResponse::Ok().json(super::openapi::document())
+}

@@ -1,0 +1,86 @@
+//! The HTTP layer: the route table, shared handler state, and one file per area. Handlers are
+//! thin: they parse input into domain types, authenticate, make one call to the directory, and
+//! map the result. No storage access and no business rules live here.
+
+pub mod authn;
+pub mod error;
+pub mod extract;
+pub mod meta;
+pub mod openapi;
+pub mod respond;
+pub mod sessions;
+
+use std::sync::Arc;
+
+use actix_web::dev::HttpServiceFactory;
+use actix_web::{web, FromRequest, Handler, HttpResponse, Responder};
+use arc_swap::ArcSwap;
+
+use crate::actors::Directory;
+use crate::config::Config;
+use crate::domain::tokens::Keyring;
+use crate::domain::user::UserState;
+use crate::domain::DomainError;
+use crate::hashing::HashPool;
+use error::ApiError;
+
+/// What every handler shares.
+pub struct AppState {
+    pub directory: Directory,
+    pub hashes: HashPool,
+    pub config: Arc<Config>,
+    /// Replaced whole when signing keys rotate, so a request sees one consistent set.
+    pub keyring: ArcSwap<Keyring>,
+}
+
+impl AppState {
+    pub fn keyring(&self) -> Arc<Keyring> {
+        self.keyring.load_full()
+    }
+
+    /// The user an API key belongs to.
+    pub fn api_key_user(&self, _key: &str) -> Result<Arc<UserState>, ApiError> {
+        Err(DomainError::InvalidToken.into())
+    }
+}
+
+fn resource<F, Args>(
+    path: &str,
+    method: fn() -> actix_web::Route,
+    handler: F,
+) -> impl HttpServiceFactory
+where
+    F: Handler<Args>,
+    Args: FromRequest + 'static,
+    F::Output: Responder + 'static,
+{
+    web::resource(path)
+        .route(method().to(handler))
+        .default_service(web::to(method_not_allowed))
+}
+
+/// Registers every route.
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.service(resource(
+        "/api/auth/register",
+        web::post,
+        sessions::register,
+    ))
+    .service(resource("/api/auth/token", web::post, sessions::login))
+    .service(resource("/api/auth/refresh", web::post, sessions::refresh))
+    .service(resource("/api/auth/logout", web::post, sessions::logout))
+    .service(resource("/api/auth/me", web::get, sessions::me))
+    .service(resource("/.well-known/jwks.json", web::get, meta::jwks))
+    .service(resource("/openapi.json", web::get, meta::openapi))
+    .service(resource("/healthz", web::get, meta::healthz))
+    .service(resource("/readyz", web::get, meta::readyz));
+}
+
+/// 404 for every unknown path, in the contract's shape.
+pub async fn not_found() -> HttpResponse {
+    actix_web::ResponseError::error_response(&ApiError::NotFound)
+}
+
+async fn method_not_allowed() -> HttpResponse {
+    actix_web::ResponseError::error_response(&ApiError::MethodNotAllowed)
+}

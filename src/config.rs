@@ -1,0 +1,500 @@
+//! Typed settings: the embedded defaults, then `config.toml`, then `BP_AUTH__SECTION__KEY`
+//! environment overrides, in that order of precedence (last wins).
+//!
+//! Every section denies unknown fields, so a misspelt key stops the start with a message that
+//! names it instead of being silently ignored.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::Figment;
+use serde::{Deserialize, Serialize};
+
+/// The whole configuration, one field per `config.toml` section.
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub tokens: TokensConfig,
+    pub refresh: RefreshConfig,
+    pub cookie: CookieConfig,
+    pub password: PasswordConfig,
+    pub rate_limit: RateLimitConfig,
+    pub codes: CodesConfig,
+    pub cors: CorsConfig,
+    pub storage: StorageConfig,
+    pub log: LogConfig,
+    pub delivery: DeliveryConfig,
+    pub plans: BTreeMap<String, PlanConfig>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Address the HTTP listener binds.
+    pub bind: String,
+    /// Where the database, the signing keys and the outbox live.
+    pub data_dir: PathBuf,
+    /// Peers whose `X-Forwarded-For` is believed to name the client.
+    pub trusted_proxies: Vec<IpAddr>,
+    /// HTTP worker threads (0 = one per core).
+    pub workers: usize,
+    /// Send `Strict-Transport-Security` (only behind TLS termination).
+    pub hsts: bool,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            bind: "127.0.0.1:8080".into(),
+            data_dir: PathBuf::from("data"),
+            trusted_proxies: Vec::new(),
+            workers: 0,
+            hsts: false,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TokensConfig {
+    pub issuer: String,
+    pub audience: String,
+    pub access_ttl_seconds: u64,
+    pub refresh_ttl_seconds: u64,
+    pub mfa_pending_ttl_seconds: u64,
+    pub leeway_seconds: u64,
+    /// Absolute lifetime of one login, however often it is refreshed.
+    pub session_max_seconds: u64,
+}
+
+impl Default for TokensConfig {
+    fn default() -> Self {
+        Self {
+            issuer: "bp-auth".into(),
+            audience: "blitzpulse".into(),
+            access_ttl_seconds: 900,
+            refresh_ttl_seconds: 2_592_000,
+            mfa_pending_ttl_seconds: 300,
+            leeway_seconds: 30,
+            session_max_seconds: 7_776_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RefreshConfig {
+    pub rotation_enabled: bool,
+    pub reuse_grace_seconds: u64,
+}
+
+impl Default for RefreshConfig {
+    fn default() -> Self {
+        Self {
+            rotation_enabled: true,
+            reuse_grace_seconds: 0,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CookieConfig {
+    pub secure: bool,
+}
+
+impl Default for CookieConfig {
+    fn default() -> Self {
+        Self { secure: true }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PasswordConfig {
+    pub min_length: usize,
+    pub argon2_memory_kib: u32,
+    pub argon2_iterations: u32,
+    pub argon2_parallelism: u32,
+    /// Hashing threads; 0 means one per core.
+    pub hash_threads: usize,
+    /// Hashes allowed to wait for a thread before requests are shed with 503.
+    pub max_queue: usize,
+}
+
+impl Default for PasswordConfig {
+    fn default() -> Self {
+        Self {
+            min_length: 8,
+            argon2_memory_kib: 19_456,
+            argon2_iterations: 2,
+            argon2_parallelism: 1,
+            hash_threads: 0,
+            max_queue: 64,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RateLimitConfig {
+    pub enabled: bool,
+    pub login_failures_per_account: u32,
+    pub login_failures_per_ip: u32,
+    pub window_seconds: u64,
+    /// Registrations one client address may make per window.
+    pub registrations_per_ip: u32,
+}
+
+impl Default for RateLimitConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            login_failures_per_account: 10,
+            login_failures_per_ip: 50,
+            window_seconds: 900,
+            registrations_per_ip: 20,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CodesConfig {
+    pub resend_seconds: u64,
+    pub sends_per_hour: u32,
+    pub max_attempts: u32,
+    pub phone_ttl_seconds: u64,
+    pub reactivate_ttl_seconds: u64,
+}
+
+impl Default for CodesConfig {
+    fn default() -> Self {
+        Self {
+            resend_seconds: 60,
+            sends_per_hour: 5,
+            max_attempts: 5,
+            phone_ttl_seconds: 600,
+            reactivate_ttl_seconds: 900,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct CorsConfig {
+    pub allowed_origins: Vec<String>,
+}
+
+/// When a change counts as durable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Durability {
+    /// A 2xx answer to a change means it is on disk (group-committed fsync).
+    Flush,
+    /// Changes are flushed every `flush_every_ms`; a crash may lose the last interval.
+    Periodic,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageConfig {
+    pub durability: Durability,
+    pub flush_every_ms: u64,
+    pub actor_idle_seconds: u64,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        Self {
+            durability: Durability::Flush,
+            flush_every_ms: 500,
+            actor_idle_seconds: 600,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// A tracing filter directive; `RUST_LOG` wins when set.
+    pub level: String,
+    pub format: LogFormat,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            level: "info".into(),
+            format: LogFormat::Pretty,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Pretty,
+    Json,
+}
+
+/// How verification codes reach people.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DeliveryConfig {
+    /// `"outbox"` (append to `<data_dir>/outbox.jsonl`), `"log"` or `"webhook"`.
+    pub kind: DeliveryKind,
+    pub webhook_url: String,
+    /// Key of the `X-BP-Signature` HMAC-SHA256 header of webhook deliveries.
+    pub webhook_secret: String,
+    pub webhook_timeout_ms: u64,
+    pub webhook_retries: u32,
+}
+
+impl Default for DeliveryConfig {
+    fn default() -> Self {
+        Self {
+            kind: DeliveryKind::Outbox,
+            webhook_url: String::new(),
+            webhook_secret: String::new(),
+            webhook_timeout_ms: 3_000,
+            webhook_retries: 2,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DeliveryKind {
+    Outbox,
+    Log,
+    Webhook,
+}
+
+/// One plan's entitlements.
+#[derive(Debug, Clone, Serialize, Deserialize, Default, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct PlanConfig {
+    pub features: Vec<String>,
+    pub limits: BTreeMap<String, i64>,
+    /// Features granted only once the user's phone is verified.
+    pub verified_phone_features: Vec<String>,
+}
+
+/// Why the configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("configuration file {0} does not exist")]
+    MissingFile(PathBuf),
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+const ENV_PREFIX: &str = "BP_AUTH__";
+
+impl Config {
+    /// Loads the layered configuration. `explicit` is a file named with `--config`: unlike the
+    /// implicit `./config.toml`, its absence is an error.
+    pub fn load(explicit: Option<&Path>) -> Result<Self, ConfigError> {
+        let file = match explicit {
+            Some(path) if !path.exists() => return Err(ConfigError::MissingFile(path.into())),
+            Some(path) => Some(path.to_path_buf()),
+            None => Some(PathBuf::from("config.toml")).filter(|p| p.exists()),
+        };
+        Self::figment(file.as_deref(), Env::prefixed(ENV_PREFIX).split("__"))
+    }
+
+    /// The layering itself, with the environment provider passed in so tests can supply one.
+    pub fn figment(file: Option<&Path>, env: Env) -> Result<Self, ConfigError> {
+        let mut figment = Figment::from(Serialized::defaults(Self::default_with_plans()));
+        if let Some(path) = file {
+            figment = figment.merge(Toml::file_exact(path));
+        }
+        let config: Self = figment
+            .merge(env)
+            .extract()
+            .map_err(|e| ConfigError::Invalid(describe(e)))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// The built-in defaults, including the shipped plans.
+    pub fn default_with_plans() -> Self {
+        Self {
+            plans: default_plans(),
+            ..Self::default()
+        }
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |m: &str| Err(ConfigError::Invalid(m.to_string()));
+        if self.password.min_length == 0 || self.password.min_length > 128 {
+            return bad("password.min_length must be between 1 and 128");
+        }
+        if self.password.argon2_memory_kib < 8 * self.password.argon2_parallelism.max(1) {
+            return bad("password.argon2_memory_kib is below argon2's minimum");
+        }
+        if self.password.argon2_iterations == 0 || self.password.argon2_parallelism == 0 {
+            return bad("password.argon2_iterations and argon2_parallelism must be at least 1");
+        }
+        if self.tokens.access_ttl_seconds == 0 || self.tokens.refresh_ttl_seconds == 0 {
+            return bad("tokens.access_ttl_seconds and refresh_ttl_seconds must be positive");
+        }
+        if !self.plans.contains_key("free") {
+            return bad("plans.free must exist: every registration starts on it");
+        }
+        if self.codes.max_attempts == 0 {
+            return bad("codes.max_attempts must be at least 1");
+        }
+        Ok(())
+    }
+}
+
+/// Figment's messages name the key path (`unknown field `x` ... for key "default.refresh"`);
+/// flatten every error of the chain into one line.
+fn describe(error: figment::Error) -> String {
+    error
+        .into_iter()
+        .map(|e| {
+            let path = e.path.join(".");
+            if path.is_empty() {
+                e.kind.to_string()
+            } else {
+                format!("{} (at `{path}`)", e.kind)
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+fn plan(features: &[&str], limits: &[(&str, i64)], phone: &[&str]) -> PlanConfig {
+    PlanConfig {
+        features: features.iter().map(|s| s.to_string()).collect(),
+        limits: limits.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
+        verified_phone_features: phone.iter().map(|s| s.to_string()).collect(),
+    }
+}
+
+/// The plans BlitzPulse sells; `config.toml` can redefine or add to them.
+fn default_plans() -> BTreeMap<String, PlanConfig> {
+    BTreeMap::from([
+        (
+            "free".to_string(),
+            plan(
+                &["dashboard", "watchlists"],
+                &[
+                    ("api_requests_per_day", 1_000),
+                    ("watchlists", 3),
+                    ("alerts", 5),
+                ],
+                &["sms_alerts"],
+            ),
+        ),
+        (
+            "pro".to_string(),
+            plan(
+                &["dashboard", "watchlists", "alerts", "api_access", "exports"],
+                &[
+                    ("api_requests_per_day", 50_000),
+                    ("watchlists", 50),
+                    ("alerts", 200),
+                ],
+                &["sms_alerts"],
+            ),
+        ),
+        (
+            "enterprise".to_string(),
+            plan(
+                &[
+                    "dashboard",
+                    "watchlists",
+                    "alerts",
+                    "api_access",
+                    "exports",
+                    "sso",
+                    "audit_log",
+                ],
+                &[
+                    ("api_requests_per_day", 1_000_000),
+                    ("watchlists", 1_000),
+                    ("alerts", 10_000),
+                ],
+                &["sms_alerts", "voice_alerts"],
+            ),
+        ),
+    ])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[allow(clippy::result_large_err)]
+    fn with_env(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let mut out = None;
+        figment::Jail::expect_with(|jail| {
+            for (k, v) in vars {
+                jail.set_env(k, v);
+            }
+            out = Some(Config::figment(None, Env::prefixed(ENV_PREFIX).split("__")));
+            Ok(())
+        });
+        out.unwrap()
+    }
+
+    #[test]
+    fn defaults_match_the_contract() {
+        let c = Config::default_with_plans();
+        assert_eq!(c.server.bind, "127.0.0.1:8080");
+        assert_eq!(c.tokens.access_ttl_seconds, 900);
+        assert_eq!(c.tokens.refresh_ttl_seconds, 2_592_000);
+        assert_eq!(c.tokens.leeway_seconds, 30);
+        assert!(c.refresh.rotation_enabled);
+        assert_eq!(c.password.argon2_memory_kib, 19_456);
+        assert_eq!(c.storage.durability, Durability::Flush);
+        assert!(c.plans.contains_key("pro"));
+    }
+
+    #[test]
+    fn environment_overrides_nested_keys() {
+        let c = with_env(&[
+            ("BP_AUTH__REFRESH__ROTATION_ENABLED", "false"),
+            ("BP_AUTH__PLANS__FREE__LIMITS__WATCHLISTS", "5"),
+        ])
+        .unwrap();
+        assert!(!c.refresh.rotation_enabled);
+        assert_eq!(c.plans["free"].limits["watchlists"], 5);
+        assert_eq!(c.plans["free"].limits["api_requests_per_day"], 1_000);
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let err = with_env(&[("BP_AUTH__REFRESH__ROTATE", "false")]).unwrap_err();
+        assert!(err.to_string().contains("rotate"), "{err}");
+    }
+
+    #[test]
+    fn wrong_type_is_named() {
+        let err = with_env(&[("BP_AUTH__TOKENS__ACCESS_TTL_SECONDS", "soon")]).unwrap_err();
+        assert!(err.to_string().contains("access_ttl_seconds"), "{err}");
+    }
+}
+
+#[cfg(test)]
+mod shipped_file {
+    use super::*;
+
+    #[test]
+    fn config_toml_states_exactly_the_defaults() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config.toml");
+        let from_file: Config = Figment::from(Toml::file_exact(&path)).extract().unwrap();
+        let defaults = Config::default_with_plans();
+        assert_eq!(
+            serde_json::to_value(&from_file).unwrap(),
+            serde_json::to_value(&defaults).unwrap()
+        );
+    }
+}

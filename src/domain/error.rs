@@ -1,0 +1,76 @@
+//! What can go wrong, in the contract's vocabulary. Each variant has one stable machine code
+//! (`code()`), which `api::error` maps to an HTTP status in a single match.
+
+/// A failure decided by the rules (not a bug). Carries no secret.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DomainError {
+    #[error("Not authenticated")]
+    NotAuthenticated,
+    #[error("Could not validate credentials")]
+    InvalidToken,
+    #[error("Token has expired")]
+    TokenExpired,
+    #[error("Session has been revoked")]
+    SessionRevoked,
+    #[error("This endpoint requires a session; an API key cannot be used")]
+    SessionRequired,
+    #[error("Incorrect email or password")]
+    InvalidCredentials,
+    /// The right password was given for a deactivated account.
+    #[error("Account is deactivated")]
+    AccountDeactivated,
+    #[error("Email already registered")]
+    EmailTaken,
+    #[error("Invalid refresh token")]
+    InvalidRefreshToken,
+    #[error("Refresh token reuse detected; the session has been revoked")]
+    RefreshTokenReused,
+    #[error("Invalid or wrong code")]
+    InvalidCode { attempts_left: Option<u32> },
+    #[error("Code expired or not requested")]
+    CodeExpired,
+    #[error("No phone number on the profile")]
+    NoPhone,
+    #[error("Phone already verified")]
+    PhoneAlreadyVerified,
+    #[error("Two-factor authentication is not set up")]
+    MfaNotSetUp,
+    #[error("Two-factor authentication is already enabled")]
+    MfaAlreadyEnabled,
+    #[error("Two-factor authentication is not enabled")]
+    MfaNotEnabled,
+    #[error("Too many requests")]
+    RateLimited { retry_after: u64 },
+    #[error("Origin not allowed")]
+    OriginNotAllowed,
+    #[error("User not found")]
+    UserNotFound,
+}
+
+impl DomainError {
+    /// The stable machine code clients switch on.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::NotAuthenticated => "not_authenticated",
+            Self::InvalidToken => "invalid_token",
+            Self::TokenExpired => "token_expired",
+            Self::SessionRevoked => "session_revoked",
+            Self::SessionRequired => "session_required",
+            Self::InvalidCredentials => "invalid_credentials",
+            Self::AccountDeactivated => "account_deactivated",
+            Self::EmailTaken => "email_taken",
+            Self::InvalidRefreshToken => "invalid_refresh_token",
+            Self::RefreshTokenReused => "refresh_token_reused",
+            Self::InvalidCode { .. } => "invalid_code",
+            Self::CodeExpired => "code_expired",
+            Self::NoPhone => "no_phone",
+            Self::PhoneAlreadyVerified => "phone_already_verified",
+            Self::MfaNotSetUp => "mfa_not_set_up",
+            Self::MfaAlreadyEnabled => "mfa_already_enabled",
+            Self::MfaNotEnabled => "mfa_not_enabled",
+            Self::RateLimited { .. } => "rate_limited",
+            Self::OriginNotAllowed => "origin_not_allowed",
+            Self::UserNotFound => "not_found",
+        }
+    }
+}

@@ -1,0 +1,16 @@
+//! The rules of bp-auth as pure functions and plain data: no actix, no sled, no clock.
+//!
+//! Time is always passed in as a [`time::Timestamp`], so every rule ("the fifth wrong code voids
+//! it", "reuse of a used refresh token revokes its family") is unit-tested with a fixed clock.
+
+pub mod credentials;
+pub mod error;
+pub mod ids;
+pub mod password;
+pub mod secrets;
+pub mod sessions;
+pub mod time;
+pub mod tokens;
+pub mod user;
+
+pub use error::DomainError;

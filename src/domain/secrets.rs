@@ -1,0 +1,201 @@
+//! Opaque secrets handed to clients, and the server-held key that derives and hashes them.
+//!
+//! Only hashes of secrets are ever stored. Refresh tokens are 256 random bits; their SHA-256 is
+//! enough. Short codes (6 digits) would fall to a dictionary, so they are hashed with a keyed
+//! HMAC instead, under [`ServerKey`].
+
+use std::fmt;
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use hmac::{Hmac, Mac};
+use rand::RngCore;
+use sha2::{Digest, Sha256};
+
+use super::ids::{SessionId, UserId};
+
+type HmacSha256 = Hmac<Sha256>;
+
+/// 32 bytes from the operating system's generator.
+pub fn random_32() -> [u8; 32] {
+    let mut b = [0u8; 32];
+    rand::rngs::OsRng.fill_bytes(&mut b);
+    b
+}
+
+pub fn sha256(data: &[u8]) -> [u8; 32] {
+    Sha256::digest(data).into()
+}
+
+/// The server's own secret, kept in the data dir beside the signing keys. It derives refresh
+/// successors (so a retried rotation can be answered without storing any token) and keys the
+/// hashes of short codes.
+#[derive(Clone)]
+pub struct ServerKey([u8; 32]);
+
+impl fmt::Debug for ServerKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ServerKey(<redacted>)")
+    }
+}
+
+impl ServerKey {
+    pub fn from_bytes(bytes: [u8; 32]) -> Self {
+        Self(bytes)
+    }
+
+    fn mac(&self, parts: &[&[u8]]) -> [u8; 32] {
+        // HMAC accepts keys of any length, so this cannot fail; fall back to a keyed hash of the
+        // same inputs rather than carry an unreachable error everywhere.
+        let mut mac = match HmacSha256::new_from_slice(&self.0) {
+            Ok(m) => m,
+            Err(_) => return sha256(&[&self.0[..], &parts.concat()].concat()),
+        };
+        for p in parts {
+            mac.update(&(p.len() as u64).to_be_bytes());
+            mac.update(p);
+        }
+        mac.finalize().into_bytes().into()
+    }
+
+    /// The secret of the refresh token that follows `secret` (generation `next_gen`).
+    pub fn refresh_successor(&self, sid: SessionId, next_gen: u32, secret: &[u8; 32]) -> [u8; 32] {
+        self.mac(&[
+            b"bprt-successor-v1",
+            sid.as_bytes(),
+            &next_gen.to_be_bytes(),
+            secret,
+        ])
+    }
+
+    /// The stored form of a short code, bound to its purpose and owner.
+    pub fn code_hash(&self, purpose: &str, owner: &[u8], code: &str) -> [u8; 32] {
+        self.mac(&[b"bp-code-v1", purpose.as_bytes(), owner, code.as_bytes()])
+    }
+
+    /// A keyed digest for other secrets that need one (API keys, recovery codes).
+    pub fn digest(&self, purpose: &str, secret: &[u8]) -> [u8; 32] {
+        self.mac(&[b"bp-digest-v1", purpose.as_bytes(), secret])
+    }
+}
+
+/// A refresh token as presented: `bprt_` + base64url(user ‖ session ‖ generation ‖ secret).
+///
+/// The user and session let the server route it to its owner's actor without an index; the
+/// generation says where in its family's chain it stands; the 256-bit secret is what proves it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct RefreshToken {
+    pub user: UserId,
+    pub session: SessionId,
+    pub generation: u32,
+    pub secret: [u8; 32],
+}
+
+impl fmt::Debug for RefreshToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RefreshToken")
+            .field("user", &self.user)
+            .field("session", &self.session)
+            .field("generation", &self.generation)
+            .finish_non_exhaustive()
+    }
+}
+
+const REFRESH_PREFIX: &str = "bprt_";
+const REFRESH_RAW_LEN: usize = 16 + 16 + 4 + 32;
+
+impl RefreshToken {
+    pub fn encode(&self) -> String {
+        let mut raw = Vec::with_capacity(REFRESH_RAW_LEN);
+        raw.extend_from_slice(self.user.as_bytes());
+        raw.extend_from_slice(self.session.as_bytes());
+        raw.extend_from_slice(&self.generation.to_be_bytes());
+        raw.extend_from_slice(&self.secret);
+        format!("{REFRESH_PREFIX}{}", URL_SAFE_NO_PAD.encode(raw))
+    }
+
+    /// `None` for anything that is not exactly a token of this format.
+    pub fn parse(s: &str) -> Option<Self> {
+        let body = s.strip_prefix(REFRESH_PREFIX)?;
+        if body.len() > 100 {
+            return None;
+        }
+        let raw = URL_SAFE_NO_PAD.decode(body).ok()?;
+        if raw.len() != REFRESH_RAW_LEN {
+            return None;
+        }
+        let user: [u8; 16] = raw[0..16].try_into().ok()?;
+        let session: [u8; 16] = raw[16..32].try_into().ok()?;
+        let generation: [u8; 4] = raw[32..36].try_into().ok()?;
+        let secret: [u8; 32] = raw[36..68].try_into().ok()?;
+        Some(Self {
+            user: UserId::from_bytes(user),
+            session: SessionId::from_bytes(session),
+            generation: u32::from_be_bytes(generation),
+            secret,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refresh_token_round_trips() {
+        let t = RefreshToken {
+            user: UserId::generate(),
+            session: SessionId::generate(),
+            generation: 7,
+            secret: random_32(),
+        };
+        let s = t.encode();
+        assert!(s.starts_with("bprt_"));
+        assert!(s.len() >= 5 + 43, "at least 256 bits of randomness");
+        assert_eq!(RefreshToken::parse(&s), Some(t));
+    }
+
+    #[test]
+    fn refresh_token_rejects_garbage() {
+        for bad in [
+            "",
+            "bprt_",
+            "bprt_abc",
+            "xx_AAAA",
+            &format!("bprt_{}", "A".repeat(90)),
+        ] {
+            assert!(RefreshToken::parse(bad).is_none(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn debug_hides_secrets() {
+        let t = RefreshToken {
+            user: UserId::generate(),
+            session: SessionId::generate(),
+            generation: 0,
+            secret: [7; 32],
+        };
+        assert!(!format!("{t:?}").contains("7, 7"));
+        assert!(!format!("{:?}", ServerKey::from_bytes([7; 32])).contains('7'));
+    }
+
+    #[test]
+    fn successors_depend_on_key_session_and_generation() {
+        let k = ServerKey::from_bytes([1; 32]);
+        let sid = SessionId::generate();
+        let s = [9; 32];
+        assert_eq!(
+            k.refresh_successor(sid, 1, &s),
+            k.refresh_successor(sid, 1, &s)
+        );
+        assert_ne!(
+            k.refresh_successor(sid, 1, &s),
+            k.refresh_successor(sid, 2, &s)
+        );
+        assert_ne!(
+            k.refresh_successor(sid, 1, &s),
+            ServerKey::from_bytes([2; 32]).refresh_successor(sid, 1, &s)
+        );
+    }
+}

@@ -1,0 +1,195 @@
+//! The password-hashing pool: long-lived threads, off the async workers and the actors, each
+//! reusing one argon2 memory block, behind a bounded queue.
+//!
+//! argon2id at OWASP's parameters costs ~17 ms of one core. Letting hashes queue without bound
+//! would let one login flood raise every login's latency without limit, so a full queue answers
+//! [`HashPoolError::Overloaded`] at once (503 with `Retry-After`) instead.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex};
+use std::thread;
+
+use tokio::sync::oneshot;
+use zeroize::Zeroizing;
+
+use crate::domain::password::Hasher;
+
+#[derive(Debug, thiserror::Error)]
+pub enum HashPoolError {
+    #[error("too many password hashes waiting")]
+    Overloaded,
+    #[error("password hashing failed: {0}")]
+    Failed(String),
+}
+
+enum Job {
+    Hash {
+        password: Zeroizing<Vec<u8>>,
+        reply: oneshot::Sender<Result<String, HashPoolError>>,
+    },
+    Verify {
+        password: Zeroizing<Vec<u8>>,
+        phc: Arc<str>,
+        reply: oneshot::Sender<Result<bool, HashPoolError>>,
+    },
+}
+
+/// A handle to the pool; cheap to clone.
+#[derive(Clone)]
+pub struct HashPool {
+    queue: SyncSender<Job>,
+    /// Jobs submitted and not yet finished (waiting or running).
+    in_flight: Arc<AtomicUsize>,
+    /// A hash of a random password, checked for unknown emails so that they cost the same.
+    dummy: Arc<str>,
+}
+
+impl HashPool {
+    /// Starts `threads` hashing threads (0 = one per core) with room for `max_queue` waiting jobs.
+    pub fn start(hasher: Hasher, threads: usize, max_queue: usize) -> Result<Self, HashPoolError> {
+        let threads = if threads == 0 {
+            thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1)
+        } else {
+            threads
+        };
+        let (tx, rx) = sync_channel::<Job>(max_queue.max(1));
+        let rx = Arc::new(Mutex::new(rx));
+        for i in 0..threads {
+            let rx = rx.clone();
+            let hasher = hasher.clone();
+            thread::Builder::new()
+                .name(format!("bp-hash-{i}"))
+                .spawn(move || worker(&hasher, &rx))
+                .map_err(|e| HashPoolError::Failed(e.to_string()))?;
+        }
+        let dummy_secret = crate::domain::secrets::random_32();
+        let dummy = hasher
+            .hash(&dummy_secret, &mut hasher.scratch())
+            .map_err(|e| HashPoolError::Failed(e.to_string()))?;
+        Ok(Self {
+            queue: tx,
+            in_flight: Arc::new(AtomicUsize::new(0)),
+            dummy: dummy.into(),
+        })
+    }
+
+    /// Jobs waiting or running now.
+    pub fn depth(&self) -> usize {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+
+    fn submit(&self, job: Job) -> Result<(), HashPoolError> {
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        match self.queue.try_send(job) {
+            Ok(()) => Ok(()),
+            Err(TrySendError::Full(_)) => {
+                self.in_flight.fetch_sub(1, Ordering::Relaxed);
+                Err(HashPoolError::Overloaded)
+            }
+            Err(TrySendError::Disconnected(_)) => {
+                self.in_flight.fetch_sub(1, Ordering::Relaxed);
+                Err(HashPoolError::Failed("hashing threads have stopped".into()))
+            }
+        }
+    }
+
+    /// A new PHC hash of `password`.
+    pub async fn hash(&self, password: &str) -> Result<String, HashPoolError> {
+        let (reply, rx) = oneshot::channel();
+        self.submit(Job::Hash {
+            password: Zeroizing::new(password.as_bytes().to_vec()),
+            reply,
+        })?;
+        let out = rx.await;
+        self.in_flight.fetch_sub(1, Ordering::Relaxed);
+        out.map_err(|_| HashPoolError::Failed("hashing thread dropped the job".into()))?
+    }
+
+    /// Whether `password` matches `phc`; with `None` (an unknown user), checks against the dummy
+    /// hash and answers false, at the same cost.
+    pub async fn verify(
+        &self,
+        password: &str,
+        phc: Option<Arc<str>>,
+    ) -> Result<bool, HashPoolError> {
+        let known = phc.is_some();
+        let (reply, rx) = oneshot::channel();
+        self.submit(Job::Verify {
+            password: Zeroizing::new(password.as_bytes().to_vec()),
+            phc: phc.unwrap_or_else(|| self.dummy.clone()),
+            reply,
+        })?;
+        let out = rx.await;
+        self.in_flight.fetch_sub(1, Ordering::Relaxed);
+        let matched =
+            out.map_err(|_| HashPoolError::Failed("hashing thread dropped the job".into()))??;
+        Ok(known && matched)
+    }
+}
+
+fn worker(hasher: &Hasher, rx: &Mutex<std::sync::mpsc::Receiver<Job>>) {
+    let mut scratch = hasher.scratch();
+    loop {
+        let job = match rx.lock() {
+            Ok(guard) => guard.recv(),
+            Err(_) => return,
+        };
+        let Ok(job) = job else { return };
+        match job {
+            Job::Hash { password, reply } => {
+                let r = hasher
+                    .hash(&password, &mut scratch)
+                    .map_err(|e| HashPoolError::Failed(e.to_string()));
+                let _ = reply.send(r);
+            }
+            Job::Verify {
+                password,
+                phc,
+                reply,
+            } => {
+                let r = hasher
+                    .verify(&password, &phc, &mut scratch)
+                    .map_err(|e| HashPoolError::Failed(e.to_string()));
+                let _ = reply.send(r);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn hashes_and_verifies_off_thread() {
+        let pool = HashPool::start(Hasher::new(19_456, 2, 1).unwrap(), 1, 4).unwrap();
+        let phc: Arc<str> = pool.hash("correct horse").await.unwrap().into();
+        assert!(pool
+            .verify("correct horse", Some(phc.clone()))
+            .await
+            .unwrap());
+        assert!(!pool.verify("wrong", Some(phc)).await.unwrap());
+        assert!(!pool.verify("anything", None).await.unwrap());
+        assert_eq!(pool.depth(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_sheds_at_once() {
+        let pool = HashPool::start(Hasher::new(19_456, 2, 1).unwrap(), 1, 1).unwrap();
+        let mut tasks = Vec::new();
+        for _ in 0..8 {
+            let p = pool.clone();
+            tasks.push(tokio::spawn(async move { p.hash("correct horse").await }));
+        }
+        let mut shed = 0;
+        for t in tasks {
+            if matches!(t.await.unwrap(), Err(HashPoolError::Overloaded)) {
+                shed += 1;
+            }
+        }
+        assert!(shed >= 1, "at most 1 running + 1 waiting of 8");
+    }
+}

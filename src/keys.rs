@@ -1,0 +1,182 @@
+//! Key material in the data dir: Ed25519 signing keys (one file each, named by `kid`) and the
+//! server key. Generated on first start, readable by the owner only, loaded on later starts so
+//! that tokens issued before a restart still verify.
+
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use serde::{Deserialize, Serialize};
+
+use crate::domain::secrets::{random_32, ServerKey};
+use crate::domain::time::Timestamp;
+use crate::domain::tokens::KeyPair;
+
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    #[error("key file {path}: {msg}")]
+    File { path: PathBuf, msg: String },
+}
+
+fn file_err(path: &Path, e: impl ToString) -> KeyError {
+    KeyError::File {
+        path: path.to_path_buf(),
+        msg: e.to_string(),
+    }
+}
+
+/// A signing key as stored.
+#[derive(Serialize, Deserialize)]
+struct StoredKey {
+    kid: String,
+    created_at: i64,
+    /// base64url of the 32-byte Ed25519 seed.
+    seed: String,
+}
+
+/// The signing keys found in the data dir, newest first, with their creation times.
+pub struct SigningKeys {
+    pub keys: Vec<(KeyPair, Timestamp)>,
+}
+
+impl SigningKeys {
+    /// The key new tokens are signed with: the newest.
+    pub fn active(&self) -> Option<&KeyPair> {
+        self.keys.first().map(|(k, _)| k)
+    }
+}
+
+fn keys_dir(data_dir: &Path) -> Result<PathBuf, KeyError> {
+    let dir = data_dir.join("keys");
+    if !dir.exists() {
+        fs::create_dir_all(&dir).map_err(|e| file_err(&dir, e))?;
+        restrict(&dir, 0o700)?;
+    }
+    Ok(dir)
+}
+
+#[cfg(unix)]
+fn restrict(path: &Path, mode: u32) -> Result<(), KeyError> {
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(path, fs::Permissions::from_mode(mode)).map_err(|e| file_err(path, e))
+}
+
+#[cfg(not(unix))]
+fn restrict(_path: &Path, _mode: u32) -> Result<(), KeyError> {
+    Ok(())
+}
+
+/// Writes `contents` to a new owner-only file, durably, failing if it exists.
+fn write_private(path: &Path, contents: &[u8]) -> Result<(), KeyError> {
+    let mut opts = fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    let mut f = opts.open(path).map_err(|e| file_err(path, e))?;
+    f.write_all(contents).map_err(|e| file_err(path, e))?;
+    f.sync_all().map_err(|e| file_err(path, e))
+}
+
+/// Creates a new signing key in the data dir and returns it.
+pub fn generate_signing_key(data_dir: &Path, now: Timestamp) -> Result<KeyPair, KeyError> {
+    let dir = keys_dir(data_dir)?;
+    let seed = random_32();
+    let pair = KeyPair::from_seed(&seed);
+    let stored = StoredKey {
+        kid: pair.kid.clone(),
+        created_at: now.0,
+        seed: URL_SAFE_NO_PAD.encode(seed),
+    };
+    let json = serde_json::to_vec_pretty(&stored).map_err(|e| file_err(&dir, e))?;
+    write_private(&dir.join(format!("{}.key", pair.kid)), &json)?;
+    Ok(pair)
+}
+
+/// Every signing key in the data dir, newest first; generates the first one if there is none.
+pub fn load_or_create_signing_keys(
+    data_dir: &Path,
+    now: Timestamp,
+) -> Result<SigningKeys, KeyError> {
+    let dir = keys_dir(data_dir)?;
+    let mut keys = Vec::new();
+    for entry in fs::read_dir(&dir).map_err(|e| file_err(&dir, e))? {
+        let path = entry.map_err(|e| file_err(&dir, e))?.path();
+        if path.extension().and_then(|e| e.to_str()) != Some("key") {
+            continue;
+        }
+        let bytes = fs::read(&path).map_err(|e| file_err(&path, e))?;
+        let stored: StoredKey = serde_json::from_slice(&bytes).map_err(|e| file_err(&path, e))?;
+        let seed: [u8; 32] = URL_SAFE_NO_PAD
+            .decode(&stored.seed)
+            .ok()
+            .and_then(|s| s.try_into().ok())
+            .ok_or_else(|| file_err(&path, "seed is not 32 bytes of base64url"))?;
+        let pair = KeyPair::from_seed(&seed);
+        if pair.kid != stored.kid {
+            return Err(file_err(&path, "kid does not match the key"));
+        }
+        keys.push((pair, Timestamp(stored.created_at)));
+    }
+    if keys.is_empty() {
+        keys.push((generate_signing_key(data_dir, now)?, now));
+    }
+    keys.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.kid.cmp(&b.0.kid)));
+    Ok(SigningKeys { keys })
+}
+
+/// The server key (`keys/server.key`), generated on first start.
+pub fn load_or_create_server_key(data_dir: &Path) -> Result<ServerKey, KeyError> {
+    let path = keys_dir(data_dir)?.join("server.key");
+    if !path.exists() {
+        write_private(&path, URL_SAFE_NO_PAD.encode(random_32()).as_bytes())?;
+    }
+    let text = fs::read_to_string(&path).map_err(|e| file_err(&path, e))?;
+    let bytes: [u8; 32] = URL_SAFE_NO_PAD
+        .decode(text.trim())
+        .ok()
+        .and_then(|b| b.try_into().ok())
+        .ok_or_else(|| file_err(&path, "not 32 bytes of base64url"))?;
+    Ok(ServerKey::from_bytes(bytes))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_are_generated_once_and_private() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = load_or_create_signing_keys(dir.path(), Timestamp(100)).unwrap();
+        let again = load_or_create_signing_keys(dir.path(), Timestamp(200)).unwrap();
+        assert_eq!(first.active().unwrap().kid, again.active().unwrap().kid);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            for entry in fs::read_dir(dir.path().join("keys")).unwrap() {
+                let mode = entry.unwrap().metadata().unwrap().permissions().mode();
+                assert_eq!(mode & 0o077, 0, "readable by the owner only");
+            }
+        }
+        let k1 = load_or_create_server_key(dir.path()).unwrap();
+        let k2 = load_or_create_server_key(dir.path()).unwrap();
+        assert_eq!(
+            format!("{:?}", k1.digest("t", b"x")),
+            format!("{:?}", k2.digest("t", b"x"))
+        );
+    }
+
+    #[test]
+    fn newest_key_is_active() {
+        let dir = tempfile::tempdir().unwrap();
+        load_or_create_signing_keys(dir.path(), Timestamp(100)).unwrap();
+        let newer = generate_signing_key(dir.path(), Timestamp(200)).unwrap();
+        let keys = load_or_create_signing_keys(dir.path(), Timestamp(300)).unwrap();
+        assert_eq!(keys.keys.len(), 2);
+        assert_eq!(keys.active().unwrap().kid, newer.kid);
+    }
+}

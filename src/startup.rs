@@ -1,0 +1,175 @@
+//! Builds the application: opens the data dir and the store, loads the keys, starts the
+//! hashing pool, the actor arbiters and the directory, binds the listener, and on shutdown
+//! drains requests and flushes the store.
+
+use std::net::TcpListener;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::Arbiter;
+use actix_web::dev::Server;
+use actix_web::middleware::{from_fn, DefaultHeaders};
+use actix_web::{web, App, HttpServer};
+use arc_swap::ArcSwap;
+
+use crate::actors::{Directory, DirectoryConfig};
+use crate::api::{self, AppState};
+use crate::clock;
+use crate::config::Config;
+use crate::domain::password::Hasher;
+use crate::domain::sessions::SessionPolicy;
+use crate::domain::tokens::Keyring;
+use crate::hashing::HashPool;
+use crate::keys;
+use crate::store::sled::SledStore;
+use crate::store::Store;
+use crate::telemetry;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error("data directory {0}: {1}")]
+    DataDir(String, String),
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    #[error(transparent)]
+    Keys(#[from] keys::KeyError),
+    #[error(transparent)]
+    Hashing(#[from] crate::hashing::HashPoolError),
+    #[error("cannot bind {0}: {1}")]
+    Bind(String, std::io::Error),
+}
+
+/// A built, bound, not yet running server.
+pub struct Application {
+    server: Server,
+    port: u16,
+    store: Arc<SledStore>,
+    arbiters: Vec<Arbiter>,
+}
+
+fn ensure_data_dir(dir: &Path) -> Result<(), StartupError> {
+    std::fs::create_dir_all(dir)
+        .map_err(|e| StartupError::DataDir(dir.display().to_string(), e.to_string()))
+}
+
+/// The keyring from the data dir's keys.
+pub fn load_keyring(config: &Config) -> Result<Keyring, StartupError> {
+    let signing = keys::load_or_create_signing_keys(&config.server.data_dir, clock::now())?;
+    let active = signing.active().cloned().ok_or_else(|| {
+        StartupError::DataDir(
+            config.server.data_dir.display().to_string(),
+            "no signing key".into(),
+        )
+    })?;
+    let published = signing.keys.iter().map(|(k, _)| k.clone()).collect();
+    Ok(Keyring::new(
+        active,
+        published,
+        config.tokens.issuer.clone(),
+        config.tokens.audience.clone(),
+        config.tokens.leeway_seconds,
+    ))
+}
+
+impl Application {
+    /// Must run inside an actix system (the actors' arbiters are started here).
+    pub fn build(config: Config) -> Result<Self, StartupError> {
+        let data_dir = config.server.data_dir.clone();
+        ensure_data_dir(&data_dir)?;
+        let store = Arc::new(SledStore::open(&data_dir.join("db"), &config.storage)?);
+        let keyring = load_keyring(&config)?;
+        let server_key = keys::load_or_create_server_key(&data_dir)?;
+        let p = &config.password;
+        let hasher = Hasher::new(
+            p.argon2_memory_kib,
+            p.argon2_iterations,
+            p.argon2_parallelism,
+        )
+        .map_err(|e| crate::hashing::HashPoolError::Failed(e.to_string()))?;
+        let hashes = HashPool::start(hasher, p.hash_threads, p.max_queue)?;
+
+        let cores = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1);
+        let arbiters: Vec<Arbiter> = (0..cores).map(|_| Arbiter::new()).collect();
+        let policy = SessionPolicy {
+            refresh_ttl: config.tokens.refresh_ttl_seconds,
+            session_max: config.tokens.session_max_seconds,
+            rotation_enabled: config.refresh.rotation_enabled,
+            reuse_grace: config.refresh.reuse_grace_seconds,
+        };
+        let directory = Directory::new(
+            store.clone() as Arc<dyn Store>,
+            server_key,
+            DirectoryConfig {
+                policy,
+                idle: Duration::from_secs(config.storage.actor_idle_seconds.max(1)),
+            },
+            arbiters.iter().map(Arbiter::handle).collect(),
+        );
+
+        let listener = TcpListener::bind(&config.server.bind)
+            .map_err(|e| StartupError::Bind(config.server.bind.clone(), e))?;
+        let port = listener
+            .local_addr()
+            .map_err(|e| StartupError::Bind(config.server.bind.clone(), e))?
+            .port();
+        let workers = if config.server.workers == 0 {
+            cores
+        } else {
+            config.server.workers
+        };
+        let config = Arc::new(config);
+        let state = web::Data::new(AppState {
+            directory,
+            hashes,
+            config: config.clone(),
+            keyring: ArcSwap::from_pointee(keyring),
+        });
+        let server = HttpServer::new(move || {
+            App::new()
+                .app_data(state.clone())
+                .wrap(DefaultHeaders::new().add(("X-Content-Type-Options", "nosniff")))
+                .wrap(from_fn(telemetry::request_span))
+                .configure(api::routes)
+                .default_service(web::to(api::not_found))
+        })
+        .workers(workers)
+        .max_connections(10_000)
+        .client_request_timeout(Duration::from_secs(10))
+        .client_disconnect_timeout(Duration::from_secs(2))
+        .shutdown_timeout(10)
+        .listen(listener)
+        .map_err(|e| StartupError::Bind(config.server.bind.clone(), e))?
+        .run();
+        tracing::info!(port, data_dir = %data_dir.display(), "bp-auth listening");
+        Ok(Self {
+            server,
+            port,
+            store,
+            arbiters,
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// A handle to stop the server from elsewhere (tests).
+    pub fn handle(&self) -> actix_web::dev::ServerHandle {
+        self.server.handle()
+    }
+
+    /// Serves until SIGTERM/SIGINT (or a stop through the handle), draining requests in flight,
+    /// then flushes the store.
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        let result = self.server.await;
+        for a in &self.arbiters {
+            a.stop();
+        }
+        self.store.close();
+        tracing::info!("bp-auth stopped; store flushed");
+        result
+    }
+}

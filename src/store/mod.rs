@@ -1,0 +1,54 @@
+//! Persistence behind one trait, so the engine (sled today) can be replaced without touching the
+//! actors. A user's state is one versioned snapshot; cross-user lookups (email → user, API-key
+//! hash → user) are index entries written in the same batch as the snapshot that changes them.
+
+pub mod codec;
+pub mod commit;
+pub mod sled;
+
+use crate::domain::ids::UserId;
+use crate::domain::user::UserState;
+
+pub use commit::{GroupCommit, Ticket};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("storage I/O failed: {0}")]
+    Io(String),
+    #[error("stored data is unreadable: {0}")]
+    Corrupt(String),
+    #[error("the data directory is in use by another bp-auth process")]
+    Locked,
+}
+
+/// A change to a cross-user index that must land atomically with a snapshot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IndexChange {
+    /// The API key with this digest now belongs to the user.
+    ApiKeyPut([u8; 32]),
+    /// The API key with this digest no longer authenticates anyone.
+    ApiKeyDelete([u8; 32]),
+}
+
+/// What registration's atomic claim of an email found.
+#[derive(Debug)]
+pub enum Created {
+    Yes(Ticket),
+    EmailTaken,
+}
+
+/// The storage engine. Methods are synchronous and fast (they write to the engine's memory and
+/// log); durability is awaited separately through the returned [`Ticket`].
+pub trait Store: Send + Sync + 'static {
+    fn load_user(&self, id: UserId) -> Result<Option<UserState>, StoreError>;
+    fn user_by_email(&self, email_key: &str) -> Result<Option<UserId>, StoreError>;
+    fn user_by_api_key(&self, digest: &[u8; 32]) -> Result<Option<UserId>, StoreError>;
+    /// Claims `state.email_key` and writes the first snapshot and the tenant record, all or none.
+    fn create_user(&self, state: &UserState) -> Result<Created, StoreError>;
+    /// Writes a snapshot and the index changes it implies, all or none.
+    fn save_user(&self, state: &UserState, index: &[IndexChange]) -> Result<Ticket, StoreError>;
+    /// Every user id, for maintenance and export.
+    fn user_ids(&self) -> Result<Vec<UserId>, StoreError>;
+    /// The group committer that makes tickets durable.
+    fn commit(&self) -> &GroupCommit;
+}

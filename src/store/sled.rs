@@ -1,0 +1,240 @@
+//! The sled engine: the only module that imports sled.
+//!
+//! Trees: `users` (user id → snapshot), `emails` (lowercase email → user id), `tenants`
+//! (tenant id → record), `api_keys` (key digest → user id). Changes that touch more than one tree
+//! run in one sled transaction, so an index never points at a snapshot that was not written.
+
+use std::path::Path;
+use std::time::Duration;
+
+use sled::transaction::{ConflictableTransactionError, TransactionError, Transactional};
+
+use super::{codec, Created, GroupCommit, IndexChange, Store, StoreError, Ticket};
+use crate::config::StorageConfig;
+use crate::domain::ids::UserId;
+use crate::domain::user::UserState;
+
+pub struct SledStore {
+    db: sled::Db,
+    users: sled::Tree,
+    emails: sled::Tree,
+    tenants: sled::Tree,
+    api_keys: sled::Tree,
+    commit: GroupCommit,
+}
+
+impl From<sled::Error> for StoreError {
+    fn from(e: sled::Error) -> Self {
+        match e {
+            sled::Error::Io(io) if io.kind() == std::io::ErrorKind::WouldBlock => {
+                StoreError::Locked
+            }
+            sled::Error::Io(io) if io.to_string().contains("lock") => StoreError::Locked,
+            sled::Error::Corruption { .. } => StoreError::Corrupt(e.to_string()),
+            other => StoreError::Io(other.to_string()),
+        }
+    }
+}
+
+fn user_id(bytes: &[u8]) -> Result<UserId, StoreError> {
+    let arr: [u8; 16] = bytes
+        .try_into()
+        .map_err(|_| StoreError::Corrupt("index value is not a user id".into()))?;
+    Ok(UserId::from_bytes(arr))
+}
+
+impl SledStore {
+    /// Opens (or creates) the database under `dir`.
+    pub fn open(dir: &Path, storage: &StorageConfig) -> Result<Self, StoreError> {
+        let db = sled::Config::new()
+            .path(dir)
+            // The group committer owns flushing; sled's own timer would only add fsyncs.
+            .flush_every_ms(None)
+            .cache_capacity(256 * 1024 * 1024)
+            .open()?;
+        let users = db.open_tree("users")?;
+        let emails = db.open_tree("emails")?;
+        let tenants = db.open_tree("tenants")?;
+        let api_keys = db.open_tree("api_keys")?;
+        let flush_db = db.clone();
+        let commit = GroupCommit::start(
+            storage.durability,
+            Duration::from_millis(storage.flush_every_ms.max(1)),
+            Box::new(move || flush_db.flush().map_err(StoreError::from)),
+        )?;
+        Ok(Self {
+            db,
+            users,
+            emails,
+            tenants,
+            api_keys,
+            commit,
+        })
+    }
+
+    /// Flushes everything and stops the flusher.
+    pub fn close(&self) {
+        self.commit.shutdown();
+        let _ = self.db.flush();
+    }
+}
+
+impl Drop for SledStore {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+fn flatten(e: TransactionError<StoreError>) -> StoreError {
+    match e {
+        TransactionError::Abort(e) => e,
+        TransactionError::Storage(e) => e.into(),
+    }
+}
+
+impl Store for SledStore {
+    fn load_user(&self, id: UserId) -> Result<Option<UserState>, StoreError> {
+        self.users
+            .get(id.as_bytes())?
+            .map(|bytes| codec::decode(&bytes))
+            .transpose()
+    }
+
+    fn user_by_email(&self, email_key: &str) -> Result<Option<UserId>, StoreError> {
+        self.emails
+            .get(email_key.as_bytes())?
+            .map(|v| user_id(&v))
+            .transpose()
+    }
+
+    fn user_by_api_key(&self, digest: &[u8; 32]) -> Result<Option<UserId>, StoreError> {
+        self.api_keys.get(digest)?.map(|v| user_id(&v)).transpose()
+    }
+
+    fn create_user(&self, state: &UserState) -> Result<Created, StoreError> {
+        let snapshot = codec::encode(state)?;
+        let tenant = codec::encode(&state.tenant)?;
+        let taken = (&self.users, &self.emails, &self.tenants)
+            .transaction(|(users, emails, tenants)| {
+                if emails.get(state.email_key.as_bytes())?.is_some() {
+                    return Ok(true);
+                }
+                emails.insert(state.email_key.as_bytes(), state.id.as_bytes())?;
+                users.insert(state.id.as_bytes(), snapshot.as_slice())?;
+                tenants.insert(state.tenant.id.as_bytes(), tenant.as_slice())?;
+                Ok(false)
+            })
+            .map_err(flatten)?;
+        if taken {
+            return Ok(Created::EmailTaken);
+        }
+        Ok(Created::Yes(self.commit.written()))
+    }
+
+    fn save_user(&self, state: &UserState, index: &[IndexChange]) -> Result<Ticket, StoreError> {
+        let snapshot = codec::encode(state)?;
+        if index.is_empty() {
+            self.users.insert(state.id.as_bytes(), snapshot)?;
+        } else {
+            (&self.users, &self.api_keys)
+                .transaction(|(users, api_keys)| {
+                    for change in index {
+                        match change {
+                            IndexChange::ApiKeyPut(d) => {
+                                api_keys.insert(&d[..], state.id.as_bytes())?;
+                            }
+                            IndexChange::ApiKeyDelete(d) => {
+                                api_keys.remove(&d[..])?;
+                            }
+                        }
+                    }
+                    users.insert(state.id.as_bytes(), snapshot.as_slice())?;
+                    Ok::<_, ConflictableTransactionError<StoreError>>(())
+                })
+                .map_err(flatten)?;
+        }
+        Ok(self.commit.written())
+    }
+
+    fn user_ids(&self) -> Result<Vec<UserId>, StoreError> {
+        self.users
+            .iter()
+            .keys()
+            .map(|k| k.map_err(StoreError::from).and_then(|k| user_id(&k)))
+            .collect()
+    }
+
+    fn commit(&self) -> &GroupCommit {
+        &self.commit
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Durability;
+    use crate::domain::credentials::Email;
+    use crate::domain::time::Timestamp;
+    use crate::domain::user::NewUser;
+
+    fn user(email: &str) -> UserState {
+        UserState::register(
+            NewUser {
+                email: Email::parse(email).unwrap(),
+                full_name: None,
+                phone: None,
+                password_hash: "$argon2id$x".into(),
+            },
+            Timestamp(1_800_000_000),
+        )
+    }
+
+    fn open(dir: &Path) -> SledStore {
+        let cfg = StorageConfig {
+            durability: Durability::Flush,
+            flush_every_ms: 500,
+            actor_idle_seconds: 600,
+        };
+        SledStore::open(dir, &cfg).unwrap()
+    }
+
+    #[tokio::test]
+    async fn create_claims_the_email_once_and_survives_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = user("Ada@example.com");
+        {
+            let store = open(dir.path());
+            let Created::Yes(t) = store.create_user(&a).unwrap() else {
+                panic!("first claim must win")
+            };
+            store.commit().durable(t).await.unwrap();
+            assert!(matches!(
+                store.create_user(&user("ada@EXAMPLE.com")).unwrap(),
+                Created::EmailTaken
+            ));
+        }
+        let store = open(dir.path());
+        assert_eq!(store.user_by_email("ada@example.com").unwrap(), Some(a.id));
+        assert_eq!(store.load_user(a.id).unwrap(), Some(a));
+    }
+
+    #[tokio::test]
+    async fn index_changes_land_with_the_snapshot() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path());
+        let mut a = user("ada@example.com");
+        store.create_user(&a).unwrap();
+        a.revision = 5;
+        let t = store
+            .save_user(&a, &[IndexChange::ApiKeyPut([1; 32])])
+            .unwrap();
+        store.commit().durable(t).await.unwrap();
+        assert_eq!(store.user_by_api_key(&[1; 32]).unwrap(), Some(a.id));
+        assert_eq!(store.load_user(a.id).unwrap().unwrap().revision, 5);
+        store
+            .save_user(&a, &[IndexChange::ApiKeyDelete([1; 32])])
+            .unwrap();
+        assert_eq!(store.user_by_api_key(&[1; 32]).unwrap(), None);
+        assert_eq!(store.user_ids().unwrap(), vec![a.id]);
+    }
+}
