@@ -1,0 +1,5 @@
+//! Integration tests: one binary, one module per area, each test against a real server.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod helpers;
+mod smoke;
