@@ -12,6 +12,7 @@
 //! - [`domain`]: pure rules and data: ids, credentials, tokens, sessions, the user state.
 //! - [`store`]: the `Store` trait, the sled engine, snapshot codec, group commit.
 //! - [`hashing`]: the bounded argon2id pool.
+//! - [`delivery`]: sending verification codes (outbox, webhook, log).
 //! - [`keys`]: signing keys and the server key in the data dir.
 //! - [`actors`]: the user actor and the directory that finds, starts and retires actors.
 //! - [`api`]: routes, extractors, authentication, error mapping, one file per area.
@@ -23,6 +24,7 @@ pub mod actors;
 pub mod api;
 pub mod clock;
 pub mod config;
+pub mod delivery;
 pub mod domain;
 pub mod hashing;
 pub mod keys;

@@ -17,6 +17,9 @@ use crate::actors::{Directory, DirectoryConfig};
 use crate::api::{self, AppState};
 use crate::clock;
 use crate::config::Config;
+use crate::delivery;
+use crate::domain::codes::CodePolicy;
+use crate::domain::entitlements::Plan;
 use crate::domain::password::Hasher;
 use crate::domain::sessions::SessionPolicy;
 use crate::domain::tokens::Keyring;
@@ -36,6 +39,8 @@ pub enum StartupError {
     Keys(#[from] keys::KeyError),
     #[error(transparent)]
     Hashing(#[from] crate::hashing::HashPoolError),
+    #[error("delivery: {0}")]
+    Delivery(String),
     #[error("cannot bind {0}: {1}")]
     Bind(String, std::io::Error),
 }
@@ -99,12 +104,24 @@ impl Application {
             rotation_enabled: config.refresh.rotation_enabled,
             reuse_grace: config.refresh.reuse_grace_seconds,
         };
+        let codes = &config.codes;
+        let code_policy = |ttl| CodePolicy {
+            ttl,
+            resend: codes.resend_seconds,
+            per_hour: codes.sends_per_hour,
+            max_attempts: codes.max_attempts,
+        };
+        let delivery = delivery::from_config(&config.delivery, &data_dir)
+            .map_err(|e| StartupError::Delivery(e.to_string()))?;
         let directory = Directory::new(
             store.clone() as Arc<dyn Store>,
             server_key,
+            delivery,
             DirectoryConfig {
                 policy,
                 idle: Duration::from_secs(config.storage.actor_idle_seconds.max(1)),
+                phone_codes: code_policy(codes.phone_ttl_seconds),
+                reactivate_codes: code_policy(codes.reactivate_ttl_seconds),
             },
             arbiters.iter().map(Arbiter::handle).collect(),
         );
@@ -121,9 +138,22 @@ impl Application {
             config.server.workers
         };
         let config = Arc::new(config);
+        let plans = config
+            .plans
+            .iter()
+            .map(|(name, p)| {
+                let plan = Plan {
+                    features: p.features.clone(),
+                    limits: p.limits.clone(),
+                    verified_phone_features: p.verified_phone_features.clone(),
+                };
+                (name.clone(), plan)
+            })
+            .collect();
         let state = web::Data::new(AppState {
             directory,
             hashes,
+            plans,
             config: config.clone(),
             keyring: ArcSwap::from_pointee(keyring),
         });

@@ -15,6 +15,8 @@ use dashmap::DashMap;
 
 use super::messages::{ActorError, Done};
 use super::user::UserActor;
+use crate::delivery::Sender;
+use crate::domain::codes::CodePolicy;
 use crate::domain::error::DomainError;
 use crate::domain::ids::UserId;
 use crate::domain::secrets::ServerKey;
@@ -27,6 +29,8 @@ use crate::store::{Created, Store, StoreError};
 pub struct DirectoryConfig {
     pub policy: SessionPolicy,
     pub idle: Duration,
+    pub phone_codes: CodePolicy,
+    pub reactivate_codes: CodePolicy,
 }
 
 /// Why a call to a user's actor did not produce a verdict.
@@ -38,6 +42,8 @@ pub enum CallError {
     Store(#[from] StoreError),
     #[error("the user's actor is unavailable")]
     Unavailable,
+    #[error("delivery failed: {0}")]
+    Delivery(String),
 }
 
 /// A published view and the activity clock it shares with its actor.
@@ -51,6 +57,10 @@ pub(crate) struct Inner {
     pub(crate) actors: DashMap<UserId, Addr<UserActor>>,
     pub(crate) views: DashMap<UserId, ViewEntry>,
     pub(crate) store: Arc<dyn Store>,
+    /// API-key digest → user, a cache of the store's index. Entries are checked against the
+    /// user's view on every use, and dropped when the key is rotated.
+    pub(crate) api_keys: DashMap<[u8; 32], UserId>,
+    pub(crate) delivery: Arc<dyn Sender>,
     pub(crate) key: ServerKey,
     pub(crate) config: DirectoryConfig,
     arbiters: Vec<ArbiterHandle>,
@@ -75,6 +85,7 @@ impl Directory {
     pub fn new(
         store: Arc<dyn Store>,
         key: ServerKey,
+        delivery: Arc<dyn Sender>,
         config: DirectoryConfig,
         arbiters: Vec<ArbiterHandle>,
     ) -> Self {
@@ -82,6 +93,8 @@ impl Directory {
             inner: Arc::new(Inner {
                 actors: DashMap::new(),
                 views: DashMap::new(),
+                api_keys: DashMap::new(),
+                delivery,
                 store,
                 key,
                 config,
@@ -107,6 +120,35 @@ impl Directory {
     /// The user whose lowercase email is `key`, if any.
     pub fn user_by_email(&self, key: &str) -> Result<Option<UserId>, StoreError> {
         self.inner.store.user_by_email(key)
+    }
+
+    /// The user an API key's digest belongs to, through the cache.
+    pub fn user_by_api_key(&self, digest: &[u8; 32]) -> Result<Option<UserId>, StoreError> {
+        if let Some(id) = self.inner.api_keys.get(digest) {
+            return Ok(Some(*id));
+        }
+        let found = self.inner.store.user_by_api_key(digest)?;
+        if let Some(id) = found {
+            self.inner.api_keys.insert(*digest, id);
+        }
+        Ok(found)
+    }
+
+    /// Forgets a cached API-key digest that no longer matches its user.
+    pub fn forget_api_key(&self, digest: &[u8; 32]) {
+        self.inner.api_keys.remove(digest);
+    }
+
+    /// Sends a message nobody waits for (write-behind bookkeeping).
+    pub fn tell<M>(&self, id: UserId, msg: M)
+    where
+        M: Message + Send + 'static,
+        M::Result: Send,
+        UserActor: Handler<M>,
+    {
+        if let Ok(Some(addr)) = self.spawn(id) {
+            addr.do_send(msg);
+        }
     }
 
     /// Writes a new user, claiming the email atomically, and waits until it is durable.
@@ -188,6 +230,20 @@ impl Directory {
         T: Send + 'static,
         UserActor: Handler<M>,
     {
+        Ok(self.call_with_state(id, msg).await?.0)
+    }
+
+    /// [`Directory::call`], also returning the user's state after the message.
+    pub async fn call_with_state<M, T>(
+        &self,
+        id: UserId,
+        msg: M,
+    ) -> Result<(Result<T, DomainError>, Arc<UserState>), CallError>
+    where
+        M: Message<Result = Result<Done<T>, ActorError>> + Clone + Send + 'static,
+        T: Send + 'static,
+        UserActor: Handler<M>,
+    {
         for _ in 0..4 {
             let addr = self.spawn(id)?.ok_or(CallError::UnknownUser)?;
             match addr.send(msg.clone()).await {
@@ -195,9 +251,10 @@ impl Directory {
                     if let Some(ticket) = done.ticket {
                         self.inner.store.commit().durable(ticket).await?;
                     }
-                    return Ok(done.value);
+                    return Ok((done.value, done.state));
                 }
                 Ok(Err(ActorError::Store(e))) => return Err(e.into()),
+                Ok(Err(ActorError::Delivery(e))) => return Err(CallError::Delivery(e)),
                 Ok(Err(ActorError::Retired)) | Err(MailboxError::Closed) => {
                     self.inner.actors.remove_if(&id, |_, a| *a == addr);
                 }

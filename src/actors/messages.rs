@@ -4,17 +4,22 @@
 
 use actix::Message;
 
+use std::sync::Arc;
+
+use crate::domain::apikey::ApiKey;
 use crate::domain::error::DomainError;
 use crate::domain::ids::{SessionId, TenantId};
 use crate::domain::secrets::RefreshToken;
 use crate::domain::sessions::RefreshGrant;
 use crate::domain::time::Timestamp;
+use crate::domain::user::{ProfilePatch, UserState};
 use crate::store::{StoreError, Ticket};
 
-/// A rule's verdict and, if a snapshot was written, its commit ticket.
+/// A rule's verdict, the state after it, and, if a snapshot was written, its commit ticket.
 #[derive(Debug)]
 pub struct Done<T> {
     pub value: Result<T, DomainError>,
+    pub state: Arc<UserState>,
     pub ticket: Option<Ticket>,
 }
 
@@ -27,6 +32,9 @@ pub enum ActorError {
     /// The snapshot could not be written; the change was discarded.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// A code could not be delivered; the change was discarded.
+    #[error("delivery failed: {0}")]
+    Delivery(String),
 }
 
 pub type Reply<T> = Result<Done<T>, ActorError>;
@@ -71,4 +79,69 @@ pub struct Logout {
     pub session: Option<SessionId>,
     pub refresh: Option<RefreshToken>,
     pub everywhere: bool,
+}
+
+/// The user's API key, created if absent (`secret` only then).
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "Reply<KeyIssued>")]
+pub struct GetApiKey;
+
+/// Replace the API key; the old one stops working at once.
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "Reply<KeyIssued>")]
+pub struct RotateApiKey;
+
+#[derive(Debug)]
+pub struct KeyIssued {
+    pub key: ApiKey,
+    /// The full key, only in the answer that created it.
+    pub secret: Option<String>,
+}
+
+/// Note a use of the API key (write-behind; nobody waits for it).
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "Reply<()>")]
+pub struct TouchApiKey {
+    pub digest: [u8; 32],
+}
+
+/// `PATCH /me`.
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "Reply<()>")]
+pub struct PatchProfile(pub ProfilePatch);
+
+/// Send a phone verification code.
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "Reply<CodeSent>")]
+pub struct RequestPhoneCode;
+
+#[derive(Debug)]
+pub struct CodeSent {
+    pub destination: String,
+    pub expires_in: u64,
+    pub resend_after: u64,
+}
+
+/// Check a phone verification code.
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "Reply<()>")]
+pub struct ConfirmPhone {
+    pub code: String,
+}
+
+/// Deactivate the account (the password was checked by the caller).
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "Reply<()>")]
+pub struct Deactivate;
+
+/// Email a reactivation code if the account is deactivated; `false` if nothing was sent.
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "Reply<bool>")]
+pub struct RequestReactivation;
+
+/// Check a reactivation code.
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "Reply<()>")]
+pub struct ConfirmReactivation {
+    pub code: String,
 }

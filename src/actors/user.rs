@@ -2,21 +2,24 @@
 //!
 //! Each handler copies the state, lets a `domain` rule change the copy, writes the copy's
 //! snapshot, and only then makes it the actor's state and publishes it to readers. A snapshot the
-//! store refuses leaves the actor exactly as it was, so memory never runs ahead of disk.
+//! store refuses, or a code that could not be delivered, leaves the actor exactly as it was, so
+//! memory never runs ahead of disk and a failed request changes nothing.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use actix::{Actor, ActorContext, AsyncContext, Context, Handler};
+use actix::fut::{ready, ActorFutureExt, WrapFuture};
+use actix::{Actor, ActorContext, AsyncContext, AtomicResponse, Context, Handler};
 use tracing::debug;
 
 use super::directory::{Inner, ViewEntry};
-use super::messages::{
-    ActorError, Done, Logout, OpenSession, Opened, Refresh, Refreshed, Reply, Subject,
-};
+use super::messages::*;
 use crate::clock;
+use crate::delivery::{self, Channel, Purpose};
+use crate::domain::codes::{self, CodePolicy};
 use crate::domain::error::DomainError;
+use crate::domain::secrets::random_32;
 use crate::domain::time::Timestamp;
 use crate::domain::user::UserState;
 use crate::store::IndexChange;
@@ -28,6 +31,14 @@ pub struct UserActor {
     dir: Arc<Inner>,
     /// Set once the actor has left the directory; it then refuses every message.
     retired: bool,
+}
+
+/// What a rule decided: the changed copy of the state (if anything changed), the index
+/// entries that change with it, and the verdict.
+struct Decision<T> {
+    next: UserState,
+    index: Vec<IndexChange>,
+    value: Result<T, DomainError>,
 }
 
 impl UserActor {
@@ -47,27 +58,44 @@ impl UserActor {
         }
     }
 
-    /// Runs `rule` on a copy of the state; persists and publishes the copy if it changed.
-    fn apply<T>(
-        &mut self,
-        index: impl FnOnce(&UserState, &UserState) -> Vec<IndexChange>,
-        rule: impl FnOnce(&mut UserState, Timestamp) -> Result<T, DomainError>,
-    ) -> Reply<T> {
+    /// Runs `rule` on a copy of the state, without committing it.
+    fn decide<T>(
+        &self,
+        rule: impl FnOnce(&mut UserState, &mut Vec<IndexChange>, Timestamp) -> Result<T, DomainError>,
+    ) -> Result<Decision<T>, ActorError> {
         if self.retired {
             return Err(ActorError::Retired);
         }
         self.activity
             .store(self.dir.uptime_secs(), Ordering::Relaxed);
         let mut next = (*self.state).clone();
-        let value = rule(&mut next, clock::now());
-        if next.revision == self.state.revision {
+        let mut index = Vec::new();
+        let value = rule(&mut next, &mut index, clock::now());
+        Ok(Decision { next, index, value })
+    }
+
+    /// Writes a decision's state (if it changed) and publishes it.
+    fn commit<T>(&mut self, d: Decision<T>) -> Reply<T> {
+        let Decision {
+            mut next,
+            index,
+            value,
+        } = d;
+        next.revision = self.state.revision;
+        if next == *self.state {
             return Ok(Done {
                 value,
+                state: self.state.clone(),
                 ticket: None,
             });
         }
-        let changes = index(&self.state, &next);
-        let ticket = self.dir.store.save_user(&next, &changes)?;
+        next.revision = self.state.revision.wrapping_add(1);
+        let ticket = self.dir.store.save_user(&next, &index)?;
+        for change in &index {
+            if let IndexChange::ApiKeyDelete(d) = change {
+                self.dir.api_keys.remove(d);
+            }
+        }
         self.state = Arc::new(next);
         self.dir.views.insert(
             self.state.id,
@@ -78,12 +106,64 @@ impl UserActor {
         );
         Ok(Done {
             value,
+            state: self.state.clone(),
             ticket: Some(ticket),
         })
     }
 
-    fn no_index(_: &UserState, _: &UserState) -> Vec<IndexChange> {
-        Vec::new()
+    /// Decide and commit in one step (no I/O in between).
+    fn apply<T>(
+        &mut self,
+        rule: impl FnOnce(&mut UserState, &mut Vec<IndexChange>, Timestamp) -> Result<T, DomainError>,
+    ) -> Reply<T> {
+        let d = self.decide(rule)?;
+        self.commit(d)
+    }
+
+    /// Decide, deliver a code, and commit only if the delivery succeeded. The actor handles no
+    /// other message meanwhile (`AtomicResponse`), so the decision cannot go stale.
+    fn deliver_then_commit<T: 'static>(
+        &mut self,
+        decision: Result<Decision<T>, ActorError>,
+        message: Option<delivery::Message>,
+    ) -> AtomicResponse<Self, Reply<T>> {
+        let d = match decision {
+            Ok(d) => d,
+            Err(e) => return AtomicResponse::new(Box::pin(ready(Err(e)))),
+        };
+        let Some(message) = message.filter(|_| d.value.is_ok()) else {
+            let result = self.commit(d);
+            return AtomicResponse::new(Box::pin(ready(result)));
+        };
+        let send = self.dir.delivery.send(message);
+        AtomicResponse::new(Box::pin(send.into_actor(self).map(move |sent, act, _| match sent {
+            Ok(()) => act.commit(d),
+            Err(e) => {
+                tracing::warn!(user = %act.state.id, error = %e, "code delivery failed; request discarded");
+                Err(ActorError::Delivery(e.to_string()))
+            }
+        })))
+    }
+
+    /// Leaves the directory and stops. Messages already queued get `Retired` and are retried
+    /// by the directory on a fresh actor.
+    fn retire(&mut self, ctx: &mut Context<Self>) {
+        self.retired = true;
+        let me = ctx.address();
+        let id = self.state.id;
+        self.dir.actors.remove_if(&id, |_, a| *a == me);
+        let mine = self.state.clone();
+        self.dir
+            .views
+            .remove_if(&id, |_, v| Arc::ptr_eq(&v.state, &mine));
+        debug!(user = %id, "user actor retired after idling");
+        ctx.stop();
+    }
+
+    fn code_hash(&self, purpose: &str, code: &str) -> [u8; 32] {
+        self.dir
+            .key
+            .code_hash(purpose, self.state.id.as_bytes(), code)
     }
 }
 
@@ -102,32 +182,15 @@ impl Actor for UserActor {
     }
 }
 
-impl UserActor {
-    /// Leaves the directory and stops. Messages already queued get `Retired` and are retried
-    /// by the directory on a fresh actor.
-    fn retire(&mut self, ctx: &mut Context<Self>) {
-        self.retired = true;
-        let me = ctx.address();
-        let id = self.state.id;
-        self.dir.actors.remove_if(&id, |_, a| *a == me);
-        let mine = self.state.clone();
-        self.dir
-            .views
-            .remove_if(&id, |_, v| Arc::ptr_eq(&v.state, &mine));
-        debug!(user = %id, "user actor retired after idling");
-        ctx.stop();
-    }
-}
-
 impl Handler<OpenSession> for UserActor {
     type Result = Reply<Opened>;
 
     fn handle(&mut self, _: OpenSession, _: &mut Context<Self>) -> Self::Result {
         let policy = self.dir.config.policy;
         let subject = self.subject();
-        self.apply(Self::no_index, |s, now| {
+        self.apply(|s, _, now| {
             let (session, refresh, refresh_expires_at) =
-                s.open_session(crate::domain::secrets::random_32(), &policy, now)?;
+                s.open_session(random_32(), &policy, now)?;
             Ok(Opened {
                 session,
                 refresh,
@@ -145,7 +208,7 @@ impl Handler<Refresh> for UserActor {
         let policy = self.dir.config.policy;
         let key = self.dir.key.clone();
         let subject = self.subject();
-        self.apply(Self::no_index, |s, now| {
+        self.apply(|s, _, now| {
             let grant = s.refresh(&msg.token, &key, &policy, now)?;
             Ok(Refreshed { grant, subject })
         })
@@ -157,9 +220,148 @@ impl Handler<Logout> for UserActor {
 
     fn handle(&mut self, msg: Logout, _: &mut Context<Self>) -> Self::Result {
         let key = self.dir.key.clone();
-        self.apply(Self::no_index, |s, _| {
+        self.apply(|s, _, _| {
             s.logout(msg.session, msg.refresh.as_ref(), msg.everywhere, &key);
             Ok(())
         })
+    }
+}
+
+impl Handler<GetApiKey> for UserActor {
+    type Result = Reply<KeyIssued>;
+
+    fn handle(&mut self, _: GetApiKey, _: &mut Context<Self>) -> Self::Result {
+        self.apply(|s, index, now| {
+            let (key, secret) = s.ensure_api_key(now);
+            if secret.is_some() {
+                index.push(IndexChange::ApiKeyPut(key.digest));
+            }
+            Ok(KeyIssued { key, secret })
+        })
+    }
+}
+
+impl Handler<RotateApiKey> for UserActor {
+    type Result = Reply<KeyIssued>;
+
+    fn handle(&mut self, _: RotateApiKey, _: &mut Context<Self>) -> Self::Result {
+        self.apply(|s, index, now| {
+            let (key, secret, old) = s.rotate_api_key(now);
+            if let Some(old) = old {
+                index.push(IndexChange::ApiKeyDelete(old));
+            }
+            index.push(IndexChange::ApiKeyPut(key.digest));
+            Ok(KeyIssued {
+                key,
+                secret: Some(secret),
+            })
+        })
+    }
+}
+
+impl Handler<TouchApiKey> for UserActor {
+    type Result = Reply<()>;
+
+    fn handle(&mut self, msg: TouchApiKey, _: &mut Context<Self>) -> Self::Result {
+        self.apply(|s, _, now| {
+            s.touch_api_key(&msg.digest, now);
+            Ok(())
+        })
+    }
+}
+
+impl Handler<PatchProfile> for UserActor {
+    type Result = Reply<()>;
+
+    fn handle(&mut self, msg: PatchProfile, _: &mut Context<Self>) -> Self::Result {
+        self.apply(|s, _, _| {
+            s.patch_profile(msg.0);
+            Ok(())
+        })
+    }
+}
+
+impl Handler<RequestPhoneCode> for UserActor {
+    type Result = AtomicResponse<Self, Reply<CodeSent>>;
+
+    fn handle(&mut self, _: RequestPhoneCode, _: &mut Context<Self>) -> Self::Result {
+        let policy: CodePolicy = self.dir.config.phone_codes;
+        let code = codes::generate();
+        let hash = self.code_hash("verify_phone", &code);
+        let user = self.state.id;
+        let mut message = None;
+        let decision = self.decide(|s, _, now| {
+            let phone = s.request_phone_code(hash, &policy, now)?;
+            message = Some(delivery::Message::new(
+                Channel::Sms,
+                &phone,
+                Purpose::VerifyPhone,
+                &code,
+                user,
+                now,
+            ));
+            Ok(CodeSent {
+                destination: delivery::mask(&phone),
+                expires_in: policy.ttl,
+                resend_after: policy.resend,
+            })
+        });
+        self.deliver_then_commit(decision, message)
+    }
+}
+
+impl Handler<ConfirmPhone> for UserActor {
+    type Result = Reply<()>;
+
+    fn handle(&mut self, msg: ConfirmPhone, _: &mut Context<Self>) -> Self::Result {
+        let hash = self.code_hash("verify_phone", &msg.code);
+        self.apply(|s, _, now| s.confirm_phone(&hash, now))
+    }
+}
+
+impl Handler<Deactivate> for UserActor {
+    type Result = Reply<()>;
+
+    fn handle(&mut self, _: Deactivate, _: &mut Context<Self>) -> Self::Result {
+        self.apply(|s, _, _| {
+            s.deactivate();
+            Ok(())
+        })
+    }
+}
+
+impl Handler<RequestReactivation> for UserActor {
+    type Result = AtomicResponse<Self, Reply<bool>>;
+
+    fn handle(&mut self, _: RequestReactivation, _: &mut Context<Self>) -> Self::Result {
+        let policy: CodePolicy = self.dir.config.reactivate_codes;
+        let code = codes::generate();
+        let hash = self.code_hash("reactivate", &code);
+        let user = self.state.id;
+        let mut message = None;
+        let decision = self.decide(|s, _, now| {
+            let issued = s.request_reactivation(hash, &policy, now);
+            if issued {
+                message = Some(delivery::Message::new(
+                    Channel::Email,
+                    &s.email,
+                    Purpose::Reactivate,
+                    &code,
+                    user,
+                    now,
+                ));
+            }
+            Ok(issued)
+        });
+        self.deliver_then_commit(decision, message)
+    }
+}
+
+impl Handler<ConfirmReactivation> for UserActor {
+    type Result = Reply<()>;
+
+    fn handle(&mut self, msg: ConfirmReactivation, _: &mut Context<Self>) -> Self::Result {
+        let hash = self.code_hash("reactivate", &msg.code);
+        self.apply(|s, _, now| s.confirm_reactivation(&hash, now))
     }
 }

@@ -193,6 +193,7 @@ impl From<CallError> for ApiError {
             CallError::UnknownUser => Self::Domain(DomainError::UserNotFound),
             CallError::Store(e) => e.into(),
             CallError::Unavailable => Self::StorageUnavailable,
+            CallError::Delivery(_) => Self::DeliveryFailed,
         }
     }
 }

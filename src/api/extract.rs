@@ -145,6 +145,11 @@ impl<'a> Fields<'a> {
         }
     }
 
+    /// Whether the field is present at all (`null` included): PATCH tells absent from cleared.
+    pub fn has(&self, name: &str) -> bool {
+        self.obj.contains_key(name)
+    }
+
     /// An optional boolean (JSON `true`/`false` only).
     pub fn opt_bool(&mut self, name: &str) -> Option<bool> {
         match self.obj.get(name) {

@@ -2,6 +2,7 @@
 //! thin: they parse input into domain types, authenticate, make one call to the directory, and
 //! map the result. No storage access and no business rules live here.
 
+pub mod account;
 pub mod authn;
 pub mod error;
 pub mod extract;
@@ -9,16 +10,23 @@ pub mod meta;
 pub mod openapi;
 pub mod respond;
 pub mod sessions;
+pub mod verification;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use actix_web::dev::HttpServiceFactory;
 use actix_web::{web, FromRequest, Handler, HttpResponse, Responder};
 use arc_swap::ArcSwap;
 
+use crate::actors::messages::TouchApiKey;
 use crate::actors::Directory;
+use crate::clock;
 use crate::config::Config;
+use crate::domain::apikey;
+use crate::domain::entitlements::Plan;
 use crate::domain::tokens::Keyring;
+use crate::domain::user::Status;
 use crate::domain::user::UserState;
 use crate::domain::DomainError;
 use crate::hashing::HashPool;
@@ -29,6 +37,8 @@ pub struct AppState {
     pub directory: Directory,
     pub hashes: HashPool,
     pub config: Arc<Config>,
+    /// The configured plans, by name.
+    pub plans: HashMap<String, Plan>,
     /// Replaced whole when signing keys rotate, so a request sees one consistent set.
     pub keyring: ArcSwap<Keyring>,
 }
@@ -38,9 +48,33 @@ impl AppState {
         self.keyring.load_full()
     }
 
-    /// The user an API key belongs to.
-    pub fn api_key_user(&self, _key: &str) -> Result<Arc<UserState>, ApiError> {
-        Err(DomainError::InvalidToken.into())
+    /// The user an API key belongs to. A key whose checksum fails is refused before any
+    /// lookup; a found key is checked against its user's current state, so a rotated or
+    /// disabled key fails at once even if the cache still knows it.
+    pub fn api_key_user(&self, key: &str) -> Result<Arc<UserState>, ApiError> {
+        if !apikey::well_formed(key) {
+            return Err(DomainError::InvalidToken.into());
+        }
+        let digest = apikey::digest(key);
+        let user_id = self
+            .directory
+            .user_by_api_key(&digest)?
+            .ok_or(DomainError::InvalidToken)?;
+        let user = self.directory.view(user_id)?;
+        let current = user
+            .as_ref()
+            .filter(|u| u.status == Status::Active)
+            .and_then(|u| u.api_key.as_ref())
+            .filter(|k| k.digest == digest && !k.disabled);
+        let (Some(user), Some(k)) = (user.clone(), current) else {
+            self.directory.forget_api_key(&digest);
+            return Err(DomainError::InvalidToken.into());
+        };
+        let now = clock::now();
+        if k.last_used_at.is_none_or(|t| now.0 - t.0 >= 60) {
+            self.directory.tell(user.id, TouchApiKey { digest });
+        }
+        Ok(user)
     }
 }
 

@@ -3,7 +3,7 @@
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{meta, respond, sessions};
+use super::{account, meta, respond, sessions, verification};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -14,6 +14,15 @@ use super::{meta, respond, sessions};
         sessions::refresh,
         sessions::logout,
         sessions::me,
+        account::entitlements,
+        account::get_api_key,
+        account::rotate_api_key,
+        account::patch_me,
+        account::deactivate,
+        verification::phone_request,
+        verification::phone_confirm,
+        verification::reactivate_request,
+        verification::reactivate_confirm,
         meta::jwks,
         meta::healthz,
         meta::readyz,
@@ -29,6 +38,14 @@ use super::{meta, respond, sessions};
         respond::ErrorBody,
         respond::ValidationErrorBody,
         respond::ValidationIssue,
+        account::ApiKeyResponse,
+        account::ProfileUpdate,
+        account::DeactivateRequest,
+        verification::PhoneCodeSent,
+        verification::CodeRequest,
+        verification::ReactivateRequest,
+        verification::ReactivateConfirm,
+        crate::domain::entitlements::Entitlements,
     )),
     modifiers(&Security),
     tags((name = "auth", description = "Authentication"), (name = "meta", description = "About the server"))
@@ -87,6 +104,31 @@ mod tests {
         );
         assert_eq!(summary("/api/auth/logout", "post"), "Logout");
         assert_eq!(summary("/api/auth/me", "get"), "Me");
+        assert_eq!(
+            summary("/api/auth/me/entitlements", "get"),
+            "Me Entitlements"
+        );
+        assert_eq!(summary("/api/auth/api-key", "get"), "Get Api Key");
+        assert_eq!(
+            summary("/api/auth/api-key/rotate", "post"),
+            "Rotate Api Key"
+        );
+        assert_eq!(
+            summary("/api/auth/verify-phone/request", "post"),
+            "Verify Phone Request"
+        );
+        assert_eq!(
+            summary("/api/auth/verify-phone/confirm", "post"),
+            "Verify Phone Confirm"
+        );
+        assert_eq!(
+            summary("/api/auth/reactivate/request", "post"),
+            "Reactivate Request"
+        );
+        assert_eq!(
+            summary("/api/auth/reactivate/confirm", "post"),
+            "Reactivate Confirm"
+        );
         assert!(
             doc["paths"]["/api/auth/token"]["post"]["requestBody"]["content"]
                 ["application/x-www-form-urlencoded"]

@@ -3,7 +3,10 @@
 //! Time is always passed in as a [`time::Timestamp`], so every rule ("the fifth wrong code voids
 //! it", "reuse of a used refresh token revokes its family") is unit-tested with a fixed clock.
 
+pub mod apikey;
+pub mod codes;
 pub mod credentials;
+pub mod entitlements;
 pub mod error;
 pub mod ids;
 pub mod password;

@@ -3,6 +3,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::apikey::{ApiKey, NewKey};
+use super::codes::{CodePolicy, CodeSlot};
 use super::credentials::Email;
 use super::error::DomainError;
 use super::ids::{SessionId, TenantId, UserId};
@@ -71,8 +73,10 @@ pub struct UserState {
     /// argon2id PHC string; never the password.
     pub password_hash: String,
     pub sessions: Vec<Session>,
-    /// Bumped by every change: decides whether the actor must write a snapshot, and feeds the
-    /// entitlements ETag.
+    pub api_key: Option<ApiKey>,
+    pub phone_code: CodeSlot,
+    pub reactivate_code: CodeSlot,
+    /// Counts the snapshots written; bumped by the actor whenever the state changed.
     pub revision: u64,
 }
 
@@ -113,21 +117,16 @@ impl UserState {
             created_at: now,
             password_hash: new.password_hash,
             sessions: Vec::new(),
+            api_key: None,
+            phone_code: CodeSlot::default(),
+            reactivate_code: CodeSlot::default(),
             revision: 0,
         }
     }
 
-    fn touch(&mut self) {
-        self.revision = self.revision.wrapping_add(1);
-    }
-
     /// Drops sessions that can no longer authorise anything, so state does not grow forever.
     pub fn prune(&mut self, now: Timestamp) {
-        let before = self.sessions.len();
         self.sessions.retain(|s| s.is_live(now));
-        if self.sessions.len() != before {
-            self.touch();
-        }
     }
 
     pub fn session(&self, sid: SessionId, now: Timestamp) -> Option<&Session> {
@@ -148,7 +147,6 @@ impl UserState {
         let (session, token) = Session::open(self.id, secret, policy, now);
         let out = (session.id, token, session.expires_at());
         self.sessions.push(session);
-        self.touch();
         Ok(out)
     }
 
@@ -168,12 +166,7 @@ impl UserState {
             return Err(DomainError::InvalidRefreshToken);
         };
         match session.refresh(token, key, policy, now) {
-            Ok(grant) => {
-                if grant.rotated {
-                    self.touch();
-                }
-                Ok(grant)
-            }
+            Ok(grant) => Ok(grant),
             Err(RefreshError::Invalid) => Err(DomainError::InvalidRefreshToken),
             Err(RefreshError::Reused) => {
                 self.revoke_session(token.session);
@@ -186,19 +179,12 @@ impl UserState {
     pub fn revoke_session(&mut self, sid: SessionId) -> bool {
         let before = self.sessions.len();
         self.sessions.retain(|s| s.id != sid);
-        let changed = self.sessions.len() != before;
-        if changed {
-            self.touch();
-        }
-        changed
+        self.sessions.len() != before
     }
 
     /// Ends every session.
     pub fn revoke_all_sessions(&mut self) {
-        if !self.sessions.is_empty() {
-            self.sessions.clear();
-            self.touch();
-        }
+        self.sessions.clear();
     }
 
     /// Best-effort logout: each argument that identifies a session of this user revokes it.
@@ -226,6 +212,127 @@ impl UserState {
                 self.revoke_session(token.session);
             }
         }
+    }
+}
+
+/// A `PATCH /me` change: `None` leaves a field alone, `Some(None)` clears it.
+#[derive(Debug, Clone, Default)]
+pub struct ProfilePatch {
+    pub full_name: Option<Option<String>>,
+    pub phone: Option<Option<String>>,
+}
+
+impl UserState {
+    /// The current key, creating one if there is none; the secret is returned only on creation.
+    pub fn ensure_api_key(&mut self, now: Timestamp) -> (ApiKey, Option<String>) {
+        match &self.api_key {
+            Some(k) => (k.clone(), None),
+            None => {
+                let NewKey { secret, record } = ApiKey::generate(now);
+                self.api_key = Some(record.clone());
+                (record, Some(secret))
+            }
+        }
+    }
+
+    /// Replaces the key (creating one if there is none); returns the new key, its secret and
+    /// the digest of the key it replaced.
+    pub fn rotate_api_key(&mut self, now: Timestamp) -> (ApiKey, String, Option<[u8; 32]>) {
+        let old = self.api_key.as_ref().map(|k| k.digest);
+        let NewKey { secret, mut record } = ApiKey::generate(now);
+        record.disabled = self.status != Status::Active;
+        self.api_key = Some(record.clone());
+        (record, secret, old)
+    }
+
+    /// Records a use of the key, at most once a minute (write-behind bookkeeping).
+    pub fn touch_api_key(&mut self, digest: &[u8; 32], now: Timestamp) {
+        if let Some(k) = self.api_key.as_mut().filter(|k| &k.digest == digest) {
+            if k.last_used_at.is_none_or(|t| now.0 - t.0 >= 60) {
+                k.last_used_at = Some(now);
+            }
+        }
+    }
+
+    /// Applies a profile change; a new phone number is unverified and voids a pending code.
+    pub fn patch_profile(&mut self, patch: ProfilePatch) {
+        if let Some(name) = patch.full_name {
+            self.full_name = name;
+        }
+        if let Some(phone) = patch.phone {
+            if phone != self.phone {
+                self.phone = phone;
+                self.phone_verified = false;
+                self.phone_code.void();
+            }
+        }
+    }
+
+    /// Where a phone code goes, after the request's rules are checked.
+    pub fn request_phone_code(
+        &mut self,
+        hash: [u8; 32],
+        policy: &CodePolicy,
+        now: Timestamp,
+    ) -> Result<String, DomainError> {
+        let phone = self.phone.clone().ok_or(DomainError::NoPhone)?;
+        if self.phone_verified {
+            return Err(DomainError::PhoneAlreadyVerified);
+        }
+        self.phone_code.issue(hash, policy, now)?;
+        Ok(phone)
+    }
+
+    pub fn confirm_phone(&mut self, hash: &[u8; 32], now: Timestamp) -> Result<(), DomainError> {
+        if self.phone_verified {
+            return Err(DomainError::PhoneAlreadyVerified);
+        }
+        self.phone_code.confirm(hash, now)?;
+        self.phone_verified = true;
+        Ok(())
+    }
+
+    /// Deactivation: every session ends and the API key stops working until reactivation.
+    pub fn deactivate(&mut self) {
+        self.status = Status::Deactivated;
+        self.revoke_all_sessions();
+        if let Some(k) = self.api_key.as_mut() {
+            k.disabled = true;
+        }
+    }
+
+    /// Issues a reactivation code if the account is deactivated and the resend limits allow;
+    /// `Ok(false)` when there is nothing to send. The caller answers the same either way.
+    pub fn request_reactivation(
+        &mut self,
+        hash: [u8; 32],
+        policy: &CodePolicy,
+        now: Timestamp,
+    ) -> bool {
+        self.status == Status::Deactivated && self.reactivate_code.issue(hash, policy, now).is_ok()
+    }
+
+    /// Every failure is the same `invalid_code`, so nothing is learnt about the account.
+    pub fn confirm_reactivation(
+        &mut self,
+        hash: &[u8; 32],
+        now: Timestamp,
+    ) -> Result<(), DomainError> {
+        if self.status != Status::Deactivated {
+            return Err(DomainError::InvalidCode {
+                attempts_left: None,
+            });
+        }
+        self.reactivate_code
+            .confirm(hash, now)
+            .map_err(|_| DomainError::InvalidCode {
+                attempts_left: None,
+            })?;
+        self.status = Status::Active;
+        if let Some(k) = self.api_key.as_mut() {
+            k.disabled = false;
+        }
+        Ok(())
     }
 }
 
@@ -317,5 +424,93 @@ mod tests {
         assert_eq!(u.sessions.len(), 1);
         u.logout(None, None, true, &key);
         assert!(u.sessions.is_empty());
+    }
+
+    fn code_policy() -> CodePolicy {
+        CodePolicy {
+            ttl: 600,
+            resend: 60,
+            per_hour: 5,
+            max_attempts: 5,
+        }
+    }
+
+    #[test]
+    fn api_key_is_created_once_and_rotation_replaces_it() {
+        let mut u = user();
+        let (k1, secret) = u.ensure_api_key(T0);
+        assert!(secret.is_some());
+        let (k1_again, none) = u.ensure_api_key(T0);
+        assert_eq!(k1, k1_again);
+        assert!(none.is_none());
+        let (k2, _, old) = u.rotate_api_key(T0);
+        assert_eq!(old, Some(k1.digest));
+        assert_ne!(k2.id, k1.id);
+    }
+
+    #[test]
+    fn key_use_is_recorded_at_most_once_a_minute() {
+        let mut u = user();
+        let (k, _) = u.ensure_api_key(T0);
+        u.touch_api_key(&k.digest, T0.plus(1));
+        u.touch_api_key(&k.digest, T0.plus(30));
+        assert_eq!(u.api_key.as_ref().unwrap().last_used_at, Some(T0.plus(1)));
+        u.touch_api_key(&k.digest, T0.plus(61));
+        assert_eq!(u.api_key.as_ref().unwrap().last_used_at, Some(T0.plus(61)));
+    }
+
+    #[test]
+    fn phone_rules() {
+        let mut u = user();
+        assert_eq!(
+            u.request_phone_code([1; 32], &code_policy(), T0),
+            Err(DomainError::NoPhone)
+        );
+        u.patch_profile(ProfilePatch {
+            phone: Some(Some("+447700900123".into())),
+            ..Default::default()
+        });
+        assert_eq!(
+            u.request_phone_code([1; 32], &code_policy(), T0).unwrap(),
+            "+447700900123"
+        );
+        // A new number voids the pending code.
+        u.patch_profile(ProfilePatch {
+            phone: Some(Some("+447700900124".into())),
+            ..Default::default()
+        });
+        assert_eq!(u.confirm_phone(&[1; 32], T0), Err(DomainError::CodeExpired));
+        u.request_phone_code([2; 32], &code_policy(), T0.plus(60))
+            .unwrap();
+        u.confirm_phone(&[2; 32], T0.plus(61)).unwrap();
+        assert!(u.phone_verified);
+        assert_eq!(
+            u.request_phone_code([3; 32], &code_policy(), T0.plus(200)),
+            Err(DomainError::PhoneAlreadyVerified)
+        );
+    }
+
+    #[test]
+    fn deactivation_and_reactivation() {
+        let mut u = user();
+        u.open_session([2; 32], &policy(), T0).unwrap();
+        u.ensure_api_key(T0);
+        assert!(
+            !u.request_reactivation([1; 32], &code_policy(), T0),
+            "active accounts get no code"
+        );
+        u.deactivate();
+        assert!(u.sessions.is_empty());
+        assert!(u.api_key.as_ref().unwrap().disabled);
+        assert!(u.request_reactivation([1; 32], &code_policy(), T0));
+        assert_eq!(
+            u.confirm_reactivation(&[9; 32], T0),
+            Err(DomainError::InvalidCode {
+                attempts_left: None
+            })
+        );
+        u.confirm_reactivation(&[1; 32], T0).unwrap();
+        assert_eq!(u.status, Status::Active);
+        assert!(!u.api_key.as_ref().unwrap().disabled);
     }
 }

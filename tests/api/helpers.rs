@@ -4,7 +4,7 @@
 //! keys to forge tokens); `ServerProcess` runs the real binary, for restarts and SIGKILL.
 //! Logs are printed only when `TEST_LOG` is set.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::Once;
 use std::time::{Duration, Instant};
@@ -295,5 +295,257 @@ impl Drop for ServerProcess {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Shared assertions and token tools for the contract modules.
+// ---------------------------------------------------------------------------------------------
+
+/// Now, in Unix seconds, from the server's own clock.
+pub fn now_secs() -> i64 {
+    bp_auth::clock::now().0
+}
+
+fn b64url_json(segment: &str) -> Value {
+    use base64::Engine;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(segment)
+        .unwrap_or_else(|e| panic!("segment {segment:?} is not base64url: {e}"));
+    serde_json::from_slice(&bytes).unwrap_or_else(|e| panic!("segment is not JSON: {e}"))
+}
+
+/// The decoded header of a JWT.
+pub fn jwt_header(token: &str) -> Value {
+    b64url_json(token.split('.').next().expect("header segment"))
+}
+
+/// The decoded claims of a JWT.
+pub fn jwt_claims(token: &str) -> Value {
+    b64url_json(token.split('.').nth(1).expect("payload segment"))
+}
+
+/// `sub`, `tid` and `sid` of a genuine access token, typed, to forge tokens for that session.
+pub fn session_of(
+    token: &str,
+) -> (
+    bp_auth::domain::ids::UserId,
+    bp_auth::domain::ids::TenantId,
+    bp_auth::domain::ids::SessionId,
+) {
+    let c = jwt_claims(token);
+    let s = |k: &str| {
+        c[k].as_str()
+            .unwrap_or_else(|| panic!("claim {k}"))
+            .to_string()
+    };
+    (
+        s("sub").parse().expect("sub"),
+        s("tid").parse().expect("tid"),
+        s("sid").parse().expect("sid"),
+    )
+}
+
+/// The server's active signing key pair, read from its data dir.
+pub fn signing_key(data_dir: &Path) -> bp_auth::domain::tokens::KeyPair {
+    let keys = bp_auth::keys::load_or_create_signing_keys(data_dir, bp_auth::clock::now())
+        .expect("signing keys");
+    keys.active().cloned().expect("an active key")
+}
+
+/// A lowercase, hyphenated UUIDv7.
+pub fn assert_uuid_v7(v: &Value, what: &str) {
+    let s = v
+        .as_str()
+        .unwrap_or_else(|| panic!("{what} is not a string: {v}"));
+    let u = uuid::Uuid::parse_str(s).unwrap_or_else(|_| panic!("{what} is not a UUID: {s}"));
+    assert_eq!(u.get_version_num(), 7, "{what} is not a UUIDv7: {s}");
+    assert_eq!(
+        s,
+        u.hyphenated().to_string(),
+        "{what} is not lowercase hyphenated: {s}"
+    );
+}
+
+/// An error answer: the status, FastAPI's `{"detail": "...", "code": ...}` and, for a 401,
+/// `WWW-Authenticate: Bearer`. Returns the body.
+pub async fn expect_error(res: Response, status: u16, code: &str) -> Value {
+    let got = res.status().as_u16();
+    let headers = res.headers().clone();
+    let body = json_of(res).await;
+    assert_eq!(got, status, "status (body {body})");
+    assert_eq!(body["code"], code, "code (body {body})");
+    assert!(body["detail"].is_string(), "detail is a string: {body}");
+    assert_eq!(
+        body.as_object().map(|o| o.len()),
+        Some(2),
+        "only detail and code: {body}"
+    );
+    assert_common_headers(&headers);
+    if status == 401 {
+        assert_eq!(
+            headers
+                .get("www-authenticate")
+                .and_then(|v| v.to_str().ok()),
+            Some("Bearer"),
+            "a 401 says WWW-Authenticate: Bearer"
+        );
+    }
+    body
+}
+
+/// A 422 in pydantic v2's list shape; returns the `detail` entries.
+pub async fn expect_validation(res: Response) -> Vec<Value> {
+    let got = res.status().as_u16();
+    let headers = res.headers().clone();
+    let body = json_of(res).await;
+    assert_eq!(got, 422, "status (body {body})");
+    assert_common_headers(&headers);
+    assert_eq!(body["code"], "validation_error", "{body}");
+    let detail = body["detail"]
+        .as_array()
+        .unwrap_or_else(|| panic!("detail is a list: {body}"))
+        .clone();
+    assert!(!detail.is_empty(), "detail names the problem: {body}");
+    for d in &detail {
+        assert!(d["type"].is_string(), "type: {d}");
+        assert!(d["msg"].is_string(), "msg: {d}");
+        let loc = d["loc"]
+            .as_array()
+            .unwrap_or_else(|| panic!("loc is a list: {d}"));
+        assert_eq!(loc.first(), Some(&json!("body")), "loc starts at body: {d}");
+    }
+    detail
+}
+
+fn loc_value(loc: &[&str]) -> Value {
+    Value::Array(loc.iter().map(|s| json!(s)).collect())
+}
+
+/// The 422's entries are exactly these `(type, loc)` pairs, in any order; a type of `"*"`
+/// matches any type.
+pub fn assert_issues(detail: &[Value], expected: &[(&str, &[&str])]) {
+    assert_eq!(
+        detail.len(),
+        expected.len(),
+        "expected {expected:?}, got {detail:?}"
+    );
+    for (kind, loc) in expected {
+        let loc = loc_value(loc);
+        assert!(
+            detail
+                .iter()
+                .any(|d| d["loc"] == loc && (*kind == "*" || d["type"] == *kind)),
+            "no {kind} at {loc} in {detail:?}"
+        );
+    }
+}
+
+/// One `Set-Cookie`, parsed.
+#[derive(Debug, Clone)]
+pub struct SetCookie {
+    pub name: String,
+    pub value: String,
+    /// Attribute names lowercased, with their values as sent.
+    pub attrs: Vec<(String, Option<String>)>,
+}
+
+impl SetCookie {
+    pub fn parse(raw: &str) -> Self {
+        let mut parts = raw.split(';').map(str::trim);
+        let (name, value) = parts
+            .next()
+            .and_then(|nv| nv.split_once('='))
+            .unwrap_or_else(|| panic!("bad Set-Cookie {raw:?}"));
+        let attrs = parts
+            .filter(|p| !p.is_empty())
+            .map(|p| match p.split_once('=') {
+                Some((k, v)) => (k.trim().to_ascii_lowercase(), Some(v.trim().to_string())),
+                None => (p.to_ascii_lowercase(), None),
+            })
+            .collect();
+        Self {
+            name: name.to_string(),
+            value: value.to_string(),
+            attrs,
+        }
+    }
+
+    pub fn has(&self, attr: &str) -> bool {
+        self.attrs.iter().any(|(k, _)| k == attr)
+    }
+
+    pub fn get(&self, attr: &str) -> Option<&str> {
+        self.attrs
+            .iter()
+            .find(|(k, _)| k == attr)
+            .and_then(|(_, v)| v.as_deref())
+    }
+}
+
+/// The one `Set-Cookie` for `bp_token` in `headers`; panics if there is not exactly one.
+pub fn bp_token_cookie(headers: &HeaderMap) -> SetCookie {
+    let cookies: Vec<SetCookie> = headers
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| SetCookie::parse(v.to_str().expect("ascii Set-Cookie")))
+        .filter(|c| c.name == "bp_token")
+        .collect();
+    assert_eq!(
+        cookies.len(),
+        1,
+        "exactly one bp_token Set-Cookie: {cookies:?}"
+    );
+    cookies.into_iter().next().expect("one cookie")
+}
+
+/// `bp_token` is cleared: empty, `Max-Age=0`, `Path=/`.
+pub fn assert_clears_cookie(headers: &HeaderMap) {
+    let c = bp_token_cookie(headers);
+    assert_eq!(c.value, "", "cleared cookie is empty: {c:?}");
+    assert_eq!(c.get("max-age"), Some("0"), "{c:?}");
+    assert_eq!(c.get("path"), Some("/"), "{c:?}");
+}
+
+/// `Cache-Control: no-store` and `Pragma: no-cache`.
+pub fn assert_no_store(headers: &HeaderMap) {
+    let get = |k: &str| headers.get(k).and_then(|v| v.to_str().ok());
+    assert_eq!(get("cache-control"), Some("no-store"));
+    assert_eq!(get("pragma"), Some("no-cache"));
+}
+
+/// The token response's exact shape with default lifetimes; returns the tokens.
+pub fn assert_token_response(v: &Value, access_ttl: u64) -> Tokens {
+    let obj = v.as_object().unwrap_or_else(|| panic!("object: {v}"));
+    let mut keys: Vec<&str> = obj.keys().map(String::as_str).collect();
+    keys.sort_unstable();
+    assert_eq!(
+        keys,
+        [
+            "access_token",
+            "expires_in",
+            "refresh_expires_in",
+            "refresh_token",
+            "token_type"
+        ],
+        "{v}"
+    );
+    assert_eq!(v["token_type"], "bearer");
+    assert_eq!(v["expires_in"], access_ttl);
+    assert_eq!(v["refresh_expires_in"], 2_592_000);
+    let t = Tokens::from_json(v);
+    assert!(t.refresh.starts_with("bprt_"), "{}", t.refresh);
+    assert_eq!(t.access.split('.').count(), 3, "a JWS compact token");
+    t
+}
+
+impl TestApp {
+    /// `POST /api/auth/logout` with an optional bearer token and a JSON body, without a jar.
+    pub async fn logout_bearer(&self, token: Option<&str>, body: &Value) -> Response {
+        let mut req = Client::new().post(self.url("/api/auth/logout")).json(body);
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        req.send().await.expect("logout")
     }
 }

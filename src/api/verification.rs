@@ -1,0 +1,204 @@
+//! One-time codes: phone verification, and reactivation of a deactivated account.
+
+use actix_web::{web, HttpRequest, HttpResponse};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use super::authn::authenticate;
+use super::error::ApiError;
+use super::extract::json_body;
+use super::respond::{no_store, ErrorBody, ValidationErrorBody};
+use super::AppState;
+use crate::actors::messages::{
+    ConfirmPhone, ConfirmReactivation, RequestPhoneCode, RequestReactivation,
+};
+use crate::actors::CallError;
+use crate::domain::credentials::Email;
+use crate::domain::DomainError;
+
+/// `POST /api/auth/verify-phone/request` answer.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PhoneCodeSent {
+    pub sent: bool,
+    /// The phone with all but its first and last three characters starred.
+    pub destination: String,
+    pub expires_in: u64,
+    pub resend_after: u64,
+}
+
+#[utoipa::path(
+    post, path = "/api/auth/verify-phone/request", tag = "auth", summary = "Verify Phone Request",
+    description = "Send a 6-digit code by SMS to the phone on the profile; a new code voids the previous one. No body.",
+    responses(
+        (status = 200, description = "Successful Response", body = PhoneCodeSent),
+        (status = 400, description = "No phone on the profile (`no_phone`)", body = ErrorBody),
+        (status = 401, description = "Not authenticated", body = ErrorBody),
+        (status = 403, description = "`session_required` or `origin_not_allowed`", body = ErrorBody),
+        (status = 409, description = "Phone already verified (`phone_already_verified`)", body = ErrorBody),
+        (status = 429, description = "Resend interval or hourly cap (`rate_limited`)", body = ErrorBody),
+        (status = 502, description = "The code could not be delivered (`delivery_failed`)", body = ErrorBody),
+    ),
+    security(("bearer" = []), ("cookie" = []))
+)]
+pub async fn phone_request(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let caller = authenticate(&req, &state, false)?;
+    let sent = state
+        .directory
+        .call(caller.user.id, RequestPhoneCode)
+        .await??;
+    Ok(no_store(&mut HttpResponse::Ok()).json(PhoneCodeSent {
+        sent: true,
+        destination: sent.destination,
+        expires_in: sent.expires_in,
+        resend_after: sent.resend_after,
+    }))
+}
+
+/// A code as typed by the user.
+#[derive(Debug, ToSchema)]
+pub struct CodeRequest {
+    /// Six digits.
+    pub code: String,
+}
+
+#[utoipa::path(
+    post, path = "/api/auth/verify-phone/confirm", tag = "auth", summary = "Verify Phone Confirm",
+    request_body(content = CodeRequest, content_type = "application/json"),
+    responses(
+        (status = 200, description = "Successful Response", body = inline(Object), example = json!({"phone_verified": true})),
+        (status = 400, description = "`invalid_code` (with `attempts_left`) or `code_expired`", body = ErrorBody),
+        (status = 401, description = "Not authenticated", body = ErrorBody),
+        (status = 403, description = "`session_required` or `origin_not_allowed`", body = ErrorBody),
+        (status = 409, description = "Phone already verified", body = ErrorBody),
+        (status = 413, description = "Body over 16 KiB", body = ErrorBody),
+        (status = 422, description = "Validation Error", body = ValidationErrorBody),
+    ),
+    security(("bearer" = []), ("cookie" = []))
+)]
+pub async fn phone_confirm(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let caller = authenticate(&req, &state, false)?;
+    let code = json_body(&req, payload, true, |f| {
+        f.string("code").map(str::to_string)
+    })
+    .await?;
+    state
+        .directory
+        .call(caller.user.id, ConfirmPhone { code })
+        .await??;
+    Ok(HttpResponse::Ok().json(serde_json::json!({"phone_verified": true})))
+}
+
+/// `POST /api/auth/reactivate/request` body.
+#[derive(Debug, ToSchema)]
+pub struct ReactivateRequest {
+    pub email: String,
+}
+
+#[utoipa::path(
+    post, path = "/api/auth/reactivate/request", tag = "auth", summary = "Reactivate Request",
+    description = "If the account exists and is deactivated, email it a 6-digit code. Always 204, whether or not the account exists or is deactivated, in the same time.",
+    request_body(content = ReactivateRequest, content_type = "application/json"),
+    responses(
+        (status = 204, description = "Successful Response"),
+        (status = 413, description = "Body over 16 KiB", body = ErrorBody),
+        (status = 422, description = "Validation Error", body = ValidationErrorBody),
+    )
+)]
+pub async fn reactivate_request(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let email = json_body(&req, payload, true, |f| {
+        f.string("email")
+            .and_then(|e| f.check("email", Email::parse(e)))
+    })
+    .await?;
+    // The lookup and the delivery run after the answer, so the answer's timing says nothing
+    // about whether the account exists or was sent a code.
+    let state = state.into_inner();
+    actix_web::rt::spawn(async move {
+        let user = match state.directory.user_by_email(email.key()) {
+            Ok(Some(id)) => id,
+            Ok(None) => return,
+            Err(e) => {
+                tracing::error!(error = %e, "reactivation request: lookup failed");
+                return;
+            }
+        };
+        match state.directory.call(user, RequestReactivation).await {
+            Ok(Ok(true)) => {
+                tracing::info!(target: "bp_auth::audit", user = %user, event = "reactivation_code_sent")
+            }
+            Ok(_) => {}
+            Err(CallError::Delivery(e)) => {
+                tracing::warn!(user = %user, error = %e, "reactivation code could not be delivered")
+            }
+            Err(e) => tracing::error!(user = %user, error = %e, "reactivation request failed"),
+        }
+    });
+    Ok(HttpResponse::NoContent().finish())
+}
+
+/// `POST /api/auth/reactivate/confirm` body.
+#[derive(Debug, ToSchema)]
+pub struct ReactivateConfirm {
+    pub email: String,
+    /// Six digits, from the email.
+    pub code: String,
+}
+
+#[utoipa::path(
+    post, path = "/api/auth/reactivate/confirm", tag = "auth", summary = "Reactivate Confirm",
+    request_body(content = ReactivateConfirm, content_type = "application/json"),
+    responses(
+        (status = 200, description = "Successful Response", body = inline(Object), example = json!({"status": "active"})),
+        (status = 400, description = "Wrong, expired or absent code, or unknown email (`invalid_code`)", body = ErrorBody),
+        (status = 413, description = "Body over 16 KiB", body = ErrorBody),
+        (status = 422, description = "Validation Error", body = ValidationErrorBody),
+    )
+)]
+pub async fn reactivate_confirm(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let (email, code) = json_body(&req, payload, true, |f| {
+        let email = f.string("email").map(str::to_string);
+        let code = f.string("code").map(str::to_string);
+        Some((email?, code?))
+    })
+    .await?;
+    let invalid = || {
+        ApiError::Domain(DomainError::InvalidCode {
+            attempts_left: None,
+        })
+    };
+    let Some(user) = Email::parse(&email)
+        .ok()
+        .map(|e| state.directory.user_by_email(e.key()))
+        .transpose()?
+        .flatten()
+    else {
+        return Err(invalid());
+    };
+    match state
+        .directory
+        .call(user, ConfirmReactivation { code })
+        .await
+    {
+        Ok(Ok(())) => {
+            tracing::info!(target: "bp_auth::audit", user = %user, event = "reactivated");
+            Ok(HttpResponse::Ok().json(serde_json::json!({"status": "active"})))
+        }
+        Ok(Err(_)) | Err(CallError::UnknownUser) => Err(invalid()),
+        Err(e) => Err(e.into()),
+    }
+}

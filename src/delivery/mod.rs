@@ -1,0 +1,142 @@
+//! Getting verification codes to people: SMS and email through one [`Sender`] trait.
+//!
+//! - [`outbox::Outbox`] (the default, for development and tests) appends one JSON line per
+//!   message to `<data_dir>/outbox.jsonl`: the outbox *is* the delivery, so it holds the code.
+//! - [`webhook::Webhook`] POSTs the same JSON to a configured URL, signed with HMAC-SHA256, with
+//!   a timeout and bounded retries; production gateways (SMS, SMTP relays) sit behind it.
+//! - [`log::LogSender`] writes the message to the log, for local experiments only.
+
+pub mod log;
+pub mod outbox;
+pub mod webhook;
+
+use std::future::Future;
+use std::path::Path;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use serde::Serialize;
+
+use crate::config::{DeliveryConfig, DeliveryKind};
+use crate::domain::ids::UserId;
+use crate::domain::time::Timestamp;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Channel {
+    Sms,
+    Email,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Purpose {
+    VerifyPhone,
+    Reactivate,
+}
+
+/// One message, in the outbox line's shape.
+#[derive(Clone, Serialize)]
+pub struct Message {
+    pub channel: Channel,
+    pub to: String,
+    pub purpose: Purpose,
+    pub code: String,
+    pub user_id: String,
+    pub sent_at: String,
+}
+
+impl std::fmt::Debug for Message {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Message")
+            .field("channel", &self.channel)
+            .field("purpose", &self.purpose)
+            .field("user_id", &self.user_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Message {
+    pub fn new(
+        channel: Channel,
+        to: &str,
+        purpose: Purpose,
+        code: &str,
+        user: UserId,
+        now: Timestamp,
+    ) -> Self {
+        Self {
+            channel,
+            to: to.to_string(),
+            purpose,
+            code: code.to_string(),
+            user_id: user.to_string(),
+            sent_at: now.rfc3339(),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("delivery failed: {0}")]
+pub struct DeliveryError(pub String);
+
+pub type SendFuture = Pin<Box<dyn Future<Output = Result<(), DeliveryError>> + Send + 'static>>;
+
+/// A way of delivering messages. `send` owns what it needs, so the future can outlive `self`.
+pub trait Sender: Send + Sync + 'static {
+    fn send(&self, message: Message) -> SendFuture;
+    fn name(&self) -> &'static str;
+}
+
+/// The sender the configuration chooses.
+pub fn from_config(
+    config: &DeliveryConfig,
+    data_dir: &Path,
+) -> Result<Arc<dyn Sender>, DeliveryError> {
+    Ok(match config.kind {
+        DeliveryKind::Outbox => Arc::new(outbox::Outbox::new(data_dir.join("outbox.jsonl"))),
+        DeliveryKind::Log => Arc::new(log::LogSender),
+        DeliveryKind::Webhook => Arc::new(webhook::Webhook::new(config)?),
+    })
+}
+
+/// `+447700900123` → `+44*******123`: the first and last three characters kept.
+pub fn mask(destination: &str) -> String {
+    let chars: Vec<char> = destination.chars().collect();
+    if chars.len() <= 6 {
+        return "*".repeat(chars.len());
+    }
+    let n = chars.len();
+    chars
+        .iter()
+        .enumerate()
+        .map(|(i, c)| if i < 3 || i >= n - 3 { *c } else { '*' })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn masks_like_the_contract() {
+        assert_eq!(mask("+447700900123"), "+44*******123");
+        assert_eq!(mask("+1234"), "*****");
+    }
+
+    #[test]
+    fn debug_hides_the_code() {
+        let m = Message::new(
+            Channel::Sms,
+            "+447700900123",
+            Purpose::VerifyPhone,
+            "123456",
+            UserId::generate(),
+            Timestamp(0),
+        );
+        assert!(!format!("{m:?}").contains("123456"));
+        let json = serde_json::to_value(&m).unwrap();
+        assert_eq!(json["channel"], "sms");
+        assert_eq!(json["purpose"], "verify_phone");
+    }
+}
