@@ -2,4 +2,12 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod helpers;
+mod login;
+mod logout;
+mod me;
+mod meta;
+mod refresh;
+mod register;
+mod restart;
 mod smoke;
+mod tokens;
