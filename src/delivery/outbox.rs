@@ -38,7 +38,7 @@ fn append(path: &Path, lock: &Mutex<()>, message: &Message) -> Result<(), Delive
         opts.mode(0o600);
     }
     let mut file = opts
-        .open(path.as_path())
+        .open(path)
         .map_err(|e| DeliveryError(e.to_string()))?;
     file.write_all(&line)
         .map_err(|e| DeliveryError(e.to_string()))?;
