@@ -77,6 +77,28 @@ pub fn load_keyring(config: &Config) -> Result<Keyring, StartupError> {
     ))
 }
 
+/// CORS for the configured frontend origins, with credentials; other origins get no CORS
+/// headers (and are not refused here: same-origin browsers send `Origin` too).
+fn cors(origins: &[String]) -> actix_cors::Cors {
+    let mut cors = actix_cors::Cors::default()
+        .supports_credentials()
+        .block_on_origin_mismatch(false)
+        .allowed_methods(["GET", "POST", "PATCH", "OPTIONS"])
+        .allowed_headers([
+            "authorization",
+            "content-type",
+            "x-api-key",
+            "x-request-id",
+            "if-none-match",
+        ])
+        .expose_headers(["etag", "retry-after", "x-request-id", "www-authenticate"])
+        .max_age(600);
+    for o in origins {
+        cors = cors.allowed_origin(o);
+    }
+    cors
+}
+
 impl Application {
     /// Must run inside an actix system (the actors' arbiters are started here).
     pub fn build(config: Config) -> Result<Self, StartupError> {
@@ -154,13 +176,24 @@ impl Application {
             directory,
             hashes,
             plans,
+            throttle: api::throttle::Throttle::new(&config.rate_limit, &config.server),
             config: config.clone(),
             keyring: ArcSwap::from_pointee(keyring),
         });
+        let cors_origins = config.cors.allowed_origins.clone();
+        let hsts = config.server.hsts;
         let server = HttpServer::new(move || {
+            let mut headers = DefaultHeaders::new().add(("X-Content-Type-Options", "nosniff"));
+            if hsts {
+                headers = headers.add((
+                    "Strict-Transport-Security",
+                    "max-age=31536000; includeSubDomains",
+                ));
+            }
             App::new()
                 .app_data(state.clone())
-                .wrap(DefaultHeaders::new().add(("X-Content-Type-Options", "nosniff")))
+                .wrap(cors(&cors_origins))
+                .wrap(headers)
                 .wrap(from_fn(telemetry::request_span))
                 .configure(api::routes)
                 .default_service(web::to(api::not_found))

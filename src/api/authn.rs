@@ -96,9 +96,74 @@ fn token_error(e: TokenError) -> ApiError {
     }
 }
 
+/// `scheme://host[:port]` → `host:port`, with the scheme's default port made explicit.
+fn authority(origin: &str) -> Option<String> {
+    let (scheme, rest) = origin.split_once("://")?;
+    let host = rest.split('/').next()?.to_ascii_lowercase();
+    if host.is_empty() {
+        return None;
+    }
+    let has_port = host
+        .rsplit_once(':')
+        .is_some_and(|(_, p)| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()));
+    Some(if has_port {
+        host
+    } else if scheme == "https" {
+        format!("{host}:443")
+    } else {
+        format!("{host}:80")
+    })
+}
+
+/// Cross-site defence for cookie-authenticated changes: an `Origin` that is neither this
+/// server's own (its host and port equal to `Host`) nor a configured frontend is refused.
+fn check_origin(req: &HttpRequest, state: &AppState) -> Result<(), ApiError> {
+    use actix_web::http::Method;
+    if matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS) {
+        return Ok(());
+    }
+    let Some(origin) = req
+        .headers()
+        .get(header::ORIGIN)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return Ok(());
+    };
+    let listed = state.config.cors.allowed_origins.iter().any(|o| {
+        o.trim_end_matches('/')
+            .eq_ignore_ascii_case(origin.trim_end_matches('/'))
+    });
+    if listed {
+        return Ok(());
+    }
+    let host = req
+        .headers()
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    let scheme = req.connection_info().scheme().to_string();
+    match (authority(origin), authority(&format!("{scheme}://{host}"))) {
+        (Some(a), Some(b)) if a == b => Ok(()),
+        _ => Err(DomainError::OriginNotAllowed.into()),
+    }
+}
+
 /// Authenticates a request. `api_key_ok` marks the endpoints that accept an API key; the
-/// others answer 403 `session_required` to one.
+/// others answer 403 `session_required` to one. Cookie-authenticated changes also pass the
+/// origin check.
 pub fn authenticate(
+    req: &HttpRequest,
+    state: &AppState,
+    api_key_ok: bool,
+) -> Result<Caller, ApiError> {
+    let caller = authenticate_credential(req, state, api_key_ok)?;
+    if uses_cookie(req) {
+        check_origin(req, state)?;
+    }
+    Ok(caller)
+}
+
+fn authenticate_credential(
     req: &HttpRequest,
     state: &AppState,
     api_key_ok: bool,
@@ -134,5 +199,27 @@ pub fn authenticate(
                 via: Via::Session { sid, claims },
             })
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn authorities_compare_with_default_ports() {
+        assert_eq!(
+            authority("http://localhost:8080").as_deref(),
+            Some("localhost:8080")
+        );
+        assert_eq!(
+            authority("https://app.example.com").as_deref(),
+            Some("app.example.com:443")
+        );
+        assert_eq!(
+            authority("http://App.Example.com/").as_deref(),
+            Some("app.example.com:80")
+        );
+        assert_eq!(authority("null"), None);
     }
 }

@@ -10,6 +10,7 @@ pub mod meta;
 pub mod openapi;
 pub mod respond;
 pub mod sessions;
+pub mod throttle;
 pub mod verification;
 
 use std::collections::HashMap;
@@ -39,6 +40,7 @@ pub struct AppState {
     pub config: Arc<Config>,
     /// The configured plans, by name.
     pub plans: HashMap<String, Plan>,
+    pub throttle: throttle::Throttle,
     /// Replaced whole when signing keys rotate, so a request sees one consistent set.
     pub keyring: ArcSwap<Keyring>,
 }

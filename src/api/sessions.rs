@@ -132,6 +132,9 @@ pub async fn register(
     })
     .await?;
     let (email, password, full_name, phone) = new;
+    state
+        .throttle
+        .registration(state.throttle.client_ip(&req))?;
     let password_hash = state.hashes.hash(password.expose()).await?;
     let user = UserState::register(
         NewUser {
@@ -196,8 +199,13 @@ pub async fn login(
 ) -> Result<HttpResponse, ApiError> {
     let body = read_body(&req, payload).await?;
     let (username, password) = login_fields(&form_fields(&req, &body))?;
+    let now = clock::now();
+    let ip = state.throttle.client_ip(&req);
+    let account = username.to_lowercase();
+    state.throttle.login_allowed(&account, ip, now)?;
     // A password longer than registration allows can never match: refuse it without hashing.
     if password.chars().count() > NewPassword::MAX_LEN {
+        state.throttle.login_failed(&account, ip, now);
         return Err(DomainError::InvalidCredentials.into());
     }
     let user = match Email::parse(&username) {
@@ -215,15 +223,17 @@ pub async fn login(
     let user = match user {
         Some(u) if matched => u,
         other => {
-            tracing::info!(target: "bp_auth::audit", user = ?other.map(|u| u.id.to_string()), event = "login", outcome = "invalid_credentials");
+            state.throttle.login_failed(&account, ip, now);
+            tracing::info!(target: "bp_auth::audit", user = ?other.map(|u| u.id.to_string()), client = ?ip, event = "login", outcome = "invalid_credentials");
             return Err(DomainError::InvalidCredentials.into());
         }
     };
+    state.throttle.login_succeeded(&account);
     if user.status != Status::Active {
         return Err(DomainError::AccountDeactivated.into());
     }
     let opened = state.directory.call(user.id, OpenSession).await??;
-    tracing::info!(target: "bp_auth::audit", user = %user.id, session = %opened.session, event = "login", outcome = "success");
+    tracing::info!(target: "bp_auth::audit", user = %user.id, session = %opened.session, client = ?ip, event = "login", outcome = "success");
     Ok(token_response(
         &state,
         user.id,

@@ -45,6 +45,9 @@ pub async fn phone_request(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let caller = authenticate(&req, &state, false)?;
+    state
+        .throttle
+        .code_request(state.throttle.client_ip(&req))?;
     let sent = state
         .directory
         .call(caller.user.id, RequestPhoneCode)
@@ -89,6 +92,9 @@ pub async fn phone_confirm(
     })
     .await?;
     state
+        .throttle
+        .code_request(state.throttle.client_ip(&req))?;
+    state
         .directory
         .call(caller.user.id, ConfirmPhone { code })
         .await??;
@@ -121,6 +127,9 @@ pub async fn reactivate_request(
             .and_then(|e| f.check("email", Email::parse(e)))
     })
     .await?;
+    state
+        .throttle
+        .code_request(state.throttle.client_ip(&req))?;
     // The lookup and the delivery run after the answer, so the answer's timing says nothing
     // about whether the account exists or was sent a code.
     let state = state.into_inner();
@@ -176,6 +185,9 @@ pub async fn reactivate_confirm(
         Some((email?, code?))
     })
     .await?;
+    state
+        .throttle
+        .code_request(state.throttle.client_ip(&req))?;
     let invalid = || {
         ApiError::Domain(DomainError::InvalidCode {
             attempts_left: None,

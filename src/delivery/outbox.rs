@@ -37,9 +37,7 @@ fn append(path: &Path, lock: &Mutex<()>, message: &Message) -> Result<(), Delive
         use std::os::unix::fs::OpenOptionsExt;
         opts.mode(0o600);
     }
-    let mut file = opts
-        .open(path)
-        .map_err(|e| DeliveryError(e.to_string()))?;
+    let mut file = opts.open(path).map_err(|e| DeliveryError(e.to_string()))?;
     file.write_all(&line)
         .map_err(|e| DeliveryError(e.to_string()))?;
     file.sync_data().map_err(|e| DeliveryError(e.to_string()))

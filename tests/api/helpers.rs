@@ -42,6 +42,7 @@ pub fn test_config(data_dir: &Path) -> Config {
 
 pub struct TestApp {
     pub address: String,
+    #[allow(dead_code)]
     pub port: u16,
     pub config: Config,
     pub client: Client,
@@ -204,7 +205,7 @@ impl TestApp {
 impl Drop for TestApp {
     fn drop(&mut self) {
         // Stop accepting; the data dir is removed when `data_dir` drops.
-        let _ = self.handle.stop(false);
+        drop(self.handle.stop(false));
     }
 }
 
