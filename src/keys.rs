@@ -10,7 +10,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use serde::{Deserialize, Serialize};
 
-use crate::domain::secrets::{random_32, ServerKey};
+use crate::domain::secrets::{random_32, DataKey, ServerKey};
 use crate::domain::time::Timestamp;
 use crate::domain::tokens::KeyPair;
 
@@ -131,7 +131,16 @@ pub fn load_or_create_signing_keys(
 
 /// The server key (`keys/server.key`), generated on first start.
 pub fn load_or_create_server_key(data_dir: &Path) -> Result<ServerKey, KeyError> {
-    let path = keys_dir(data_dir)?.join("server.key");
+    load_or_create_secret(data_dir, "server.key").map(ServerKey::from_bytes)
+}
+
+/// The data key (`keys/data.key`) that encrypts TOTP secrets, generated on first start.
+pub fn load_or_create_data_key(data_dir: &Path) -> Result<DataKey, KeyError> {
+    load_or_create_secret(data_dir, "data.key").map(DataKey::from_bytes)
+}
+
+fn load_or_create_secret(data_dir: &Path, name: &str) -> Result<[u8; 32], KeyError> {
+    let path = keys_dir(data_dir)?.join(name);
     if !path.exists() {
         write_private(&path, URL_SAFE_NO_PAD.encode(random_32()).as_bytes())?;
     }
@@ -141,7 +150,7 @@ pub fn load_or_create_server_key(data_dir: &Path) -> Result<ServerKey, KeyError>
         .ok()
         .and_then(|b| b.try_into().ok())
         .ok_or_else(|| file_err(&path, "not 32 bytes of base64url"))?;
-    Ok(ServerKey::from_bytes(bytes))
+    Ok(bytes)
 }
 
 #[cfg(test)]

@@ -107,6 +107,7 @@ impl Application {
         let store = Arc::new(SledStore::open(&data_dir.join("db"), &config.storage)?);
         let keyring = load_keyring(&config)?;
         let server_key = keys::load_or_create_server_key(&data_dir)?;
+        let data_key = keys::load_or_create_data_key(&data_dir)?;
         let p = &config.password;
         let hasher = Hasher::new(
             p.argon2_memory_kib,
@@ -137,7 +138,7 @@ impl Application {
             .map_err(|e| StartupError::Delivery(e.to_string()))?;
         let directory = Directory::new(
             store.clone() as Arc<dyn Store>,
-            server_key,
+            (server_key, data_key),
             delivery,
             DirectoryConfig {
                 policy,

@@ -19,7 +19,7 @@ use crate::delivery::Sender;
 use crate::domain::codes::CodePolicy;
 use crate::domain::error::DomainError;
 use crate::domain::ids::UserId;
-use crate::domain::secrets::ServerKey;
+use crate::domain::secrets::{DataKey, ServerKey};
 use crate::domain::sessions::SessionPolicy;
 use crate::domain::user::UserState;
 use crate::store::{Created, Store, StoreError};
@@ -62,6 +62,7 @@ pub(crate) struct Inner {
     pub(crate) api_keys: DashMap<[u8; 32], UserId>,
     pub(crate) delivery: Arc<dyn Sender>,
     pub(crate) key: ServerKey,
+    pub(crate) data_key: DataKey,
     pub(crate) config: DirectoryConfig,
     arbiters: Vec<ArbiterHandle>,
     /// The origin of the activity clock (seconds since this instant).
@@ -84,7 +85,7 @@ impl Directory {
     /// `arbiters` host the actors; at least one is required.
     pub fn new(
         store: Arc<dyn Store>,
-        key: ServerKey,
+        keys: (ServerKey, DataKey),
         delivery: Arc<dyn Sender>,
         config: DirectoryConfig,
         arbiters: Vec<ArbiterHandle>,
@@ -96,7 +97,8 @@ impl Directory {
                 api_keys: DashMap::new(),
                 delivery,
                 store,
-                key,
+                key: keys.0,
+                data_key: keys.1,
                 config,
                 arbiters,
                 epoch: Instant::now(),

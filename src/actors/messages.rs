@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use crate::domain::apikey::ApiKey;
 use crate::domain::error::DomainError;
-use crate::domain::ids::{SessionId, TenantId};
+use crate::domain::ids::{SessionId, TenantId, TokenId};
 use crate::domain::secrets::RefreshToken;
 use crate::domain::sessions::RefreshGrant;
 use crate::domain::time::Timestamp;
@@ -144,4 +144,50 @@ pub struct RequestReactivation;
 #[rtype(result = "Reply<()>")]
 pub struct ConfirmReactivation {
     pub code: String,
+}
+
+/// Start TOTP enrolment: a new secret, shown once.
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "Reply<MfaEnrolment>")]
+pub struct MfaSetup;
+
+pub struct MfaEnrolment {
+    pub secret_base32: String,
+    pub otpauth_url: String,
+}
+
+impl std::fmt::Debug for MfaEnrolment {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("MfaEnrolment(<redacted>)")
+    }
+}
+
+/// Finish enrolment with a first code; answers the recovery codes, shown once.
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "Reply<Vec<String>>")]
+pub struct MfaVerify {
+    pub code: String,
+}
+
+/// Turn MFA off (a valid code required).
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "Reply<()>")]
+pub struct MfaDisable {
+    pub code: String,
+}
+
+/// After a right password for an enrolled user: open a challenge for the pending token.
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "Reply<(TokenId, Subject)>")]
+pub struct BeginMfa {
+    pub ttl: u64,
+}
+
+/// Answer a challenge; on success a session opens, in the same step.
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "Reply<Opened>")]
+pub struct AnswerMfa {
+    pub jti: TokenId,
+    pub code: Option<String>,
+    pub recovery_code: Option<String>,
 }

@@ -19,6 +19,8 @@ use crate::clock;
 use crate::delivery::{self, Channel, Purpose};
 use crate::domain::codes::{self, CodePolicy};
 use crate::domain::error::DomainError;
+use crate::domain::ids::TokenId;
+use crate::domain::mfa;
 use crate::domain::secrets::random_32;
 use crate::domain::time::Timestamp;
 use crate::domain::user::UserState;
@@ -363,5 +365,100 @@ impl Handler<ConfirmReactivation> for UserActor {
     fn handle(&mut self, msg: ConfirmReactivation, _: &mut Context<Self>) -> Self::Result {
         let hash = self.code_hash("reactivate", &msg.code);
         self.apply(|s, _, now| s.confirm_reactivation(&hash, now))
+    }
+}
+
+impl UserActor {
+    /// The user's TOTP generator, from the decrypted secret.
+    fn totp(&self) -> Option<totp_rs::TOTP> {
+        let sealed = self.state.mfa.secret.as_ref()?;
+        let secret = self.dir.data_key.open(self.state.id.as_bytes(), sealed)?;
+        mfa::totp(&secret, &self.state.email).ok()
+    }
+
+    fn recovery_hash(&self, code: &str) -> [u8; 32] {
+        let normal = mfa::normalise_recovery(code);
+        self.dir.key.digest(
+            "mfa-recovery",
+            &[self.state.id.as_bytes().as_slice(), normal.as_bytes()].concat(),
+        )
+    }
+}
+
+impl Handler<MfaSetup> for UserActor {
+    type Result = Reply<MfaEnrolment>;
+
+    fn handle(&mut self, _: MfaSetup, _: &mut Context<Self>) -> Self::Result {
+        let secret = mfa::new_secret();
+        let sealed = self.dir.data_key.seal(self.state.id.as_bytes(), &secret);
+        let totp = mfa::totp(&secret, &self.state.email);
+        self.apply(|s, _, _| {
+            let totp = totp?;
+            let sealed = sealed.ok_or(DomainError::MfaNotSetUp)?;
+            s.mfa_setup(sealed)?;
+            Ok(MfaEnrolment {
+                secret_base32: totp.get_secret_base32(),
+                otpauth_url: totp.get_url(),
+            })
+        })
+    }
+}
+
+impl Handler<MfaVerify> for UserActor {
+    type Result = Reply<Vec<String>>;
+
+    fn handle(&mut self, msg: MfaVerify, _: &mut Context<Self>) -> Self::Result {
+        let totp = self.totp();
+        let codes = mfa::new_recovery_codes();
+        let hashes = codes.iter().map(|c| self.recovery_hash(c)).collect();
+        self.apply(|s, _, now| {
+            s.mfa_enable(totp.as_ref(), &msg.code, hashes, now)?;
+            Ok(codes)
+        })
+    }
+}
+
+impl Handler<MfaDisable> for UserActor {
+    type Result = Reply<()>;
+
+    fn handle(&mut self, msg: MfaDisable, _: &mut Context<Self>) -> Self::Result {
+        let totp = self.totp();
+        self.apply(|s, _, now| s.mfa_disable(totp.as_ref(), &msg.code, now))
+    }
+}
+
+impl Handler<BeginMfa> for UserActor {
+    type Result = Reply<(TokenId, Subject)>;
+
+    fn handle(&mut self, msg: BeginMfa, _: &mut Context<Self>) -> Self::Result {
+        let subject = self.subject();
+        self.apply(|s, _, now| {
+            if s.status != crate::domain::user::Status::Active {
+                return Err(DomainError::AccountDeactivated);
+            }
+            Ok((s.mfa_challenge(msg.ttl, now), subject))
+        })
+    }
+}
+
+impl Handler<AnswerMfa> for UserActor {
+    type Result = Reply<Opened>;
+
+    fn handle(&mut self, msg: AnswerMfa, _: &mut Context<Self>) -> Self::Result {
+        let totp = self.totp();
+        let recovery = msg.recovery_code.as_deref().map(|c| self.recovery_hash(c));
+        let policy = self.dir.config.policy;
+        let subject = self.subject();
+        self.apply(|s, _, now| {
+            s.mfa_answer(msg.jti, totp.as_ref(), msg.code.as_deref(), recovery, now)?;
+            let (session, refresh, refresh_expires_at) =
+                s.open_session(random_32(), &policy, now)?;
+            Ok(Opened {
+                session,
+                refresh,
+                refresh_expires_at,
+                subject,
+            })
+        })
     }
 }

@@ -7,6 +7,7 @@ pub mod authn;
 pub mod error;
 pub mod extract;
 pub mod meta;
+pub mod mfa;
 pub mod openapi;
 pub mod respond;
 pub mod sessions;

@@ -3,7 +3,7 @@
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{account, meta, respond, sessions, verification};
+use super::{account, meta, mfa, respond, sessions, verification};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -23,6 +23,10 @@ use super::{account, meta, respond, sessions, verification};
         verification::phone_confirm,
         verification::reactivate_request,
         verification::reactivate_confirm,
+        mfa::totp_setup,
+        mfa::totp_verify,
+        mfa::totp_disable,
+        mfa::challenge,
         meta::jwks,
         meta::healthz,
         meta::readyz,
@@ -46,9 +50,14 @@ use super::{account, meta, respond, sessions, verification};
         verification::ReactivateRequest,
         verification::ReactivateConfirm,
         crate::domain::entitlements::Entitlements,
+        sessions::MfaPendingResponse,
+        mfa::TotpSetup,
+        mfa::TotpEnabled,
+        mfa::TotpCode,
+        mfa::ChallengeAnswer,
     )),
     modifiers(&Security),
-    tags((name = "auth", description = "Authentication"), (name = "meta", description = "About the server"))
+    tags((name = "auth", description = "Authentication"), (name = "mfa", description = "Two-factor authentication"), (name = "meta", description = "About the server"))
 )]
 struct ApiDoc;
 

@@ -76,7 +76,7 @@ impl From<&UserState> for Profile {
             full_name: u.full_name.clone(),
             phone: u.phone.clone(),
             phone_verified: u.phone_verified,
-            mfa_enabled: u.mfa_enabled,
+            mfa_enabled: u.mfa_enabled(),
             status: u.status.as_str(),
             tenant_id: u.tenant.id.to_string(),
             role: u.role.as_str(),

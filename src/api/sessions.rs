@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use actix_web::{web, HttpRequest, HttpResponse};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::authn::{self, Presented};
@@ -11,13 +11,13 @@ use super::error::{ApiError, FieldError};
 use super::extract::{form_fields, json_body, read_body, Fields};
 use super::respond::{auth_cookie, clearing_cookie, no_store, Profile, TokenResponse};
 use super::AppState;
-use crate::actors::messages::{Logout, OpenSession, Refresh, Subject};
+use crate::actors::messages::{BeginMfa, Logout, OpenSession, Refresh, Subject};
 use crate::clock;
 use crate::domain::credentials::{parse_full_name, parse_phone, Email, NewPassword};
 use crate::domain::ids::{SessionId, UserId};
 use crate::domain::secrets::RefreshToken;
 use crate::domain::time::Timestamp;
-use crate::domain::tokens::TYP_ACCESS;
+use crate::domain::tokens::{TYP_ACCESS, TYP_MFA_PENDING};
 use crate::domain::user::{NewUser, Status, UserState};
 use crate::domain::DomainError;
 
@@ -69,7 +69,7 @@ pub struct LogoutRequest {
 }
 
 /// Signs an access token for a session and builds the token response with its cookie.
-fn token_response(
+pub(super) fn token_response(
     state: &AppState,
     user: UserId,
     subject: &Subject,
@@ -183,7 +183,7 @@ fn login_fields(form: &[(String, String)]) -> Result<(String, String), ApiError>
     description = "OAuth2 password flow — sets an httpOnly bp_token cookie and also returns the token in the body for backwards compatibility. If the user has any verified MFA method, returns an mfa-pending token instead of a full access token; the frontend must then call POST /api/auth/mfa/challenge with the code.",
     request_body(content = LoginForm, content_type = "application/x-www-form-urlencoded"),
     responses(
-        (status = 200, description = "Successful Response", body = TokenResponse),
+        (status = 200, description = "Successful Response: the token response, or an MFA-pending token when MFA is enabled", body = TokenResponse),
         (status = 401, description = "Unknown email or wrong password (`invalid_credentials`)", body = super::respond::ErrorBody),
         (status = 403, description = "Account deactivated (`account_deactivated`)", body = super::respond::ErrorBody),
         (status = 413, description = "Body over 16 KiB", body = super::respond::ErrorBody),
@@ -232,6 +232,9 @@ pub async fn login(
     if user.status != Status::Active {
         return Err(DomainError::AccountDeactivated.into());
     }
+    if user.mfa_enabled() {
+        return mfa_pending(&state, user.id).await;
+    }
     let opened = state.directory.call(user.id, OpenSession).await??;
     tracing::info!(target: "bp_auth::audit", user = %user.id, session = %opened.session, client = ?ip, event = "login", outcome = "success");
     Ok(token_response(
@@ -242,6 +245,31 @@ pub async fn login(
         &opened.refresh,
         opened.refresh_expires_at,
     ))
+}
+
+/// The answer to a right password when MFA is enabled: a token only the challenge accepts.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct MfaPendingResponse {
+    pub access_token: String,
+    /// Always `mfa_pending`.
+    pub token_type: &'static str,
+    pub mfa_required: bool,
+    pub expires_in: u64,
+}
+
+async fn mfa_pending(state: &AppState, user: UserId) -> Result<HttpResponse, ApiError> {
+    let ttl = state.config.tokens.mfa_pending_ttl_seconds;
+    let (jti, subject) = state.directory.call(user, BeginMfa { ttl }).await??;
+    let keyring = state.keyring();
+    let mut claims = keyring.claims(user, subject.tenant, None, subject.role, clock::now(), ttl);
+    claims.jti = jti;
+    tracing::info!(target: "bp_auth::audit", user = %user, event = "login", outcome = "mfa_required");
+    Ok(no_store(&mut HttpResponse::Ok()).json(MfaPendingResponse {
+        access_token: keyring.sign(&claims, TYP_MFA_PENDING),
+        token_type: "mfa_pending",
+        mfa_required: true,
+        expires_in: ttl,
+    }))
 }
 
 #[utoipa::path(

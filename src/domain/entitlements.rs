@@ -58,7 +58,7 @@ impl Entitlements {
             features,
             limits,
             phone_verified: user.phone_verified,
-            mfa_enabled: user.mfa_enabled,
+            mfa_enabled: user.mfa_enabled(),
             api_key_active: user.api_key.as_ref().is_some_and(|k| !k.disabled),
         }
     }

@@ -9,6 +9,7 @@ pub mod credentials;
 pub mod entitlements;
 pub mod error;
 pub mod ids;
+pub mod mfa;
 pub mod password;
 pub mod secrets;
 pub mod sessions;

@@ -79,6 +79,59 @@ impl ServerKey {
     }
 }
 
+/// The key that encrypts secrets the server must read back (TOTP secrets), kept beside the
+/// signing keys. ChaCha20-Poly1305 with a random nonce per message, the owner's id as
+/// associated data so a ciphertext cannot be moved to another user.
+#[derive(Clone)]
+pub struct DataKey([u8; 32]);
+
+impl fmt::Debug for DataKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("DataKey(<redacted>)")
+    }
+}
+
+const NONCE_LEN: usize = 12;
+
+impl DataKey {
+    pub fn from_bytes(bytes: [u8; 32]) -> Self {
+        Self(bytes)
+    }
+
+    /// nonce ‖ ciphertext ‖ tag.
+    pub fn seal(&self, aad: &[u8], plaintext: &[u8]) -> Option<Vec<u8>> {
+        use chacha20poly1305::aead::{Aead, KeyInit, Payload};
+        use chacha20poly1305::{ChaCha20Poly1305, Nonce};
+        let cipher = ChaCha20Poly1305::new_from_slice(&self.0).ok()?;
+        let mut nonce = [0u8; NONCE_LEN];
+        rand::rngs::OsRng.fill_bytes(&mut nonce);
+        let ct = cipher
+            .encrypt(
+                Nonce::from_slice(&nonce),
+                Payload {
+                    msg: plaintext,
+                    aad,
+                },
+            )
+            .ok()?;
+        Some([&nonce[..], &ct].concat())
+    }
+
+    /// The plaintext, or `None` if the data was tampered with or sealed for another owner.
+    pub fn open(&self, aad: &[u8], sealed: &[u8]) -> Option<Vec<u8>> {
+        use chacha20poly1305::aead::{Aead, KeyInit, Payload};
+        use chacha20poly1305::{ChaCha20Poly1305, Nonce};
+        if sealed.len() < NONCE_LEN {
+            return None;
+        }
+        let (nonce, ct) = sealed.split_at(NONCE_LEN);
+        let cipher = ChaCha20Poly1305::new_from_slice(&self.0).ok()?;
+        cipher
+            .decrypt(Nonce::from_slice(nonce), Payload { msg: ct, aad })
+            .ok()
+    }
+}
+
 /// A refresh token as presented: `bprt_` + base64url(user ‖ session ‖ generation ‖ secret).
 ///
 /// The user and session let the server route it to its owner's actor without an index; the
@@ -178,6 +231,20 @@ mod tests {
         };
         assert!(!format!("{t:?}").contains("7, 7"));
         assert!(!format!("{:?}", ServerKey::from_bytes([7; 32])).contains('7'));
+    }
+
+    #[test]
+    fn sealed_data_opens_only_for_its_owner() {
+        let k = DataKey::from_bytes([5; 32]);
+        let sealed = k.seal(b"user-1", b"totp secret").unwrap();
+        assert_eq!(k.open(b"user-1", &sealed).unwrap(), b"totp secret");
+        assert!(k.open(b"user-2", &sealed).is_none());
+        let mut tampered = sealed.clone();
+        tampered[20] ^= 1;
+        assert!(k.open(b"user-1", &tampered).is_none());
+        assert!(DataKey::from_bytes([6; 32])
+            .open(b"user-1", &sealed)
+            .is_none());
     }
 
     #[test]
