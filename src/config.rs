@@ -27,6 +27,7 @@ pub struct Config {
     pub storage: StorageConfig,
     pub log: LogConfig,
     pub delivery: DeliveryConfig,
+    pub metrics: MetricsConfig,
     pub plans: BTreeMap<String, PlanConfig>,
 }
 
@@ -272,6 +273,25 @@ pub enum DeliveryKind {
     Outbox,
     Log,
     Webhook,
+}
+
+/// The Prometheus endpoint.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// Serve `GET /metrics`.
+    pub enabled: bool,
+    /// Serve it on this separate address (e.g. `127.0.0.1:9090`) instead of the API listener.
+    pub bind: String,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            bind: String::new(),
+        }
+    }
 }
 
 /// One plan's entitlements.

@@ -25,10 +25,12 @@ pub enum HashPoolError {
 
 enum Job {
     Hash {
+        queued: std::time::Instant,
         password: Zeroizing<Vec<u8>>,
         reply: oneshot::Sender<Result<String, HashPoolError>>,
     },
     Verify {
+        queued: std::time::Instant,
         password: Zeroizing<Vec<u8>>,
         phc: Arc<str>,
         reply: oneshot::Sender<Result<bool, HashPoolError>>,
@@ -100,6 +102,7 @@ impl HashPool {
     pub async fn hash(&self, password: &str) -> Result<String, HashPoolError> {
         let (reply, rx) = oneshot::channel();
         self.submit(Job::Hash {
+            queued: std::time::Instant::now(),
             password: Zeroizing::new(password.as_bytes().to_vec()),
             reply,
         })?;
@@ -118,6 +121,7 @@ impl HashPool {
         let known = phc.is_some();
         let (reply, rx) = oneshot::channel();
         self.submit(Job::Verify {
+            queued: std::time::Instant::now(),
             password: Zeroizing::new(password.as_bytes().to_vec()),
             phc: phc.unwrap_or_else(|| self.dummy.clone()),
             reply,
@@ -130,6 +134,12 @@ impl HashPool {
     }
 }
 
+fn record_wait(queued: std::time::Instant) {
+    crate::metrics::get()
+        .hash_wait
+        .observe(queued.elapsed().as_secs_f64());
+}
+
 fn worker(hasher: &Hasher, rx: &Mutex<std::sync::mpsc::Receiver<Job>>) {
     let mut scratch = hasher.scratch();
     loop {
@@ -139,17 +149,24 @@ fn worker(hasher: &Hasher, rx: &Mutex<std::sync::mpsc::Receiver<Job>>) {
         };
         let Ok(job) = job else { return };
         match job {
-            Job::Hash { password, reply } => {
+            Job::Hash {
+                queued,
+                password,
+                reply,
+            } => {
+                record_wait(queued);
                 let r = hasher
                     .hash(&password, &mut scratch)
                     .map_err(|e| HashPoolError::Failed(e.to_string()));
                 let _ = reply.send(r);
             }
             Job::Verify {
+                queued,
                 password,
                 phc,
                 reply,
             } => {
+                record_wait(queued);
                 let r = hasher
                     .verify(&password, &phc, &mut scratch)
                     .map_err(|e| HashPoolError::Failed(e.to_string()));

@@ -14,6 +14,7 @@
 //! - [`hashing`]: the bounded argon2id pool.
 //! - [`delivery`]: sending verification codes (outbox, webhook, log).
 //! - [`keys`]: signing keys and the server key in the data dir.
+//! - [`metrics`]: the Prometheus registry.
 //! - [`actors`]: the user actor and the directory that finds, starts and retires actors.
 //! - [`api`]: routes, extractors, authentication, error mapping, one file per area.
 //! - [`startup`]: wiring it all together and serving.
@@ -28,6 +29,7 @@ pub mod delivery;
 pub mod domain;
 pub mod hashing;
 pub mod keys;
+pub mod metrics;
 pub mod startup;
 pub mod store;
 pub mod telemetry;

@@ -48,6 +48,7 @@ pub enum StartupError {
 /// A built, bound, not yet running server.
 pub struct Application {
     server: Server,
+    metrics_server: Option<Server>,
     port: u16,
     store: Arc<SledStore>,
     arbiters: Vec<Arbiter>,
@@ -183,6 +184,25 @@ impl Application {
         });
         let cors_origins = config.cors.allowed_origins.clone();
         let hsts = config.server.hsts;
+        let metrics_here = config.metrics.enabled && config.metrics.bind.is_empty();
+        let metrics_server = if config.metrics.enabled && !config.metrics.bind.is_empty() {
+            let data = state.clone();
+            let bind = config.metrics.bind.clone();
+            let server = HttpServer::new(move || {
+                App::new()
+                    .app_data(data.clone())
+                    .configure(api::metrics_route)
+            })
+            .workers(1)
+            .disable_signals()
+            .bind(&bind)
+            .map_err(|e| StartupError::Bind(bind.clone(), e))?
+            .run();
+            tracing::info!(bind = %config.metrics.bind, "metrics listening");
+            Some(server)
+        } else {
+            None
+        };
         let server = HttpServer::new(move || {
             let mut headers = DefaultHeaders::new().add(("X-Content-Type-Options", "nosniff"));
             if hsts {
@@ -197,6 +217,11 @@ impl Application {
                 .wrap(headers)
                 .wrap(from_fn(telemetry::request_span))
                 .configure(api::routes)
+                .configure(|cfg| {
+                    if metrics_here {
+                        api::metrics_route(cfg);
+                    }
+                })
                 .default_service(web::to(api::not_found))
         })
         .workers(workers)
@@ -210,6 +235,7 @@ impl Application {
         tracing::info!(port, data_dir = %data_dir.display(), "bp-auth listening");
         Ok(Self {
             server,
+            metrics_server,
             port,
             store,
             arbiters,
@@ -228,7 +254,15 @@ impl Application {
     /// Serves until SIGTERM/SIGINT (or a stop through the handle), draining requests in flight,
     /// then flushes the store.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        let metrics = self.metrics_server.map(|s| {
+            let handle = s.handle();
+            actix_web::rt::spawn(s);
+            handle
+        });
         let result = self.server.await;
+        if let Some(h) = metrics {
+            h.stop(true).await;
+        }
         for a in &self.arbiters {
             a.stop();
         }

@@ -137,12 +137,20 @@ impl UserActor {
             let result = self.commit(d);
             return AtomicResponse::new(Box::pin(ready(result)));
         };
+        let channel = match message.channel {
+            Channel::Sms => "sms",
+            Channel::Email => "email",
+        };
         let send = self.dir.delivery.send(message);
-        AtomicResponse::new(Box::pin(send.into_actor(self).map(move |sent, act, _| match sent {
+        AtomicResponse::new(Box::pin(send.into_actor(self).map(move |sent, act, _| {
+            let outcome = if sent.is_ok() { "sent" } else { "failed" };
+            crate::metrics::get().deliveries.with_label_values(&[channel, outcome]).inc();
+            match sent {
             Ok(()) => act.commit(d),
             Err(e) => {
                 tracing::warn!(user = %act.state.id, error = %e, "code delivery failed; request discarded");
                 Err(ActorError::Delivery(e.to_string()))
+            }
             }
         })))
     }

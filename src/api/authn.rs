@@ -13,7 +13,7 @@ use super::error::ApiError;
 use super::AppState;
 use crate::clock;
 use crate::domain::ids::SessionId;
-use crate::domain::tokens::{Claims, TokenError, TYP_ACCESS};
+use crate::domain::tokens::{Claims, TokenError};
 use crate::domain::user::UserState;
 use crate::domain::DomainError;
 
@@ -184,7 +184,7 @@ fn authenticate_credential(
             let now = clock::now();
             let claims = state
                 .keyring()
-                .verify(&token, TYP_ACCESS, now)
+                .verify_access_cached(&token, now)
                 .map_err(token_error)?;
             let sid = claims.sid.ok_or(DomainError::InvalidToken)?;
             let user = state

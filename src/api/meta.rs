@@ -29,3 +29,16 @@ pub async fn jwks(state: web::Data<AppState>) -> HttpResponse {
 pub async fn openapi() -> HttpResponse {
     HttpResponse::Ok().json(super::openapi::document())
 }
+
+/// Prometheus metrics (text exposition format).
+#[utoipa::path(get, path = "/metrics", tag = "meta", summary = "Metrics", responses((status = 200, description = "Prometheus text format", content_type = "text/plain")))]
+pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
+    let m = crate::metrics::get();
+    m.resident_actors
+        .set(i64::try_from(state.directory.resident()).unwrap_or(i64::MAX));
+    m.hash_queue_depth
+        .set(i64::try_from(state.hashes.depth()).unwrap_or(i64::MAX));
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4; charset=utf-8")
+        .body(m.render())
+}

@@ -96,7 +96,12 @@ where
         .default_service(web::to(method_not_allowed))
 }
 
-/// Registers every route.
+/// Registers `/metrics` (on the API listener, or alone on a separate one).
+pub fn metrics_route(cfg: &mut web::ServiceConfig) {
+    cfg.service(resource("/metrics", web::get, meta::metrics));
+}
+
+/// Registers every API route.
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(resource(
         "/api/auth/register",

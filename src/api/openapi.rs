@@ -31,6 +31,7 @@ use super::{account, meta, mfa, respond, sessions, verification};
         meta::healthz,
         meta::readyz,
         meta::openapi,
+        meta::metrics,
     ),
     components(schemas(
         sessions::RegisterRequest,

@@ -150,6 +150,13 @@ pub async fn register(
     Ok(HttpResponse::Created().json(Profile::from(created.as_ref())))
 }
 
+fn login_outcome(outcome: &str) {
+    crate::metrics::get()
+        .logins
+        .with_label_values(&[outcome])
+        .inc();
+}
+
 /// The form's fields, with FastAPI's answers for missing ones.
 fn login_fields(form: &[(String, String)]) -> Result<(String, String), ApiError> {
     let get = |k: &str| form.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
@@ -202,10 +209,14 @@ pub async fn login(
     let now = clock::now();
     let ip = state.throttle.client_ip(&req);
     let account = username.to_lowercase();
-    state.throttle.login_allowed(&account, ip, now)?;
+    state
+        .throttle
+        .login_allowed(&account, ip, now)
+        .inspect_err(|_| login_outcome("rate_limited"))?;
     // A password longer than registration allows can never match: refuse it without hashing.
     if password.chars().count() > NewPassword::MAX_LEN {
         state.throttle.login_failed(&account, ip, now);
+        login_outcome("invalid_credentials");
         return Err(DomainError::InvalidCredentials.into());
     }
     let user = match Email::parse(&username) {
@@ -225,17 +236,21 @@ pub async fn login(
         other => {
             state.throttle.login_failed(&account, ip, now);
             tracing::info!(target: "bp_auth::audit", user = ?other.map(|u| u.id.to_string()), client = ?ip, event = "login", outcome = "invalid_credentials");
+            login_outcome("invalid_credentials");
             return Err(DomainError::InvalidCredentials.into());
         }
     };
     state.throttle.login_succeeded(&account);
     if user.status != Status::Active {
+        login_outcome("account_deactivated");
         return Err(DomainError::AccountDeactivated.into());
     }
     if user.mfa_enabled() {
+        login_outcome("mfa_required");
         return mfa_pending(&state, user.id).await;
     }
     let opened = state.directory.call(user.id, OpenSession).await??;
+    login_outcome("success");
     tracing::info!(target: "bp_auth::audit", user = %user.id, session = %opened.session, client = ?ip, event = "login", outcome = "success");
     Ok(token_response(
         &state,
@@ -300,11 +315,21 @@ pub async fn refresh(
         }
         other => other?,
     };
-    let refreshed = refreshed.inspect_err(|e| {
-        if *e == DomainError::RefreshTokenReused {
+    let outcome = match &refreshed {
+        Ok(r) if r.grant.rotated => "rotated",
+        Ok(_) if state.config.refresh.rotation_enabled => "grace_replay",
+        Ok(_) => "kept",
+        Err(DomainError::RefreshTokenReused) => {
             tracing::warn!(target: "bp_auth::audit", user = %user, event = "refresh_reuse", outcome = "session_revoked");
+            "reused"
         }
-    })?;
+        Err(_) => "invalid",
+    };
+    crate::metrics::get()
+        .refreshes
+        .with_label_values(&[outcome])
+        .inc();
+    let refreshed = refreshed?;
     let grant = &refreshed.grant;
     Ok(token_response(
         &state,
