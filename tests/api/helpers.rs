@@ -348,10 +348,42 @@ pub fn session_of(
 }
 
 /// The server's active signing key pair, read from its data dir.
+///
+/// Only the signing-key files (JSON) of `keys/` are handed to the server's loader, through a
+/// scratch copy: the other secrets kept beside them (`server.key`, ...) are not signing keys,
+/// and whether the server itself tells them apart is what the restart tests check.
 pub fn signing_key(data_dir: &Path) -> bp_auth::domain::tokens::KeyPair {
-    let keys = bp_auth::keys::load_or_create_signing_keys(data_dir, bp_auth::clock::now())
+    let scratch = tempfile::tempdir().expect("temp dir");
+    let keys = scratch.path().join("keys");
+    std::fs::create_dir_all(&keys).expect("scratch keys dir");
+    let mut copied = 0;
+    for entry in std::fs::read_dir(data_dir.join("keys")).expect("the data dir's keys") {
+        let path = entry.expect("entry").path();
+        let text = std::fs::read_to_string(&path).unwrap_or_default();
+        if path.extension().and_then(|e| e.to_str()) == Some("key")
+            && text.trim_start().starts_with('{')
+        {
+            std::fs::copy(&path, keys.join(path.file_name().expect("name"))).expect("copy");
+            copied += 1;
+        }
+    }
+    assert!(copied > 0, "no signing key in {}", data_dir.display());
+    let loaded = bp_auth::keys::load_or_create_signing_keys(scratch.path(), bp_auth::clock::now())
         .expect("signing keys");
-    keys.active().cloned().expect("an active key")
+    loaded.active().cloned().expect("an active key")
+}
+
+/// A keyring with the server's active key and its configured issuer, audience and leeway, to
+/// forge tokens the server should accept (or refuse, once a claim is changed).
+pub fn forging_keyring(app: &TestApp) -> bp_auth::domain::tokens::Keyring {
+    let t = &app.config.tokens;
+    bp_auth::domain::tokens::Keyring::new(
+        signing_key(app.data_dir.path()),
+        vec![],
+        t.issuer.clone(),
+        t.audience.clone(),
+        t.leeway_seconds,
+    )
 }
 
 /// A lowercase, hyphenated UUIDv7.
@@ -549,4 +581,42 @@ impl TestApp {
         }
         req.send().await.expect("logout")
     }
+}
+
+/// A raw HTTP/1.1 exchange: `head` (request line and headers, without the blank line) is sent
+/// with `Transfer-Encoding: chunked` and `Connection: close`, then `chunks` as chunks, so the
+/// body's size is never declared. Returns the whole raw response, lowercased head included.
+pub async fn chunked_request(port: u16, head: &str, chunks: &[Vec<u8>]) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("connect");
+    let mut out = format!(
+        "{head}\r\nHost: 127.0.0.1:{port}\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+    )
+    .into_bytes();
+    for c in chunks {
+        out.extend_from_slice(format!("{:x}\r\n", c.len()).as_bytes());
+        out.extend_from_slice(c);
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"0\r\n\r\n");
+    // The server may answer and close before reading everything: a failed write is fine.
+    for piece in out.chunks(4096) {
+        if stream.write_all(piece).await.is_err() {
+            break;
+        }
+    }
+    let mut response = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(20), stream.read_to_end(&mut response)).await;
+    String::from_utf8_lossy(&response).into_owned()
+}
+
+/// The status code of a raw HTTP response.
+pub fn raw_status(response: &str) -> u16 {
+    response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no status line in {response:?}"))
 }
