@@ -69,6 +69,8 @@ pub struct TokensConfig {
     pub leeway_seconds: u64,
     /// Absolute lifetime of one login, however often it is refreshed.
     pub session_max_seconds: u64,
+    /// Make a new signing key when the active one is this old (0 = only by `bp-auth keys rotate`).
+    pub key_rotation_days: u64,
 }
 
 impl Default for TokensConfig {
@@ -81,6 +83,7 @@ impl Default for TokensConfig {
             mfa_pending_ttl_seconds: 300,
             leeway_seconds: 30,
             session_max_seconds: 7_776_000,
+            key_rotation_days: 0,
         }
     }
 }

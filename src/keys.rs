@@ -27,6 +27,10 @@ fn file_err(path: &Path, e: impl ToString) -> KeyError {
     }
 }
 
+/// Signing keys are `keys/ed25519-<kid>.json`; the other files there (`server.key`,
+/// `data.key`) are not signing keys.
+const SIGNING_PREFIX: &str = "ed25519-";
+
 /// A signing key as stored.
 #[derive(Serialize, Deserialize)]
 struct StoredKey {
@@ -41,10 +45,67 @@ pub struct SigningKeys {
     pub keys: Vec<(KeyPair, Timestamp)>,
 }
 
+/// Where a signing key is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyState {
+    /// Signs new tokens.
+    Active,
+    /// Superseded; still published and verifying until its last tokens have expired.
+    Retiring { until: Timestamp },
+    /// Every token it signed has expired; no longer published.
+    Retired,
+}
+
+impl KeyState {
+    pub fn label(self) -> String {
+        match self {
+            Self::Active => "active".into(),
+            Self::Retiring { until } => format!("retiring until {}", until.rfc3339()),
+            Self::Retired => "retired".into(),
+        }
+    }
+}
+
 impl SigningKeys {
     /// The key new tokens are signed with: the newest.
     pub fn active(&self) -> Option<&KeyPair> {
         self.keys.first().map(|(k, _)| k)
+    }
+
+    /// Each key with its creation time and state. A key is superseded when the next newer key
+    /// was created; tokens it signed live at most `max_token_life` seconds after that.
+    pub fn states(
+        &self,
+        max_token_life: u64,
+        now: Timestamp,
+    ) -> Vec<(&KeyPair, Timestamp, KeyState)> {
+        self.keys
+            .iter()
+            .enumerate()
+            .map(|(i, (k, created))| {
+                let state = match i.checked_sub(1).map(|newer| self.keys[newer].1) {
+                    None => KeyState::Active,
+                    Some(superseded) => {
+                        let until = superseded.plus(max_token_life);
+                        if now < until {
+                            KeyState::Retiring { until }
+                        } else {
+                            KeyState::Retired
+                        }
+                    }
+                };
+                (k, *created, state)
+            })
+            .collect()
+    }
+
+    /// The keys the JWKS publishes and verifiers accept: all but the retired.
+    pub fn published(&self, max_token_life: u64, now: Timestamp) -> Vec<KeyPair> {
+        self.states(max_token_life, now)
+            .into_iter()
+            .filter(|(_, _, s)| *s != KeyState::Retired)
+            .map(|(k, _, _)| k.clone())
+            .collect()
     }
 }
 
@@ -93,7 +154,10 @@ pub fn generate_signing_key(data_dir: &Path, now: Timestamp) -> Result<KeyPair, 
         seed: URL_SAFE_NO_PAD.encode(seed),
     };
     let json = serde_json::to_vec_pretty(&stored).map_err(|e| file_err(&dir, e))?;
-    write_private(&dir.join(format!("{}.key", pair.kid)), &json)?;
+    write_private(
+        &dir.join(format!("{SIGNING_PREFIX}{}.json", pair.kid)),
+        &json,
+    )?;
     Ok(pair)
 }
 
@@ -106,7 +170,11 @@ pub fn load_or_create_signing_keys(
     let mut keys = Vec::new();
     for entry in fs::read_dir(&dir).map_err(|e| file_err(&dir, e))? {
         let path = entry.map_err(|e| file_err(&dir, e))?.path();
-        if path.extension().and_then(|e| e.to_str()) != Some("key") {
+        let is_signing_key = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.starts_with(SIGNING_PREFIX) && n.ends_with(".json"));
+        if !is_signing_key {
             continue;
         }
         let bytes = fs::read(&path).map_err(|e| file_err(&path, e))?;
@@ -177,6 +245,38 @@ mod tests {
             format!("{:?}", k1.digest("t", b"x")),
             format!("{:?}", k2.digest("t", b"x"))
         );
+    }
+
+    #[test]
+    fn superseded_keys_retire_once_their_tokens_have_expired() {
+        let dir = tempfile::tempdir().unwrap();
+        let old = load_or_create_signing_keys(dir.path(), Timestamp(100)).unwrap();
+        let old_kid = old.active().unwrap().kid.clone();
+        generate_signing_key(dir.path(), Timestamp(1_000)).unwrap();
+        let keys = load_or_create_signing_keys(dir.path(), Timestamp(1_000)).unwrap();
+        let states = keys.states(930, Timestamp(1_500));
+        assert_eq!(states[0].2, KeyState::Active);
+        assert_eq!(
+            states[1].2,
+            KeyState::Retiring {
+                until: Timestamp(1_930)
+            }
+        );
+        assert_eq!(keys.published(930, Timestamp(1_500)).len(), 2);
+        let later = keys.published(930, Timestamp(1_930));
+        assert_eq!(later.len(), 1);
+        assert_ne!(later[0].kid, old_kid);
+    }
+
+    #[test]
+    fn other_key_files_are_not_signing_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = load_or_create_signing_keys(dir.path(), Timestamp(100)).unwrap();
+        load_or_create_server_key(dir.path()).unwrap();
+        load_or_create_data_key(dir.path()).unwrap();
+        let again = load_or_create_signing_keys(dir.path(), Timestamp(200)).unwrap();
+        assert_eq!(again.keys.len(), 1);
+        assert_eq!(again.active().unwrap().kid, first.active().unwrap().kid);
     }
 
     #[test]

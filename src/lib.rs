@@ -18,10 +18,12 @@
 //! - [`actors`]: the user actor and the directory that finds, starts and retires actors.
 //! - [`api`]: routes, extractors, authentication, error mapping, one file per area.
 //! - [`startup`]: wiring it all together and serving.
+//! - [`admin`]: operator commands on a stopped server's data dir (the `bp-auth admin` CLI).
 //!
 //! Dependencies point one way: `domain` ← `store` ← `actors` ← `api` ← `startup`.
 
 pub mod actors;
+pub mod admin;
 pub mod api;
 pub mod clock;
 pub mod config;

@@ -68,7 +68,7 @@ pub fn load_keyring(config: &Config) -> Result<Keyring, StartupError> {
             "no signing key".into(),
         )
     })?;
-    let published = signing.keys.iter().map(|(k, _)| k.clone()).collect();
+    let published = signing.published(max_token_life(config), clock::now());
     Ok(Keyring::new(
         active,
         published,
@@ -76,6 +76,12 @@ pub fn load_keyring(config: &Config) -> Result<Keyring, StartupError> {
         config.tokens.audience.clone(),
         config.tokens.leeway_seconds,
     ))
+}
+
+/// The longest a signed token can stay valid: what a superseded key must outlive.
+pub fn max_token_life(config: &Config) -> u64 {
+    let t = &config.tokens;
+    t.access_ttl_seconds.max(t.mfa_pending_ttl_seconds) + t.leeway_seconds
 }
 
 /// CORS for the configured frontend origins, with credentials; other origins get no CORS

@@ -57,6 +57,8 @@ pub struct Opened {
     pub refresh: RefreshToken,
     pub refresh_expires_at: Timestamp,
     pub subject: Subject,
+    /// The actor's clock when it decided: the access token's `iat`.
+    pub issued_at: Timestamp,
 }
 
 /// Rotate (or, with rotation off, reuse) a refresh token.
@@ -70,6 +72,7 @@ pub struct Refresh {
 pub struct Refreshed {
     pub grant: RefreshGrant,
     pub subject: Subject,
+    pub issued_at: Timestamp,
 }
 
 /// Revoke what a logout identifies.

@@ -206,6 +206,7 @@ impl Handler<OpenSession> for UserActor {
                 refresh,
                 refresh_expires_at,
                 subject,
+                issued_at: now,
             })
         })
     }
@@ -220,7 +221,11 @@ impl Handler<Refresh> for UserActor {
         let subject = self.subject();
         self.apply(|s, _, now| {
             let grant = s.refresh(&msg.token, &key, &policy, now)?;
-            Ok(Refreshed { grant, subject })
+            Ok(Refreshed {
+                grant,
+                subject,
+                issued_at: now,
+            })
         })
     }
 }
@@ -466,6 +471,7 @@ impl Handler<AnswerMfa> for UserActor {
                 refresh,
                 refresh_expires_at,
                 subject,
+                issued_at: now,
             })
         })
     }

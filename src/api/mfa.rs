@@ -210,5 +210,6 @@ pub async fn challenge(
         opened.session,
         &opened.refresh,
         opened.refresh_expires_at,
+        opened.issued_at,
     ))
 }

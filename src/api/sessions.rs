@@ -76,8 +76,8 @@ pub(super) fn token_response(
     sid: SessionId,
     refresh: &RefreshToken,
     refresh_expires_at: Timestamp,
+    now: Timestamp,
 ) -> HttpResponse {
-    let now = clock::now();
     let ttl = state.config.tokens.access_ttl_seconds;
     let keyring = state.keyring();
     let claims = keyring.claims(user, subject.tenant, Some(sid), subject.role, now, ttl);
@@ -259,6 +259,7 @@ pub async fn login(
         opened.session,
         &opened.refresh,
         opened.refresh_expires_at,
+        opened.issued_at,
     ))
 }
 
@@ -338,6 +339,7 @@ pub async fn refresh(
         grant.token.session,
         &grant.token,
         grant.expires_at,
+        refreshed.issued_at,
     ))
 }
 

@@ -426,11 +426,16 @@ impl UserState {
             .map_err(|_| DomainError::InvalidCode {
                 attempts_left: None,
             })?;
+        self.reactivate();
+        Ok(())
+    }
+
+    /// The account works again, and so does its API key.
+    pub fn reactivate(&mut self) {
         self.status = Status::Active;
         if let Some(k) = self.api_key.as_mut() {
             k.disabled = false;
         }
-        Ok(())
     }
 }
 

@@ -28,6 +28,8 @@ pub enum IndexChange {
     ApiKeyPut([u8; 32]),
     /// The API key with this digest no longer authenticates anyone.
     ApiKeyDelete([u8; 32]),
+    /// The user's tenant record changed (its plan, say).
+    Tenant,
 }
 
 /// What registration's atomic claim of an email found.

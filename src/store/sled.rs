@@ -136,8 +136,9 @@ impl Store for SledStore {
         if index.is_empty() {
             self.users.insert(state.id.as_bytes(), snapshot)?;
         } else {
-            (&self.users, &self.api_keys)
-                .transaction(|(users, api_keys)| {
+            let tenant = codec::encode(&state.tenant)?;
+            (&self.users, &self.api_keys, &self.tenants)
+                .transaction(|(users, api_keys, tenants)| {
                     for change in index {
                         match change {
                             IndexChange::ApiKeyPut(d) => {
@@ -145,6 +146,9 @@ impl Store for SledStore {
                             }
                             IndexChange::ApiKeyDelete(d) => {
                                 api_keys.remove(&d[..])?;
+                            }
+                            IndexChange::Tenant => {
+                                tenants.insert(state.tenant.id.as_bytes(), tenant.as_slice())?;
                             }
                         }
                     }
