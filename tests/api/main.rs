@@ -6,6 +6,7 @@ mod login;
 mod logout;
 mod me;
 mod meta;
+mod mfa;
 mod refresh;
 mod register;
 mod restart;
