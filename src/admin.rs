@@ -62,7 +62,7 @@ fn find(store: &SledStore, email: &str) -> Result<UserState, AdminError> {
         .ok_or_else(|| AdminError::NoSuchUser(email.into()))
 }
 
-/// Loads a user, applies `change`, writes it durably.
+/// Loads a user, applies `change`, writes it (made durable when the store closes).
 fn update(
     store: &SledStore,
     email: &str,
@@ -73,7 +73,6 @@ fn update(
     change(&mut user);
     user.revision = user.revision.wrapping_add(1);
     store.save_user(&user, index)?;
-    store.close();
     Ok(user)
 }
 
@@ -200,7 +199,6 @@ pub fn export(store: &SledStore, out: &Path) -> Result<usize, AdminError> {
             user: Box::new(user),
         })?;
     }
-    drop(write);
     w.flush()?;
     Ok(ids.len())
 }
@@ -256,6 +254,5 @@ pub fn import(store: &SledStore, input: &Path) -> Result<usize, AdminError> {
             "{users} users but {emails} email index entries"
         )));
     }
-    store.close();
     Ok(users)
 }

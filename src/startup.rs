@@ -47,6 +47,8 @@ pub enum StartupError {
 
 /// A built, bound, not yet running server.
 pub struct Application {
+    state: web::Data<AppState>,
+    config: Arc<Config>,
     server: Server,
     metrics_server: Option<Server>,
     port: u16,
@@ -84,34 +86,13 @@ pub fn max_token_life(config: &Config) -> u64 {
     t.access_ttl_seconds.max(t.mfa_pending_ttl_seconds) + t.leeway_seconds
 }
 
-/// CORS for the configured frontend origins, with credentials; other origins get no CORS
-/// headers (and are not refused here: same-origin browsers send `Origin` too).
-fn cors(origins: &[String]) -> actix_cors::Cors {
-    let mut cors = actix_cors::Cors::default()
-        .supports_credentials()
-        .block_on_origin_mismatch(false)
-        .allowed_methods(["GET", "POST", "PATCH", "OPTIONS"])
-        .allowed_headers([
-            "authorization",
-            "content-type",
-            "x-api-key",
-            "x-request-id",
-            "if-none-match",
-        ])
-        .expose_headers(["etag", "retry-after", "x-request-id", "www-authenticate"])
-        .max_age(600);
-    for o in origins {
-        cors = cors.allowed_origin(o);
-    }
-    cors
-}
-
 impl Application {
     /// Must run inside an actix system (the actors' arbiters are started here).
     pub fn build(config: Config) -> Result<Self, StartupError> {
         let data_dir = config.server.data_dir.clone();
         ensure_data_dir(&data_dir)?;
         let store = Arc::new(SledStore::open(&data_dir.join("db"), &config.storage)?);
+        auto_rotate(&config);
         let keyring = load_keyring(&config)?;
         let server_key = keys::load_or_create_server_key(&data_dir)?;
         let data_key = keys::load_or_create_data_key(&data_dir)?;
@@ -188,7 +169,7 @@ impl Application {
             config: config.clone(),
             keyring: ArcSwap::from_pointee(keyring),
         });
-        let cors_origins = config.cors.allowed_origins.clone();
+        let state_handle = state.clone();
         let hsts = config.server.hsts;
         let metrics_here = config.metrics.enabled && config.metrics.bind.is_empty();
         let metrics_server = if config.metrics.enabled && !config.metrics.bind.is_empty() {
@@ -219,7 +200,7 @@ impl Application {
             }
             App::new()
                 .app_data(state.clone())
-                .wrap(cors(&cors_origins))
+                .wrap(from_fn(api::cors::cors))
                 .wrap(headers)
                 .wrap(from_fn(telemetry::request_span))
                 .configure(api::routes)
@@ -240,6 +221,8 @@ impl Application {
         .run();
         tracing::info!(port, data_dir = %data_dir.display(), "bp-auth listening");
         Ok(Self {
+            state: state_handle,
+            config: config.clone(),
             server,
             metrics_server,
             port,
@@ -265,7 +248,9 @@ impl Application {
             actix_web::rt::spawn(s);
             handle
         });
+        let keys_task = actix_web::rt::spawn(watch_keys(self.state.clone(), self.config.clone()));
         let result = self.server.await;
+        keys_task.abort();
         if let Some(h) = metrics {
             h.stop(true).await;
         }
@@ -275,5 +260,63 @@ impl Application {
         self.store.close();
         tracing::info!("bp-auth stopped; store flushed");
         result
+    }
+}
+
+/// Reloads the signing keys from the data dir: on SIGHUP (after `bp-auth keys rotate`), and
+/// hourly so that superseded keys retire once their tokens have expired. With
+/// `tokens.key_rotation_days` set, also makes a new key when the active one is that old.
+/// Requests in flight keep the keyring they started with; new ones get the new one.
+async fn watch_keys(state: web::Data<AppState>, config: Arc<Config>) {
+    let mut hangup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot listen for SIGHUP; keys reload hourly only");
+            None
+        }
+    };
+    let mut hourly = tokio::time::interval(Duration::from_secs(3_600));
+    hourly.tick().await;
+    loop {
+        let signalled = async {
+            match hangup.as_mut() {
+                Some(h) => {
+                    h.recv().await;
+                }
+                None => std::future::pending::<()>().await,
+            }
+        };
+        tokio::select! {
+            _ = signalled => tracing::info!("SIGHUP: reloading signing keys"),
+            _ = hourly.tick() => auto_rotate(&config),
+        }
+        match load_keyring(&config) {
+            Ok(k) => {
+                tracing::info!(active = %k.active_kid(), "signing keys loaded");
+                state.keyring.store(Arc::new(k));
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "signing keys not reloaded; keeping the current ones")
+            }
+        }
+    }
+}
+
+fn auto_rotate(config: &Config) {
+    let days = config.tokens.key_rotation_days;
+    if days == 0 {
+        return;
+    }
+    let now = clock::now();
+    let dir = &config.server.data_dir;
+    let due = keys::load_or_create_signing_keys(dir, now)
+        .ok()
+        .and_then(|k| k.keys.first().map(|(_, created)| *created))
+        .is_some_and(|created| created.plus(days * 86_400) <= now);
+    if due {
+        match keys::generate_signing_key(dir, now) {
+            Ok(k) => tracing::info!(kid = %k.kid, "signing key rotated automatically"),
+            Err(e) => tracing::error!(error = %e, "automatic key rotation failed"),
+        }
     }
 }

@@ -4,6 +4,7 @@
 
 pub mod account;
 pub mod authn;
+pub mod cors;
 pub mod error;
 pub mod extract;
 pub mod meta;
