@@ -47,6 +47,21 @@ pub struct ChallengeAnswer {
     pub recovery_code: Option<String>,
 }
 
+/// MFA answers, errors included, are never cached: they carry secrets or describe them.
+fn with_no_store(result: Result<HttpResponse, ApiError>) -> HttpResponse {
+    let mut res = result.unwrap_or_else(|e| actix_web::ResponseError::error_response(&e));
+    let h = res.headers_mut();
+    h.insert(
+        actix_web::http::header::CACHE_CONTROL,
+        actix_web::http::header::HeaderValue::from_static("no-store"),
+    );
+    h.insert(
+        actix_web::http::header::PRAGMA,
+        actix_web::http::header::HeaderValue::from_static("no-cache"),
+    );
+    res
+}
+
 #[utoipa::path(
     post, path = "/api/auth/mfa/totp/setup", tag = "mfa", summary = "Totp Setup",
     description = "Start TOTP enrolment: a new secret (RFC 6238, SHA-1, 6 digits, 30 s). Setting up again replaces a secret not yet verified.",
@@ -58,7 +73,11 @@ pub struct ChallengeAnswer {
     ),
     security(("bearer" = []), ("cookie" = []))
 )]
-pub async fn totp_setup(
+pub async fn totp_setup(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
+    with_no_store(totp_setup_inner(req, state).await)
+}
+
+async fn totp_setup_inner(
     req: HttpRequest,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
@@ -86,6 +105,14 @@ pub async fn totp_setup(
     security(("bearer" = []), ("cookie" = []))
 )]
 pub async fn totp_verify(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> HttpResponse {
+    with_no_store(totp_verify_inner(req, payload, state).await)
+}
+
+async fn totp_verify_inner(
     req: HttpRequest,
     payload: web::Payload,
     state: web::Data<AppState>,
@@ -121,6 +148,14 @@ pub async fn totp_verify(
     security(("bearer" = []), ("cookie" = []))
 )]
 pub async fn totp_disable(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> HttpResponse {
+    with_no_store(totp_disable_inner(req, payload, state).await)
+}
+
+async fn totp_disable_inner(
     req: HttpRequest,
     payload: web::Payload,
     state: web::Data<AppState>,

@@ -112,7 +112,72 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     .service(resource("/api/auth/token", web::post, sessions::login))
     .service(resource("/api/auth/refresh", web::post, sessions::refresh))
     .service(resource("/api/auth/logout", web::post, sessions::logout))
-    .service(resource("/api/auth/me", web::get, sessions::me))
+    .service(
+        web::resource("/api/auth/me")
+            .route(web::get().to(sessions::me))
+            .route(web::patch().to(account::patch_me))
+            .default_service(web::to(method_not_allowed)),
+    )
+    .service(resource(
+        "/api/auth/me/entitlements",
+        web::get,
+        account::entitlements,
+    ))
+    .service(resource(
+        "/api/auth/api-key",
+        web::get,
+        account::get_api_key,
+    ))
+    .service(resource(
+        "/api/auth/api-key/rotate",
+        web::post,
+        account::rotate_api_key,
+    ))
+    .service(resource(
+        "/api/auth/deactivate",
+        web::post,
+        account::deactivate,
+    ))
+    .service(resource(
+        "/api/auth/verify-phone/request",
+        web::post,
+        verification::phone_request,
+    ))
+    .service(resource(
+        "/api/auth/verify-phone/confirm",
+        web::post,
+        verification::phone_confirm,
+    ))
+    .service(resource(
+        "/api/auth/reactivate/request",
+        web::post,
+        verification::reactivate_request,
+    ))
+    .service(resource(
+        "/api/auth/reactivate/confirm",
+        web::post,
+        verification::reactivate_confirm,
+    ))
+    .service(resource(
+        "/api/auth/mfa/totp/setup",
+        web::post,
+        mfa::totp_setup,
+    ))
+    .service(resource(
+        "/api/auth/mfa/totp/verify",
+        web::post,
+        mfa::totp_verify,
+    ))
+    .service(resource(
+        "/api/auth/mfa/totp/disable",
+        web::post,
+        mfa::totp_disable,
+    ))
+    .service(resource(
+        "/api/auth/mfa/challenge",
+        web::post,
+        mfa::challenge,
+    ))
     .service(resource("/.well-known/jwks.json", web::get, meta::jwks))
     .service(resource("/openapi.json", web::get, meta::openapi))
     .service(resource("/healthz", web::get, meta::healthz))

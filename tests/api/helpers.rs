@@ -347,28 +347,9 @@ pub fn session_of(
     )
 }
 
-/// The server's active signing key pair, read from its data dir.
-///
-/// Only the signing-key files (JSON) of `keys/` are handed to the server's loader, through a
-/// scratch copy: the other secrets kept beside them (`server.key`, ...) are not signing keys,
-/// and whether the server itself tells them apart is what the restart tests check.
+/// The server's active signing key pair, read from its data dir with the server's loader.
 pub fn signing_key(data_dir: &Path) -> bp_auth::domain::tokens::KeyPair {
-    let scratch = tempfile::tempdir().expect("temp dir");
-    let keys = scratch.path().join("keys");
-    std::fs::create_dir_all(&keys).expect("scratch keys dir");
-    let mut copied = 0;
-    for entry in std::fs::read_dir(data_dir.join("keys")).expect("the data dir's keys") {
-        let path = entry.expect("entry").path();
-        let text = std::fs::read_to_string(&path).unwrap_or_default();
-        if path.extension().and_then(|e| e.to_str()) == Some("key")
-            && text.trim_start().starts_with('{')
-        {
-            std::fs::copy(&path, keys.join(path.file_name().expect("name"))).expect("copy");
-            copied += 1;
-        }
-    }
-    assert!(copied > 0, "no signing key in {}", data_dir.display());
-    let loaded = bp_auth::keys::load_or_create_signing_keys(scratch.path(), bp_auth::clock::now())
+    let loaded = bp_auth::keys::load_or_create_signing_keys(data_dir, bp_auth::clock::now())
         .expect("signing keys");
     loaded.active().cloned().expect("an active key")
 }
