@@ -137,6 +137,7 @@ impl Application {
             arbiters.iter().map(Arbiter::handle).collect(),
         );
 
+        directory.start_sweeper();
         let listener = TcpListener::bind(&config.server.bind)
             .map_err(|e| StartupError::Bind(config.server.bind.clone(), e))?;
         let port = listener

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use actix::{Actor, Addr, ArbiterHandle, Handler, MailboxError, Message};
 use dashmap::DashMap;
 
-use super::messages::{ActorError, Done};
+use super::messages::{ActorError, Done, RetireIfIdle};
 use super::user::UserActor;
 use crate::delivery::Sender;
 use crate::domain::codes::CodePolicy;
@@ -112,6 +112,37 @@ impl Directory {
 
     pub fn server_key(&self) -> &ServerKey {
         &self.inner.key
+    }
+
+    /// Starts the sweeper that retires idle actors: one timer for all of them, rather than one
+    /// per actor, so a hundred thousand resident users cost no wake-ups of their own.
+    pub fn start_sweeper(&self) {
+        let Some(arbiter) = self.inner.arbiters.first() else {
+            return;
+        };
+        let inner = self.inner.clone();
+        let every =
+            (inner.config.idle / 4).clamp(Duration::from_millis(250), Duration::from_secs(60));
+        arbiter.spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            loop {
+                tick.tick().await;
+                let now = inner.uptime_secs();
+                let idle = inner.config.idle.as_secs();
+                let stale: Vec<UserId> = inner
+                    .views
+                    .iter()
+                    .filter(|v| now.saturating_sub(v.activity.load(Ordering::Relaxed)) >= idle)
+                    .map(|v| *v.key())
+                    .collect();
+                for id in stale {
+                    let addr = inner.actors.get(&id).map(|a| a.clone());
+                    if let Some(addr) = addr {
+                        addr.do_send(RetireIfIdle);
+                    }
+                }
+            }
+        });
     }
 
     /// Actors resident in memory now.

@@ -194,3 +194,8 @@ pub struct AnswerMfa {
     pub code: Option<String>,
     pub recovery_code: Option<String>,
 }
+
+/// Sent by the directory's sweeper to an actor that looked idle.
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "()")]
+pub struct RetireIfIdle;

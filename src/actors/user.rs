@@ -7,7 +7,6 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
 use actix::fut::{ready, ActorFutureExt, WrapFuture};
 use actix::{Actor, ActorContext, AsyncContext, AtomicResponse, Context, Handler};
@@ -179,16 +178,19 @@ impl UserActor {
 
 impl Actor for UserActor {
     type Context = Context<Self>;
+}
 
-    fn started(&mut self, ctx: &mut Self::Context) {
-        let idle = self.dir.config.idle;
-        let every = (idle / 4).clamp(Duration::from_millis(250), Duration::from_secs(60));
-        ctx.run_interval(every, move |act, ctx| {
-            let last = act.activity.load(Ordering::Relaxed);
-            if act.dir.uptime_secs().saturating_sub(last) >= idle.as_secs() {
-                act.retire(ctx);
-            }
-        });
+impl Handler<RetireIfIdle> for UserActor {
+    type Result = ();
+
+    /// The directory's sweeper saw this actor idle; it may have been used since, so check again.
+    fn handle(&mut self, _: RetireIfIdle, ctx: &mut Context<Self>) {
+        let last = self.activity.load(Ordering::Relaxed);
+        if !self.retired
+            && self.dir.uptime_secs().saturating_sub(last) >= self.dir.config.idle.as_secs()
+        {
+            self.retire(ctx);
+        }
     }
 }
 
