@@ -304,3 +304,121 @@ fn arbiter_index(id: UserId, n: usize) -> usize {
     (u64::from_le_bytes([b[8], b[9], b[10], b[11], b[12], b[13], b[14], b[15]]) % n.max(1) as u64)
         as usize
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicBool;
+
+    use super::*;
+    use crate::config::Durability;
+    use crate::delivery::log::LogSender;
+    use crate::domain::codes::CodePolicy;
+    use crate::domain::credentials::Email;
+    use crate::domain::secrets::DataKey;
+    use crate::domain::time::Timestamp;
+    use crate::domain::user::NewUser;
+    use crate::store::{GroupCommit, IndexChange, Ticket};
+
+    /// A store holding one user, whose writes fail while `fail` is set.
+    struct FlakyStore {
+        user: std::sync::Mutex<UserState>,
+        fail: AtomicBool,
+        commit: GroupCommit,
+    }
+
+    impl Store for FlakyStore {
+        fn load_user(&self, id: UserId) -> Result<Option<UserState>, StoreError> {
+            let u = self.user.lock().unwrap().clone();
+            Ok((u.id == id).then_some(u))
+        }
+        fn user_by_email(&self, _: &str) -> Result<Option<UserId>, StoreError> {
+            Ok(None)
+        }
+        fn user_by_api_key(&self, _: &[u8; 32]) -> Result<Option<UserId>, StoreError> {
+            Ok(None)
+        }
+        fn create_user(&self, _: &UserState) -> Result<Created, StoreError> {
+            Ok(Created::EmailTaken)
+        }
+        fn save_user(&self, state: &UserState, _: &[IndexChange]) -> Result<Ticket, StoreError> {
+            if self.fail.load(Ordering::SeqCst) {
+                return Err(StoreError::Io("disk full".into()));
+            }
+            *self.user.lock().unwrap() = state.clone();
+            Ok(self.commit.written())
+        }
+        fn user_ids(&self) -> Result<Vec<UserId>, StoreError> {
+            Ok(vec![])
+        }
+        fn commit(&self) -> &GroupCommit {
+            &self.commit
+        }
+    }
+
+    #[actix_rt::test]
+    async fn a_refused_write_leaves_the_actor_as_it_was() {
+        let user = UserState::register(
+            NewUser {
+                email: Email::parse("ada@example.com").unwrap(),
+                full_name: None,
+                phone: None,
+                password_hash: String::new(),
+            },
+            Timestamp(1_800_000_000),
+        );
+        let id = user.id;
+        let store = Arc::new(FlakyStore {
+            user: std::sync::Mutex::new(user),
+            fail: AtomicBool::new(true),
+            commit: GroupCommit::start(
+                Durability::Flush,
+                Duration::from_millis(10),
+                Box::new(|| Ok(0)),
+            )
+            .unwrap(),
+        });
+        let codes = CodePolicy {
+            ttl: 600,
+            resend: 60,
+            per_hour: 5,
+            max_attempts: 5,
+        };
+        let arbiter = actix::Arbiter::new();
+        let dir = Directory::new(
+            store.clone(),
+            (ServerKey::from_bytes([1; 32]), DataKey::from_bytes([2; 32])),
+            Arc::new(LogSender),
+            DirectoryConfig {
+                policy: SessionPolicy {
+                    refresh_ttl: 1_000,
+                    session_max: 10_000,
+                    rotation_enabled: true,
+                    reuse_grace: 0,
+                },
+                idle: Duration::from_secs(600),
+                phone_codes: codes,
+                reactivate_codes: codes,
+            },
+            vec![arbiter.handle()],
+        );
+        let refused = dir.call(id, crate::actors::messages::OpenSession).await;
+        assert!(matches!(refused, Err(CallError::Store(_))));
+        assert!(
+            dir.view(id).unwrap().unwrap().sessions.is_empty(),
+            "memory did not run ahead of disk"
+        );
+        assert!(store.user.lock().unwrap().sessions.is_empty());
+
+        store.fail.store(false, Ordering::SeqCst);
+        let opened = dir
+            .call(id, crate::actors::messages::OpenSession)
+            .await
+            .unwrap()
+            .unwrap();
+        let view = dir.view(id).unwrap().unwrap();
+        assert_eq!(view.sessions.len(), 1);
+        assert_eq!(view.sessions[0].id, opened.session);
+        assert_eq!(store.user.lock().unwrap().sessions.len(), 1);
+        arbiter.stop();
+    }
+}
