@@ -601,3 +601,193 @@ pub fn raw_status(response: &str) -> u16 {
         .and_then(|s| s.parse().ok())
         .unwrap_or_else(|| panic!("no status line in {response:?}"))
 }
+
+// ---------------------------------------------------------------------------------------------
+// Codes, the outbox and account helpers (API keys, entitlements, phone, deactivation, webhook).
+// ---------------------------------------------------------------------------------------------
+
+/// `<data_dir>/outbox.jsonl`.
+pub fn outbox_path(data_dir: &Path) -> std::path::PathBuf {
+    data_dir.join("outbox.jsonl")
+}
+
+/// Every line of the outbox, parsed; empty if there is no outbox yet. Each line must be one
+/// complete JSON object.
+pub fn read_outbox(data_dir: &Path) -> Vec<Value> {
+    let text = match std::fs::read_to_string(outbox_path(data_dir)) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Vec::new(),
+        Err(e) => panic!("outbox unreadable: {e}"),
+    };
+    text.lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|_| panic!("outbox line not JSON: {l:?}")))
+        .collect()
+}
+
+/// Polls the outbox for up to 5 s until it has at least `n` lines; returns them all. Codes
+/// sent after the answer (reactivation) appear in the background.
+pub async fn wait_outbox_len(data_dir: &Path, n: usize) -> Vec<Value> {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let lines = read_outbox(data_dir);
+        if lines.len() >= n {
+            return lines;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the outbox has {} lines after 5 s, expected {n}: {lines:?}",
+            lines.len()
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// A six-digit code, as a string.
+pub fn assert_six_digits(v: &Value, what: &str) -> String {
+    let s = v
+        .as_str()
+        .unwrap_or_else(|| panic!("{what} is not a string: {v}"));
+    assert!(
+        s.len() == 6 && s.bytes().all(|b| b.is_ascii_digit()),
+        "{what} is not six digits: {s:?}"
+    );
+    s.to_string()
+}
+
+/// An RFC 3339 UTC timestamp with the `Z` suffix, e.g. `2026-11-28T06:15:51Z` (fractions
+/// allowed).
+pub fn assert_rfc3339_z(v: &Value, what: &str) {
+    let s = v
+        .as_str()
+        .unwrap_or_else(|| panic!("{what} is not a string: {v}"));
+    let b = s.as_bytes();
+    let digits =
+        |r: std::ops::Range<usize>| b.get(r).is_some_and(|d| d.iter().all(u8::is_ascii_digit));
+    let ok = b.len() >= 20
+        && digits(0..4)
+        && b[4] == b'-'
+        && digits(5..7)
+        && b[7] == b'-'
+        && digits(8..10)
+        && b[10] == b'T'
+        && digits(11..13)
+        && b[13] == b':'
+        && digits(14..16)
+        && b[16] == b':'
+        && digits(17..19)
+        && b.last() == Some(&b'Z')
+        && (b.len() == 20 || (b[19] == b'.' && b.len() > 21 && digits(20..b.len() - 1)));
+    assert!(ok, "{what} is not RFC 3339 UTC with Z: {s:?}");
+}
+
+/// A wrong code: **400** `invalid_code` with `attempts_left` (when given) and nothing else.
+pub async fn expect_invalid_code(res: Response, attempts_left: Option<u64>) -> Value {
+    let got = res.status().as_u16();
+    let headers = res.headers().clone();
+    let body = json_of(res).await;
+    assert_eq!(got, 400, "status (body {body})");
+    assert_common_headers(&headers);
+    assert_eq!(body["code"], "invalid_code", "{body}");
+    assert!(body["detail"].is_string(), "detail is a string: {body}");
+    let mut keys: Vec<&str> = body
+        .as_object()
+        .unwrap_or_else(|| panic!("object: {body}"))
+        .keys()
+        .map(String::as_str)
+        .collect();
+    keys.sort_unstable();
+    match attempts_left {
+        Some(n) => {
+            assert_eq!(keys, ["attempts_left", "code", "detail"], "{body}");
+            assert_eq!(body["attempts_left"], n, "{body}");
+        }
+        None => assert_eq!(keys, ["code", "detail"], "{body}"),
+    }
+    body
+}
+
+impl TestApp {
+    /// `method path` with a bearer token (a JWT or an API key) and an optional JSON body,
+    /// without the cookie jar.
+    pub async fn send_bearer(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: &str,
+        body: Option<&Value>,
+    ) -> Response {
+        let mut req = Client::new()
+            .request(method, self.url(path))
+            .bearer_auth(token);
+        if let Some(b) = body {
+            req = req.json(b);
+        }
+        req.send().await.expect("request")
+    }
+
+    /// `POST path` with a bearer token and an optional JSON body.
+    pub async fn post_bearer(&self, path: &str, token: &str, body: Option<&Value>) -> Response {
+        self.send_bearer(reqwest::Method::POST, path, token, body)
+            .await
+    }
+
+    /// `POST path` with a JSON body and no credentials.
+    pub async fn post_json(&self, path: &str, body: &Value) -> Response {
+        Client::new()
+            .post(self.url(path))
+            .json(body)
+            .send()
+            .await
+            .expect("post")
+    }
+
+    /// `PATCH /api/auth/me` with a bearer token.
+    pub async fn patch_me(&self, token: &str, body: &Value) -> Response {
+        self.send_bearer(reqwest::Method::PATCH, "/api/auth/me", token, Some(body))
+            .await
+    }
+
+    /// `GET /api/auth/api-key` with a bearer token; panics unless 200; returns the body.
+    pub async fn api_key(&self, token: &str) -> Value {
+        let res = self.get_bearer("/api/auth/api-key", token).await;
+        assert_eq!(res.status(), 200, "GET /api/auth/api-key");
+        json_of(res).await
+    }
+
+    /// `POST /api/auth/verify-phone/request`.
+    pub async fn phone_request(&self, token: &str) -> Response {
+        self.post_bearer("/api/auth/verify-phone/request", token, None)
+            .await
+    }
+
+    /// `POST /api/auth/verify-phone/confirm` with `code`.
+    pub async fn phone_confirm(&self, token: &str, code: &str) -> Response {
+        self.post_bearer(
+            "/api/auth/verify-phone/confirm",
+            token,
+            Some(&json!({ "code": code })),
+        )
+        .await
+    }
+
+    /// Registers a user with `phone` and logs in.
+    pub async fn new_user_with_phone(&self, phone: &str) -> (String, Tokens) {
+        let e = email();
+        let res = self
+            .register_raw(&json!({"email": e, "password": PASSWORD, "phone": phone}))
+            .await;
+        assert_eq!(res.status(), 201, "register {e} with {phone}");
+        let t = self.login(&e).await;
+        (e, t)
+    }
+
+    /// The lines of this app's outbox.
+    pub fn outbox(&self) -> Vec<Value> {
+        read_outbox(self.data_dir.path())
+    }
+
+    /// Polls this app's outbox until it has at least `n` lines.
+    pub async fn wait_outbox(&self, n: usize) -> Vec<Value> {
+        wait_outbox_len(self.data_dir.path(), n).await
+    }
+}

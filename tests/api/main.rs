@@ -1,14 +1,19 @@
 //! Integration tests: one binary, one module per area, each test against a real server.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod api_keys;
+mod deactivation;
+mod entitlements;
 mod helpers;
 mod login;
 mod logout;
 mod me;
 mod meta;
 mod mfa;
+mod phone;
 mod refresh;
 mod register;
 mod restart;
 mod smoke;
 mod tokens;
+mod webhook;
