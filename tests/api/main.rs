@@ -10,6 +10,7 @@ mod logout;
 mod me;
 mod meta;
 mod mfa;
+mod operate;
 mod phone;
 mod refresh;
 mod register;
