@@ -146,6 +146,13 @@ fn write_private(path: &Path, contents: &[u8]) -> Result<(), KeyError> {
 /// Creates a new signing key in the data dir and returns it.
 pub fn generate_signing_key(data_dir: &Path, now: Timestamp) -> Result<KeyPair, KeyError> {
     let dir = keys_dir(data_dir)?;
+    // Creation times order the keys (the newest signs), in whole seconds: a key made in the
+    // same second as the newest existing one is dated one second later, so it still sorts first.
+    let newest = read_signing_keys(&dir)?.into_iter().map(|(_, t)| t).max();
+    let now = match newest {
+        Some(t) if t >= now => Timestamp(t.0 + 1),
+        _ => now,
+    };
     let seed = random_32();
     let pair = KeyPair::from_seed(&seed);
     let stored = StoredKey {
@@ -167,9 +174,19 @@ pub fn load_or_create_signing_keys(
     now: Timestamp,
 ) -> Result<SigningKeys, KeyError> {
     let dir = keys_dir(data_dir)?;
+    let mut keys = read_signing_keys(&dir)?;
+    if keys.is_empty() {
+        keys.push((generate_signing_key(data_dir, now)?, now));
+    }
+    keys.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.kid.cmp(&b.0.kid)));
+    Ok(SigningKeys { keys })
+}
+
+/// The signing keys in `dir`, unordered.
+fn read_signing_keys(dir: &Path) -> Result<Vec<(KeyPair, Timestamp)>, KeyError> {
     let mut keys = Vec::new();
-    for entry in fs::read_dir(&dir).map_err(|e| file_err(&dir, e))? {
-        let path = entry.map_err(|e| file_err(&dir, e))?.path();
+    for entry in fs::read_dir(dir).map_err(|e| file_err(dir, e))? {
+        let path = entry.map_err(|e| file_err(dir, e))?.path();
         let is_signing_key = path
             .file_name()
             .and_then(|n| n.to_str())
@@ -190,11 +207,7 @@ pub fn load_or_create_signing_keys(
         }
         keys.push((pair, Timestamp(stored.created_at)));
     }
-    if keys.is_empty() {
-        keys.push((generate_signing_key(data_dir, now)?, now));
-    }
-    keys.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.kid.cmp(&b.0.kid)));
-    Ok(SigningKeys { keys })
+    Ok(keys)
 }
 
 /// The server key (`keys/server.key`), generated on first start.
@@ -277,6 +290,17 @@ mod tests {
         let again = load_or_create_signing_keys(dir.path(), Timestamp(200)).unwrap();
         assert_eq!(again.keys.len(), 1);
         assert_eq!(again.active().unwrap().kid, first.active().unwrap().kid);
+    }
+
+    #[test]
+    fn a_key_made_in_the_same_second_is_still_the_newest() {
+        let dir = tempfile::tempdir().unwrap();
+        load_or_create_signing_keys(dir.path(), Timestamp(100)).unwrap();
+        for _ in 0..5 {
+            let k = generate_signing_key(dir.path(), Timestamp(100)).unwrap();
+            let all = load_or_create_signing_keys(dir.path(), Timestamp(100)).unwrap();
+            assert_eq!(all.active().unwrap().kid, k.kid);
+        }
     }
 
     #[test]

@@ -58,12 +58,26 @@ pub async fn request_span(
     let id = request_id(&req);
     let span = tracing::info_span!("request", method = %req.method(), path = %req.path(), request_id = %id);
     let started = Instant::now();
+    let method = req.method().clone();
     let mut res = next.call(req).instrument(span.clone()).await?;
     let status = res.status().as_u16();
+    let elapsed = started.elapsed();
+    // The matched pattern, not the path: label values stay few whatever clients send.
+    let route = res
+        .request()
+        .match_pattern()
+        .unwrap_or_else(|| "unmatched".into());
+    let m = crate::metrics::get();
+    m.http_requests
+        .with_label_values(&[route.as_str(), method.as_str(), &status.to_string()])
+        .inc();
+    m.http_duration
+        .with_label_values(&[route.as_str()])
+        .observe(elapsed.as_secs_f64());
     span.in_scope(|| {
         tracing::info!(
             status,
-            elapsed_us = started.elapsed().as_micros() as u64,
+            elapsed_us = elapsed.as_micros() as u64,
             "request completed"
         );
     });

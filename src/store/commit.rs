@@ -145,12 +145,18 @@ fn flusher(shared: &Shared) {
         };
         if due {
             last_periodic = Instant::now();
+            let started = Instant::now();
             match (shared.flush)() {
                 Ok(_) => {
                     shared.flush_count.fetch_add(1, Ordering::Relaxed);
                     shared
                         .batched_writes
                         .fetch_add(target - done, Ordering::Relaxed);
+                    let m = crate::metrics::get();
+                    m.store_flushes.inc();
+                    m.store_flush_batch.observe((target - done) as f64);
+                    m.store_flush_duration
+                        .observe(started.elapsed().as_secs_f64());
                     shared.flushed.send_modify(|f| f.upto = target);
                 }
                 Err(e) => {
