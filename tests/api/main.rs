@@ -2,14 +2,18 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod api_keys;
+mod crash;
 mod deactivation;
 mod entitlements;
+mod flood;
 mod helpers;
+mod hostile;
 mod login;
 mod logout;
 mod me;
 mod meta;
 mod mfa;
+mod model;
 mod operate;
 mod phone;
 mod refresh;
