@@ -202,6 +202,7 @@ impl Application {
             App::new()
                 .app_data(state.clone())
                 .wrap(from_fn(api::cors::cors))
+                .wrap(from_fn(api::extract::limit_headers))
                 .wrap(headers)
                 .wrap(from_fn(telemetry::request_span))
                 .configure(api::routes)

@@ -58,6 +58,10 @@ pub enum ApiError {
     Validation(Vec<FieldError>),
     #[error("Request body too large")]
     PayloadTooLarge,
+    #[error("Request headers too large")]
+    HeadersTooLarge,
+    #[error("The request body was not sent in time")]
+    RequestTimeout,
     #[error("Not Found")]
     NotFound,
     #[error("Method Not Allowed")]
@@ -82,6 +86,8 @@ impl ApiError {
             Self::Domain(d) | Self::WithStatus(_, d) => d.code(),
             Self::Validation(_) => "validation_error",
             Self::PayloadTooLarge => "payload_too_large",
+            Self::HeadersTooLarge => "headers_too_large",
+            Self::RequestTimeout => "request_timeout",
             Self::NotFound => "not_found",
             Self::MethodNotAllowed => "method_not_allowed",
             Self::Overloaded => "overloaded",
@@ -122,6 +128,8 @@ impl ResponseError for ApiError {
             Self::WithStatus(s, _) => *s,
             Self::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            Self::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             Self::NotFound => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::Overloaded | Self::StorageUnavailable => StatusCode::SERVICE_UNAVAILABLE,

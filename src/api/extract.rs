@@ -25,22 +25,55 @@ pub async fn read_body(req: &HttpRequest, mut payload: Payload) -> Result<Bytes,
     if declared.is_some_and(|n| n > MAX_BODY as u64) {
         return Err(ApiError::PayloadTooLarge);
     }
-    let mut body = BytesMut::new();
-    while let Some(chunk) = payload.next().await {
-        let chunk = chunk.map_err(|e| match e {
-            actix_web::error::PayloadError::Overflow => ApiError::PayloadTooLarge,
-            _ => ApiError::validation(FieldError::body(
-                &[],
-                "json_invalid",
-                "Could not read the request body",
-            )),
-        })?;
-        if body.len() + chunk.len() > MAX_BODY {
-            return Err(ApiError::PayloadTooLarge);
+    let read = async {
+        let mut body = BytesMut::new();
+        while let Some(chunk) = payload.next().await {
+            let chunk = chunk.map_err(|e| match e {
+                actix_web::error::PayloadError::Overflow => ApiError::PayloadTooLarge,
+                _ => ApiError::validation(FieldError::body(
+                    &[],
+                    "json_invalid",
+                    "Could not read the request body",
+                )),
+            })?;
+            if body.len() + chunk.len() > MAX_BODY {
+                return Err(ApiError::PayloadTooLarge);
+            }
+            body.extend_from_slice(&chunk);
         }
-        body.extend_from_slice(&chunk);
+        Ok(body.freeze())
+    };
+    // actix's client_request_timeout covers the head only; a body trickled in a byte at a time
+    // would otherwise hold a worker's connection for as long as the client likes.
+    tokio::time::timeout(BODY_TIMEOUT, read)
+        .await
+        .unwrap_or(Err(ApiError::RequestTimeout))
+}
+
+/// The longest a client may take to send a (small) body.
+pub const BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// The most header bytes a request may carry; a browser's requests use a few KiB.
+pub const MAX_HEADER_BYTES: usize = 16_384;
+
+/// Middleware: refuses a request whose headers together exceed [`MAX_HEADER_BYTES`] with 431,
+/// in the contract's error shape, before any handler runs.
+pub async fn limit_headers(
+    req: actix_web::dev::ServiceRequest,
+    next: actix_web::middleware::Next<impl actix_web::body::MessageBody + 'static>,
+) -> Result<actix_web::dev::ServiceResponse<actix_web::body::BoxBody>, actix_web::Error> {
+    let size: usize = req
+        .headers()
+        .iter()
+        .map(|(k, v)| k.as_str().len() + v.len() + 4)
+        .sum();
+    if size > MAX_HEADER_BYTES {
+        let res = actix_web::ResponseError::error_response(&ApiError::HeadersTooLarge);
+        return Ok(req.into_response(res));
     }
-    Ok(body.freeze())
+    next.call(req)
+        .await
+        .map(actix_web::dev::ServiceResponse::map_into_boxed_body)
 }
 
 fn media_type(req: &HttpRequest) -> String {

@@ -602,6 +602,43 @@ pub fn raw_status(response: &str) -> u16 {
         .unwrap_or_else(|| panic!("no status line in {response:?}"))
 }
 
+impl ServerProcess {
+    /// Like [`ServerProcess::start`], with the server's stdout and stderr appended to the file
+    /// `log` (for assertions on its log lines); waits for `/readyz`.
+    pub async fn start_logged(data_dir: &Path, env: &[(&str, &str)], log: &Path) -> Self {
+        let port = free_port();
+        let open = || {
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(log)
+                .expect("log file")
+        };
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_bp-auth"));
+        cmd.arg("serve")
+            .arg("--bind")
+            .arg(format!("127.0.0.1:{port}"))
+            .arg("--data-dir")
+            .arg(data_dir)
+            .current_dir(data_dir)
+            .env("BP_AUTH__COOKIE__SECURE", "false")
+            .env("BP_AUTH__SERVER__WORKERS", "2")
+            .stdin(Stdio::null())
+            .stdout(open())
+            .stderr(open());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let child = cmd.spawn().expect("spawn bp-auth");
+        let server = Self {
+            child,
+            address: format!("http://127.0.0.1:{port}"),
+        };
+        server.wait_ready().await;
+        server
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Codes, the outbox and account helpers (API keys, entitlements, phone, deactivation, webhook).
 // ---------------------------------------------------------------------------------------------
@@ -789,42 +826,5 @@ impl TestApp {
     /// Polls this app's outbox until it has at least `n` lines.
     pub async fn wait_outbox(&self, n: usize) -> Vec<Value> {
         wait_outbox_len(self.data_dir.path(), n).await
-    }
-}
-
-impl ServerProcess {
-    /// Like [`ServerProcess::start`], with the server's stdout and stderr appended to the file
-    /// `log` (for assertions on its log lines); waits for `/readyz`.
-    pub async fn start_logged(data_dir: &Path, env: &[(&str, &str)], log: &Path) -> Self {
-        let port = free_port();
-        let open = || {
-            std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(log)
-                .expect("log file")
-        };
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_bp-auth"));
-        cmd.arg("serve")
-            .arg("--bind")
-            .arg(format!("127.0.0.1:{port}"))
-            .arg("--data-dir")
-            .arg(data_dir)
-            .current_dir(data_dir)
-            .env("BP_AUTH__COOKIE__SECURE", "false")
-            .env("BP_AUTH__SERVER__WORKERS", "2")
-            .stdin(Stdio::null())
-            .stdout(open())
-            .stderr(open());
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        let child = cmd.spawn().expect("spawn bp-auth");
-        let server = Self {
-            child,
-            address: format!("http://127.0.0.1:{port}"),
-        };
-        server.wait_ready().await;
-        server
     }
 }

@@ -8,6 +8,7 @@ mod entitlements;
 mod flood;
 mod helpers;
 mod hostile;
+mod idle;
 mod login;
 mod logout;
 mod me;
