@@ -39,28 +39,9 @@ async fn me_with_key(app: &TestApp, key: &str) -> Response {
         .unwrap()
 }
 
-/// A code that is certainly not `code`.
-fn other_code(code: &str) -> String {
-    let n: u32 = code.parse().unwrap();
-    format!("{:06}", (n + 1) % 1_000_000)
-}
-
-/// The exact reactivation line; returns its code.
+/// The exact email line for `user_id`; returns its code.
 fn assert_email_line(line: &Value, to: &str, user_id: &Value) -> String {
-    let obj = line.as_object().unwrap_or_else(|| panic!("object: {line}"));
-    let mut keys: Vec<&str> = obj.keys().map(String::as_str).collect();
-    keys.sort_unstable();
-    assert_eq!(
-        keys,
-        ["channel", "code", "purpose", "sent_at", "to", "user_id"],
-        "{line}"
-    );
-    assert_eq!(line["channel"], "email", "{line}");
-    assert_eq!(line["purpose"], "reactivate", "{line}");
-    assert_eq!(line["to"], to, "{line}");
-    assert_eq!(&line["user_id"], user_id, "{line}");
-    assert_rfc3339_z(&line["sent_at"], "sent_at");
-    assert_six_digits(&line["code"], "code")
+    assert_outbox_line(line, "email", "reactivate", to, user_id)
 }
 
 /// The answer is 204 with an empty body.

@@ -226,6 +226,15 @@ pub fn free_port() -> u16 {
 impl ServerProcess {
     /// Starts `bp-auth serve` on `data_dir` with extra environment and waits for `/readyz`.
     pub async fn start(data_dir: &Path, env: &[(&str, &str)]) -> Self {
+        let stderr = if std::env::var_os("TEST_LOG").is_some() {
+            Stdio::inherit()
+        } else {
+            Stdio::null()
+        };
+        Self::spawn(data_dir, env, Stdio::null(), stderr).await
+    }
+
+    async fn spawn(data_dir: &Path, env: &[(&str, &str)], stdout: Stdio, stderr: Stdio) -> Self {
         let port = free_port();
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_bp-auth"));
         cmd.arg("serve")
@@ -237,12 +246,8 @@ impl ServerProcess {
             .env("BP_AUTH__COOKIE__SECURE", "false")
             .env("BP_AUTH__SERVER__WORKERS", "2")
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(if std::env::var_os("TEST_LOG").is_some() {
-                Stdio::inherit()
-            } else {
-                Stdio::null()
-            });
+            .stdout(stdout)
+            .stderr(stderr);
         for (k, v) in env {
             cmd.env(k, v);
         }
@@ -606,7 +611,6 @@ impl ServerProcess {
     /// Like [`ServerProcess::start`], with the server's stdout and stderr appended to the file
     /// `log` (for assertions on its log lines); waits for `/readyz`.
     pub async fn start_logged(data_dir: &Path, env: &[(&str, &str)], log: &Path) -> Self {
-        let port = free_port();
         let open = || {
             std::fs::OpenOptions::new()
                 .create(true)
@@ -614,28 +618,7 @@ impl ServerProcess {
                 .open(log)
                 .expect("log file")
         };
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_bp-auth"));
-        cmd.arg("serve")
-            .arg("--bind")
-            .arg(format!("127.0.0.1:{port}"))
-            .arg("--data-dir")
-            .arg(data_dir)
-            .current_dir(data_dir)
-            .env("BP_AUTH__COOKIE__SECURE", "false")
-            .env("BP_AUTH__SERVER__WORKERS", "2")
-            .stdin(Stdio::null())
-            .stdout(open())
-            .stderr(open());
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        let child = cmd.spawn().expect("spawn bp-auth");
-        let server = Self {
-            child,
-            address: format!("http://127.0.0.1:{port}"),
-        };
-        server.wait_ready().await;
-        server
+        Self::spawn(data_dir, env, open().into(), open().into()).await
     }
 }
 
@@ -827,4 +810,34 @@ impl TestApp {
     pub async fn wait_outbox(&self, n: usize) -> Vec<Value> {
         wait_outbox_len(self.data_dir.path(), n).await
     }
+}
+
+/// Asserts an outbox line has exactly the contract's fields and values; returns its code.
+pub fn assert_outbox_line(
+    line: &Value,
+    channel: &str,
+    purpose: &str,
+    to: &str,
+    user_id: &Value,
+) -> String {
+    let obj = line.as_object().unwrap_or_else(|| panic!("object: {line}"));
+    let mut keys: Vec<&str> = obj.keys().map(String::as_str).collect();
+    keys.sort_unstable();
+    assert_eq!(
+        keys,
+        ["channel", "code", "purpose", "sent_at", "to", "user_id"],
+        "{line}"
+    );
+    assert_eq!(line["channel"], channel, "{line}");
+    assert_eq!(line["purpose"], purpose, "{line}");
+    assert_eq!(line["to"], to, "{line}");
+    assert_eq!(&line["user_id"], user_id, "{line}");
+    assert_rfc3339_z(&line["sent_at"], "sent_at");
+    assert_six_digits(&line["code"], "code")
+}
+
+/// A code that is certainly not `code`.
+pub fn other_code(code: &str) -> String {
+    let n: u32 = code.parse().unwrap();
+    format!("{:06}", (n + 1) % 1_000_000)
 }

@@ -9,28 +9,9 @@ use crate::helpers::*;
 const PHONE: &str = "+447700900123";
 const MASKED: &str = "+44*******123";
 
-/// A code that is certainly not `code`.
-fn other_code(code: &str) -> String {
-    let n: u32 = code.parse().unwrap();
-    format!("{:06}", (n + 1) % 1_000_000)
-}
-
-/// The exact SMS line for `user_id`; returns its code.
+/// The exact sms line for `user_id`; returns its code.
 fn assert_sms_line(line: &Value, to: &str, user_id: &Value) -> String {
-    let obj = line.as_object().unwrap_or_else(|| panic!("object: {line}"));
-    let mut keys: Vec<&str> = obj.keys().map(String::as_str).collect();
-    keys.sort_unstable();
-    assert_eq!(
-        keys,
-        ["channel", "code", "purpose", "sent_at", "to", "user_id"],
-        "{line}"
-    );
-    assert_eq!(line["channel"], "sms", "{line}");
-    assert_eq!(line["to"], to, "{line}");
-    assert_eq!(line["purpose"], "verify_phone", "{line}");
-    assert_eq!(&line["user_id"], user_id, "{line}");
-    assert_rfc3339_z(&line["sent_at"], "sent_at");
-    assert_six_digits(&line["code"], "code")
+    assert_outbox_line(line, "sms", "verify_phone", to, user_id)
 }
 
 /// Requests a code (expecting 200) and returns it from the one new outbox line.
