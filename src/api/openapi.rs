@@ -52,6 +52,7 @@ use super::{account, meta, mfa, respond, sessions, verification};
         verification::ReactivateConfirm,
         crate::domain::entitlements::Entitlements,
         sessions::MfaPendingResponse,
+        sessions::LoginResponse,
         mfa::TotpSetup,
         mfa::TotpEnabled,
         mfa::TotpCode,

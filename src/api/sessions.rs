@@ -190,7 +190,7 @@ fn login_fields(form: &[(String, String)]) -> Result<(String, String), ApiError>
     description = "OAuth2 password flow — sets an httpOnly bp_token cookie and also returns the token in the body for backwards compatibility. If the user has any verified MFA method, returns an mfa-pending token instead of a full access token; the frontend must then call POST /api/auth/mfa/challenge with the code.",
     request_body(content = LoginForm, content_type = "application/x-www-form-urlencoded"),
     responses(
-        (status = 200, description = "Successful Response: the token response, or an MFA-pending token when MFA is enabled", body = TokenResponse),
+        (status = 200, description = "Successful Response: the token response, or an MFA-pending token when MFA is enabled", body = LoginResponse),
         (status = 401, description = "Unknown email or wrong password (`invalid_credentials`)", body = super::respond::ErrorBody),
         (status = 403, description = "Account deactivated (`account_deactivated`)", body = super::respond::ErrorBody),
         (status = 413, description = "Body over 16 KiB", body = super::respond::ErrorBody),
@@ -261,6 +261,15 @@ pub async fn login(
         opened.refresh_expires_at,
         opened.issued_at,
     ))
+}
+
+/// What a right password answers: tokens, or an MFA-pending token (documentation only).
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(untagged)]
+#[allow(dead_code)]
+pub enum LoginResponse {
+    Tokens(TokenResponse),
+    MfaPending(MfaPendingResponse),
 }
 
 /// The answer to a right password when MFA is enabled: a token only the challenge accepts.
