@@ -59,12 +59,14 @@ impl HashPool {
         };
         let (tx, rx) = sync_channel::<Job>(max_queue.max(1));
         let rx = Arc::new(Mutex::new(rx));
+        let in_flight = Arc::new(AtomicUsize::new(0));
         for i in 0..threads {
             let rx = rx.clone();
             let hasher = hasher.clone();
+            let in_flight = in_flight.clone();
             thread::Builder::new()
                 .name(format!("bp-hash-{i}"))
-                .spawn(move || worker(&hasher, &rx))
+                .spawn(move || worker(&hasher, &rx, &in_flight))
                 .map_err(|e| HashPoolError::Failed(e.to_string()))?;
         }
         let dummy_secret = crate::domain::secrets::random_32();
@@ -73,7 +75,7 @@ impl HashPool {
             .map_err(|e| HashPoolError::Failed(e.to_string()))?;
         Ok(Self {
             queue: tx,
-            in_flight: Arc::new(AtomicUsize::new(0)),
+            in_flight,
             dummy: dummy.into(),
         })
     }
@@ -107,7 +109,6 @@ impl HashPool {
             reply,
         })?;
         let out = rx.await;
-        self.in_flight.fetch_sub(1, Ordering::Relaxed);
         out.map_err(|_| HashPoolError::Failed("hashing thread dropped the job".into()))?
     }
 
@@ -127,7 +128,6 @@ impl HashPool {
             reply,
         })?;
         let out = rx.await;
-        self.in_flight.fetch_sub(1, Ordering::Relaxed);
         let matched =
             out.map_err(|_| HashPoolError::Failed("hashing thread dropped the job".into()))??;
         Ok(known && matched)
@@ -140,7 +140,11 @@ fn record_wait(queued: std::time::Instant) {
         .observe(queued.elapsed().as_secs_f64());
 }
 
-fn worker(hasher: &Hasher, rx: &Mutex<std::sync::mpsc::Receiver<Job>>) {
+/// Runs jobs until the pool is dropped. The count of jobs in flight is kept by the threads, not
+/// the callers, so a request abandoned by its client (its future dropped) is counted until its
+/// job leaves the queue; a job whose requester has already gone is skipped, not computed for
+/// nobody.
+fn worker(hasher: &Hasher, rx: &Mutex<std::sync::mpsc::Receiver<Job>>, in_flight: &AtomicUsize) {
     let mut scratch = hasher.scratch();
     loop {
         let job = match rx.lock() {
@@ -148,30 +152,46 @@ fn worker(hasher: &Hasher, rx: &Mutex<std::sync::mpsc::Receiver<Job>>) {
             Err(_) => return,
         };
         let Ok(job) = job else { return };
-        match job {
-            Job::Hash {
-                queued,
-                password,
-                reply,
-            } => {
-                record_wait(queued);
-                let r = hasher
-                    .hash(&password, &mut scratch)
-                    .map_err(|e| HashPoolError::Failed(e.to_string()));
-                let _ = reply.send(r);
+        run(hasher, job, &mut scratch, in_flight);
+    }
+}
+
+fn run(hasher: &Hasher, job: Job, scratch: &mut [argon2::Block], in_flight: &AtomicUsize) {
+    // Done before replying, so a caller that has its answer never sees its own job counted.
+    let done = || in_flight.fetch_sub(1, Ordering::Relaxed);
+    match job {
+        Job::Hash {
+            queued,
+            password,
+            reply,
+        } => {
+            if reply.is_closed() {
+                done();
+                return;
             }
-            Job::Verify {
-                queued,
-                password,
-                phc,
-                reply,
-            } => {
-                record_wait(queued);
-                let r = hasher
-                    .verify(&password, &phc, &mut scratch)
-                    .map_err(|e| HashPoolError::Failed(e.to_string()));
-                let _ = reply.send(r);
+            record_wait(queued);
+            let r = hasher
+                .hash(&password, scratch)
+                .map_err(|e| HashPoolError::Failed(e.to_string()));
+            done();
+            let _ = reply.send(r);
+        }
+        Job::Verify {
+            queued,
+            password,
+            phc,
+            reply,
+        } => {
+            if reply.is_closed() {
+                done();
+                return;
             }
+            record_wait(queued);
+            let r = hasher
+                .verify(&password, &phc, scratch)
+                .map_err(|e| HashPoolError::Failed(e.to_string()));
+            done();
+            let _ = reply.send(r);
         }
     }
 }
@@ -191,6 +211,30 @@ mod tests {
         assert!(!pool.verify("wrong", Some(phc)).await.unwrap());
         assert!(!pool.verify("anything", None).await.unwrap());
         assert_eq!(pool.depth(), 0);
+    }
+
+    #[tokio::test]
+    async fn abandoned_jobs_are_skipped_and_not_counted_forever() {
+        let pool = HashPool::start(Hasher::new(19_456, 2, 1).unwrap(), 1, 8).unwrap();
+        let first = {
+            let p = pool.clone();
+            tokio::spawn(async move { p.hash("correct horse").await })
+        };
+        tokio::task::yield_now().await;
+        for _ in 0..4 {
+            let p = pool.clone();
+            let abandoned = tokio::spawn(async move { p.hash("gone before it ran").await });
+            tokio::task::yield_now().await;
+            abandoned.abort();
+        }
+        first.await.unwrap().unwrap();
+        for _ in 0..200 {
+            if pool.depth() == 0 {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        panic!("depth stuck at {}", pool.depth());
     }
 
     #[tokio::test]
