@@ -294,6 +294,10 @@ async fn watch_keys(state: web::Data<AppState>, config: Arc<Config>) {
         }
         match load_keyring(&config) {
             Ok(k) => {
+                let previous = state.keyring().active_kid().to_string();
+                if previous != k.active_kid() {
+                    tracing::info!(target: "bp_auth::audit", event = "signing_key_rotated", outcome = "active", kid = %k.active_kid(), previous = %previous);
+                }
                 tracing::info!(active = %k.active_kid(), "signing keys loaded");
                 state.keyring.store(Arc::new(k));
             }

@@ -5,6 +5,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Serialize;
 use utoipa::ToSchema;
 
+use super::audit;
 use super::authn::authenticate;
 use super::error::ApiError;
 use super::extract::json_body;
@@ -111,7 +112,13 @@ pub async fn rotate_api_key(
 ) -> Result<HttpResponse, ApiError> {
     let caller = authenticate(&req, &state, false)?;
     let issued = state.directory.call(caller.user.id, RotateApiKey).await??;
-    tracing::info!(target: "bp_auth::audit", user = %caller.user.id, event = "api_key_rotated");
+    audit::record(
+        &state,
+        &req,
+        Some(caller.user.id),
+        "api_key_rotated",
+        "rotated",
+    );
     Ok(key_response(issued))
 }
 
@@ -215,7 +222,13 @@ pub async fn deactivate(
         ));
     }
     state.directory.call(caller.user.id, Deactivate).await??;
-    tracing::info!(target: "bp_auth::audit", user = %caller.user.id, event = "deactivated");
+    audit::record(
+        &state,
+        &req,
+        Some(caller.user.id),
+        "deactivation",
+        "deactivated",
+    );
     Ok(HttpResponse::NoContent()
         .cookie(clearing_cookie(state.config.cookie.secure))
         .finish())

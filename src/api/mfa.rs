@@ -5,6 +5,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Serialize;
 use utoipa::ToSchema;
 
+use super::audit;
 use super::authn::{authenticate, presented, Presented};
 use super::error::ApiError;
 use super::extract::json_body;
@@ -126,7 +127,7 @@ async fn totp_verify_inner(
         .directory
         .call(caller.user.id, MfaVerify { code })
         .await??;
-    tracing::info!(target: "bp_auth::audit", user = %caller.user.id, event = "mfa_enabled");
+    audit::record(&state, &req, Some(caller.user.id), "mfa", "enabled");
     Ok(no_store(&mut HttpResponse::Ok()).json(TotpEnabled {
         mfa_enabled: true,
         recovery_codes,
@@ -169,7 +170,7 @@ async fn totp_disable_inner(
         .directory
         .call(caller.user.id, MfaDisable { code })
         .await??;
-    tracing::info!(target: "bp_auth::audit", user = %caller.user.id, event = "mfa_disabled");
+    audit::record(&state, &req, Some(caller.user.id), "mfa", "disabled");
     Ok(no_store(&mut HttpResponse::NoContent()).finish())
 }
 
@@ -232,12 +233,23 @@ pub async fn challenge(
     };
     let opened = opened.map_err(|e| match e {
         DomainError::InvalidCode { .. } => {
-            tracing::info!(target: "bp_auth::audit", user = %claims.sub, client = ?ip, event = "mfa_challenge", outcome = "invalid_code");
-            ApiError::WithStatus(StatusCode::UNAUTHORIZED, DomainError::InvalidCode { attempts_left: None })
+            audit::record(
+                &state,
+                &req,
+                Some(claims.sub),
+                "mfa_challenge",
+                "invalid_code",
+            );
+            ApiError::WithStatus(
+                StatusCode::UNAUTHORIZED,
+                DomainError::InvalidCode {
+                    attempts_left: None,
+                },
+            )
         }
         other => other.into(),
     })?;
-    tracing::info!(target: "bp_auth::audit", user = %claims.sub, session = %opened.session, client = ?ip, event = "login", outcome = "success_mfa");
+    audit::record(&state, &req, Some(claims.sub), "login", "success_mfa");
     Ok(token_response(
         &state,
         claims.sub,

@@ -3,6 +3,7 @@
 //! map the result. No storage access and no business rules live here.
 
 pub mod account;
+pub mod audit;
 pub mod authn;
 pub mod cors;
 pub mod error;

@@ -6,6 +6,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+use super::audit;
 use super::authn::{self, Presented};
 use super::error::{ApiError, FieldError};
 use super::extract::{form_fields, json_body, read_body, Fields};
@@ -146,7 +147,7 @@ pub async fn register(
         clock::now(),
     );
     let created = state.directory.register(user).await??;
-    tracing::info!(target: "bp_auth::audit", user = %created.id, event = "register", outcome = "created");
+    audit::record(&state, &req, Some(created.id), "register", "created");
     Ok(HttpResponse::Created().json(Profile::from(created.as_ref())))
 }
 
@@ -235,7 +236,13 @@ pub async fn login(
         Some(u) if matched => u,
         other => {
             state.throttle.login_failed(&account, ip, now);
-            tracing::info!(target: "bp_auth::audit", user = ?other.map(|u| u.id.to_string()), client = ?ip, event = "login", outcome = "invalid_credentials");
+            audit::record(
+                &state,
+                &req,
+                other.map(|u| u.id),
+                "login",
+                "invalid_credentials",
+            );
             login_outcome("invalid_credentials");
             return Err(DomainError::InvalidCredentials.into());
         }
@@ -247,11 +254,11 @@ pub async fn login(
     }
     if user.mfa_enabled() {
         login_outcome("mfa_required");
-        return mfa_pending(&state, user.id).await;
+        return mfa_pending(&state, &req, user.id).await;
     }
     let opened = state.directory.call(user.id, OpenSession).await??;
     login_outcome("success");
-    tracing::info!(target: "bp_auth::audit", user = %user.id, session = %opened.session, client = ?ip, event = "login", outcome = "success");
+    audit::record(&state, &req, Some(user.id), "login", "success");
     Ok(token_response(
         &state,
         user.id,
@@ -282,13 +289,17 @@ pub struct MfaPendingResponse {
     pub expires_in: u64,
 }
 
-async fn mfa_pending(state: &AppState, user: UserId) -> Result<HttpResponse, ApiError> {
+async fn mfa_pending(
+    state: &AppState,
+    req: &HttpRequest,
+    user: UserId,
+) -> Result<HttpResponse, ApiError> {
     let ttl = state.config.tokens.mfa_pending_ttl_seconds;
     let (jti, subject) = state.directory.call(user, BeginMfa { ttl }).await??;
     let keyring = state.keyring();
     let mut claims = keyring.claims(user, subject.tenant, None, subject.role, clock::now(), ttl);
     claims.jti = jti;
-    tracing::info!(target: "bp_auth::audit", user = %user, event = "login", outcome = "mfa_required");
+    audit::record(state, req, Some(user), "login", "mfa_required");
     Ok(no_store(&mut HttpResponse::Ok()).json(MfaPendingResponse {
         access_token: keyring.sign(&claims, TYP_MFA_PENDING),
         token_type: "mfa_pending",
@@ -330,7 +341,7 @@ pub async fn refresh(
         Ok(_) if state.config.refresh.rotation_enabled => "grace_replay",
         Ok(_) => "kept",
         Err(DomainError::RefreshTokenReused) => {
-            tracing::warn!(target: "bp_auth::audit", user = %user, event = "refresh_reuse", outcome = "session_revoked");
+            audit::alert(&state, &req, Some(user), "refresh_reuse", "session_revoked");
             "reused"
         }
         Err(_) => "invalid",
@@ -407,7 +418,17 @@ async fn logout_inner(
             everywhere: body.everywhere,
         };
         ignore_unknown(state.directory.call(c.sub, msg).await)?;
-        tracing::info!(target: "bp_auth::audit", user = %c.sub, event = "logout", everywhere = body.everywhere);
+        audit::record(
+            state,
+            req,
+            Some(c.sub),
+            "logout",
+            if body.everywhere {
+                "everywhere"
+            } else {
+                "session"
+            },
+        );
     }
     if let Some(r) = refresh.filter(|r| claims.as_ref().is_none_or(|c| c.sub != r.user)) {
         let msg = Logout {

@@ -4,6 +4,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Serialize;
 use utoipa::ToSchema;
 
+use super::audit;
 use super::authn::authenticate;
 use super::error::ApiError;
 use super::extract::json_body;
@@ -132,6 +133,7 @@ pub async fn reactivate_request(
         .code_request(state.throttle.client_ip(&req))?;
     // The lookup and the delivery run after the answer, so the answer's timing says nothing
     // about whether the account exists or was sent a code.
+    let client = state.throttle.client_ip(&req);
     let state = state.into_inner();
     actix_web::rt::spawn(async move {
         let user = match state.directory.user_by_email(email.key()) {
@@ -144,7 +146,7 @@ pub async fn reactivate_request(
         };
         match state.directory.call(user, RequestReactivation).await {
             Ok(Ok(true)) => {
-                tracing::info!(target: "bp_auth::audit", user = %user, event = "reactivation_code_sent")
+                tracing::info!(target: "bp_auth::audit", user = %user, client = ?client, event = "reactivation", outcome = "code_sent")
             }
             Ok(_) => {}
             Err(CallError::Delivery(e)) => {
@@ -207,7 +209,7 @@ pub async fn reactivate_confirm(
         .await
     {
         Ok(Ok(())) => {
-            tracing::info!(target: "bp_auth::audit", user = %user, event = "reactivated");
+            audit::record(&state, &req, Some(user), "reactivation", "reactivated");
             Ok(HttpResponse::Ok().json(serde_json::json!({"status": "active"})))
         }
         Ok(Err(_)) | Err(CallError::UnknownUser) => Err(invalid()),
