@@ -201,20 +201,21 @@ impl Directory {
     /// The published view of a user, loading the actor if it is not resident. `None` for a
     /// user that does not exist. Reading it marks the user active.
     pub fn view(&self, id: UserId) -> Result<Option<Arc<UserState>>, StoreError> {
-        let entry = match self.inner.views.get(&id) {
-            Some(v) => v.clone(),
-            None => match self.spawn(id)? {
-                Some(_) => match self.inner.views.get(&id) {
-                    Some(v) => v.clone(),
-                    None => return Ok(None),
-                },
-                None => return Ok(None),
-            },
-        };
-        entry
-            .activity
-            .store(self.inner.uptime_secs(), Ordering::Relaxed);
-        Ok(Some(entry.state))
+        // An actor may retire between its start and our read of its view; the next start
+        // reloads it, so a few tries always find one.
+        for _ in 0..4 {
+            let found = self.inner.views.get(&id).map(|v| v.clone());
+            if let Some(entry) = found {
+                entry
+                    .activity
+                    .store(self.inner.uptime_secs(), Ordering::Relaxed);
+                return Ok(Some(entry.state));
+            }
+            if self.spawn(id)?.is_none() {
+                return Ok(None);
+            }
+        }
+        Ok(None)
     }
 
     /// The resident actor of `id`, started from its snapshot if needed.
