@@ -841,3 +841,19 @@ pub fn other_code(code: &str) -> String {
     let n: u32 = code.parse().unwrap();
     format!("{:06}", (n + 1) % 1_000_000)
 }
+
+/// An access token for the session of the genuine `token`, signed with the server's key,
+/// issued `issued_ago` seconds ago and lasting `ttl` seconds.
+pub fn forge_for_session(app: &TestApp, token: &str, issued_ago: i64, ttl: u64) -> String {
+    let (sub, tid, sid) = session_of(token);
+    let ring = forging_keyring(app);
+    let c = ring.claims(
+        sub,
+        tid,
+        Some(sid),
+        "owner",
+        bp_auth::domain::time::Timestamp(now_secs() - issued_ago),
+        ttl,
+    );
+    ring.sign(&c, "at+jwt")
+}

@@ -2,7 +2,6 @@
 //! what it revokes (the session of a verifiable token, expired or not; a refresh token's family;
 //! every session with `everywhere`); and the 422/413 answers, which clear the cookie too.
 
-use bp_auth::domain::time::Timestamp;
 use reqwest::Client;
 use serde_json::json;
 
@@ -139,17 +138,7 @@ async fn cookie_logout_revokes_and_clears_the_jar() {
 async fn expired_but_genuine_token_revokes_its_session() {
     let app = spawn_app().await;
     let (_, t) = app.new_user().await;
-    let (sub, tid, sid) = session_of(&t.access);
-    let ring = forging_keyring(&app);
-    let c = ring.claims(
-        sub,
-        tid,
-        Some(sid),
-        "owner",
-        Timestamp(now_secs() - 7200),
-        900,
-    );
-    let expired = ring.sign(&c, "at+jwt");
+    let expired = forge_for_session(&app, &t.access, 7200, 900);
     expect_error(app.me(&expired).await, 401, "token_expired").await;
     logout_204(app.logout_bearer(Some(&expired), &json!({})).await).await;
     assert_session_revoked(&app, &t).await;
@@ -159,17 +148,7 @@ async fn expired_but_genuine_token_revokes_its_session() {
 async fn expired_token_in_the_cookie_revokes_its_session() {
     let app = spawn_app().await;
     let (_, t) = app.new_user().await;
-    let (sub, tid, sid) = session_of(&t.access);
-    let ring = forging_keyring(&app);
-    let c = ring.claims(
-        sub,
-        tid,
-        Some(sid),
-        "owner",
-        Timestamp(now_secs() - 7200),
-        900,
-    );
-    let expired = ring.sign(&c, "at+jwt");
+    let expired = forge_for_session(&app, &t.access, 7200, 900);
     let res = Client::new()
         .post(app.url("/api/auth/logout"))
         .header("cookie", format!("bp_token={expired}"))

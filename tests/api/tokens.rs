@@ -220,62 +220,26 @@ async fn unknown_critical_header_is_refused() {
 #[actix_web::test]
 async fn expired_token_is_token_expired() {
     let (app, token, _) = setup().await;
-    let (sub, tid, sid) = session_of(&token);
-    let ring = forging_keyring(&app);
     // Issued an hour ago for ten minutes: expired 50 minutes ago, well past the 30 s leeway.
-    let c = ring.claims(
-        sub,
-        tid,
-        Some(sid),
-        "owner",
-        Timestamp(now_secs() - 3600),
-        600,
-    );
-    let expired = ring.sign(&c, "at+jwt");
+    let expired = forge_for_session(&app, &token, 3600, 600);
     expect_error(app.me(&expired).await, 401, "token_expired").await;
     // Expired 60 s ago: still past the leeway.
-    let c = ring.claims(
-        sub,
-        tid,
-        Some(sid),
-        "owner",
-        Timestamp(now_secs() - 960),
-        900,
-    );
-    expect_error(app.me(&ring.sign(&c, "at+jwt")).await, 401, "token_expired").await;
+    let late = forge_for_session(&app, &token, 960, 900);
+    expect_error(app.me(&late).await, 401, "token_expired").await;
 }
 
 #[actix_web::test]
 async fn expiry_within_the_leeway_is_accepted() {
     let (app, token, _) = setup().await;
-    let (sub, tid, sid) = session_of(&token);
-    let ring = forging_keyring(&app);
     // Expired 5 s ago: within the 30 s of tolerated skew.
-    let c = ring.claims(
-        sub,
-        tid,
-        Some(sid),
-        "owner",
-        Timestamp(now_secs() - 905),
-        900,
-    );
-    assert_eq!(app.me(&ring.sign(&c, "at+jwt")).await.status(), 200);
+    let skewed = forge_for_session(&app, &token, 905, 900);
+    assert_eq!(app.me(&skewed).await.status(), 200);
 }
 
 #[actix_web::test]
 async fn signature_is_checked_before_expiry() {
     let (app, token, _) = setup().await;
-    let (sub, tid, sid) = session_of(&token);
-    let ring = forging_keyring(&app);
-    let c = ring.claims(
-        sub,
-        tid,
-        Some(sid),
-        "owner",
-        Timestamp(now_secs() - 3600),
-        600,
-    );
-    let expired = ring.sign(&c, "at+jwt");
+    let expired = forge_for_session(&app, &token, 3600, 600);
     let dot = expired.rfind('.').expect("dot");
     let mut sig = URL_SAFE_NO_PAD.decode(&expired[dot + 1..]).expect("sig");
     sig[10] ^= 0x01;
