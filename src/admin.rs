@@ -41,13 +41,6 @@ pub fn open(config: &Config) -> Result<SledStore, AdminError> {
     let dir = config.server.data_dir.join("db");
     SledStore::open(&dir, &config.storage).map_err(|e| match e {
         StoreError::Locked => AdminError::InUse(config.server.data_dir.display().to_string()),
-        StoreError::Io(msg)
-            if msg.contains("lock")
-                || msg.contains("WouldBlock")
-                || msg.contains("temporarily unavailable") =>
-        {
-            AdminError::InUse(config.server.data_dir.display().to_string())
-        }
         other => other.into(),
     })
 }

@@ -110,10 +110,6 @@ impl Directory {
         &self.inner.store
     }
 
-    pub fn server_key(&self) -> &ServerKey {
-        &self.inner.key
-    }
-
     /// Starts the sweeper that retires idle actors: one timer for all of them, rather than one
     /// per actor, so a hundred thousand resident users cost no wake-ups of their own.
     pub fn start_sweeper(&self) {

@@ -80,15 +80,6 @@ pub struct Caller {
     pub via: Via,
 }
 
-impl Caller {
-    pub fn session(&self) -> Option<SessionId> {
-        match &self.via {
-            Via::Session { sid, .. } => Some(*sid),
-            Via::ApiKey => None,
-        }
-    }
-}
-
 fn token_error(e: TokenError) -> ApiError {
     match e {
         TokenError::Invalid => DomainError::InvalidToken.into(),

@@ -35,9 +35,6 @@ struct Shared {
     flush: Box<FlushFn>,
     mode: Durability,
     interval: Duration,
-    /// Completed flushes and the sum of their batch sizes, for metrics.
-    flush_count: AtomicU64,
-    batched_writes: AtomicU64,
 }
 
 /// The committer; dropping it (or [`GroupCommit::shutdown`]) flushes one last time.
@@ -63,8 +60,6 @@ impl GroupCommit {
             flush,
             mode,
             interval,
-            flush_count: AtomicU64::new(0),
-            batched_writes: AtomicU64::new(0),
         });
         let worker = shared.clone();
         let handle = thread::Builder::new()
@@ -106,14 +101,6 @@ impl GroupCommit {
         }
     }
 
-    /// (flushes, writes they covered), since start.
-    pub fn stats(&self) -> (u64, u64) {
-        (
-            self.shared.flush_count.load(Ordering::Relaxed),
-            self.shared.batched_writes.load(Ordering::Relaxed),
-        )
-    }
-
     /// Stops the flusher after one final flush of everything written.
     pub fn shutdown(&self) {
         self.shared.stop.store(true, Ordering::SeqCst);
@@ -148,10 +135,6 @@ fn flusher(shared: &Shared) {
             let started = Instant::now();
             match (shared.flush)() {
                 Ok(_) => {
-                    shared.flush_count.fetch_add(1, Ordering::Relaxed);
-                    shared
-                        .batched_writes
-                        .fetch_add(target - done, Ordering::Relaxed);
                     let m = crate::metrics::get();
                     m.store_flushes.inc();
                     m.store_flush_batch.observe((target - done) as f64);

@@ -23,6 +23,8 @@ pub struct SledStore {
     commit: GroupCommit,
 }
 
+/// sled reports another process's lock on the data dir as an I/O error: either the OS's
+/// `WouldBlock` itself or its own message naming the lock.
 impl From<sled::Error> for StoreError {
     fn from(e: sled::Error) -> Self {
         match e {
