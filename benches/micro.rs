@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use actix::{Actor, Arbiter, Context, Handler, Message};
 use bp_auth::actors::messages::GetApiKey;
 use bp_auth::actors::{Directory, DirectoryConfig};
+use bp_auth::api::verifier::Verifier;
 use bp_auth::config::{Config, DeliveryConfig, DeliveryKind, StorageConfig};
 use bp_auth::domain::apikey::{self, ApiKey};
 use bp_auth::domain::codes::CodePolicy;
@@ -95,7 +96,7 @@ fn realistic_user(config: &Config, now: Timestamp) -> UserState {
 
 fn tokens(c: &mut Criterion) {
     let config = config();
-    let ring = keyring(&config);
+    let ring = Verifier::new(keyring(&config));
     let now = Timestamp(1_800_000_000);
     let claims = ring.claims(
         UserId::generate(),
@@ -238,7 +239,6 @@ fn directory_with_user(store: Arc<SledStore>, config: &Config) -> (Directory, Us
         .save_user(&user, &[IndexChange::ApiKeyPut(digest)])
         .expect("save");
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let arbiters: Vec<Arbiter> = (0..cores).map(|_| Arbiter::new()).collect();
     let codes = |ttl| CodePolicy {
         ttl,
         resend: 60,
@@ -266,10 +266,8 @@ fn directory_with_user(store: Arc<SledStore>, config: &Config) -> (Directory, Us
             phone_codes: codes(600),
             reactivate_codes: codes(900),
         },
-        arbiters.iter().map(Arbiter::handle).collect(),
+        cores,
     );
-    // The arbiters live as long as the process; the bench ends with it.
-    std::mem::forget(arbiters);
     (directory, user.id, digest)
 }
 

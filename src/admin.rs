@@ -8,6 +8,7 @@
 use std::fs::File;
 use std::io::{BufRead, BufReader, BufWriter, Write};
 use std::path::Path;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -17,8 +18,7 @@ use crate::config::Config;
 use crate::domain::ids::UserId;
 use crate::domain::mfa::MfaState;
 use crate::domain::user::{Tenant, UserState};
-use crate::store::sled::SledStore;
-use crate::store::{Created, IndexChange, Store, StoreError};
+use crate::store::{self, Created, IndexChange, Store, StoreError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AdminError {
@@ -37,15 +37,14 @@ pub enum AdminError {
 }
 
 /// Opens the data dir's store, naming a running server as the reason it cannot be.
-pub fn open(config: &Config) -> Result<SledStore, AdminError> {
-    let dir = config.server.data_dir.join("db");
-    SledStore::open(&dir, &config.storage).map_err(|e| match e {
+pub fn open(config: &Config) -> Result<Arc<dyn Store>, AdminError> {
+    store::open(&config.server.data_dir, &config.storage).map_err(|e| match e {
         StoreError::Locked => AdminError::InUse(config.server.data_dir.display().to_string()),
         other => other.into(),
     })
 }
 
-fn find(store: &SledStore, email: &str) -> Result<UserState, AdminError> {
+fn find(store: &dyn Store, email: &str) -> Result<UserState, AdminError> {
     let key = email.trim().to_lowercase();
     let id = store
         .user_by_email(&key)?
@@ -57,7 +56,7 @@ fn find(store: &SledStore, email: &str) -> Result<UserState, AdminError> {
 
 /// Loads a user, applies `change`, writes it (made durable when the store closes).
 fn update(
-    store: &SledStore,
+    store: &dyn Store,
     email: &str,
     index: &[IndexChange],
     change: impl FnOnce(&mut UserState),
@@ -70,7 +69,7 @@ fn update(
 }
 
 /// A summary of one account, without secrets.
-pub fn user_show(store: &SledStore, email: &str) -> Result<serde_json::Value, AdminError> {
+pub fn user_show(store: &dyn Store, email: &str) -> Result<serde_json::Value, AdminError> {
     let u = find(store, email)?;
     let now = clock::now();
     Ok(json!({
@@ -93,16 +92,16 @@ pub fn user_show(store: &SledStore, email: &str) -> Result<serde_json::Value, Ad
     }))
 }
 
-pub fn user_deactivate(store: &SledStore, email: &str) -> Result<UserState, AdminError> {
+pub fn user_deactivate(store: &dyn Store, email: &str) -> Result<UserState, AdminError> {
     update(store, email, &[], UserState::deactivate)
 }
 
-pub fn user_reactivate(store: &SledStore, email: &str) -> Result<UserState, AdminError> {
+pub fn user_reactivate(store: &dyn Store, email: &str) -> Result<UserState, AdminError> {
     update(store, email, &[], UserState::reactivate)
 }
 
 pub fn user_set_plan(
-    store: &SledStore,
+    store: &dyn Store,
     config: &Config,
     email: &str,
     plan: &str,
@@ -115,11 +114,11 @@ pub fn user_set_plan(
     })
 }
 
-pub fn sessions_revoke(store: &SledStore, email: &str) -> Result<UserState, AdminError> {
+pub fn sessions_revoke(store: &dyn Store, email: &str) -> Result<UserState, AdminError> {
     update(store, email, &[], UserState::revoke_all_sessions)
 }
 
-pub fn mfa_reset(store: &SledStore, email: &str) -> Result<UserState, AdminError> {
+pub fn mfa_reset(store: &dyn Store, email: &str) -> Result<UserState, AdminError> {
     update(store, email, &[], |u| u.mfa = MfaState::default())
 }
 
@@ -158,7 +157,7 @@ fn hex(bytes: &[u8]) -> String {
 /// Writes every user, tenant and index entry. Secrets appear only as stored: password and
 /// key hashes, encrypted TOTP secrets. The signing, server and data keys are not included:
 /// back up `<data_dir>/keys/` beside the export.
-pub fn export(store: &SledStore, out: &Path) -> Result<usize, AdminError> {
+pub fn export(store: &dyn Store, out: &Path) -> Result<usize, AdminError> {
     let mut w = BufWriter::new(File::create(out)?);
     let mut write = |line: &Line| -> Result<(), AdminError> {
         serde_json::to_writer(&mut w, line).map_err(|e| AdminError::Invalid(e.to_string()))?;
@@ -198,7 +197,7 @@ pub fn export(store: &SledStore, out: &Path) -> Result<usize, AdminError> {
 
 /// Reads an export into an empty data dir; the indexes are rebuilt from the snapshots (and
 /// checked against the exported ones).
-pub fn import(store: &SledStore, input: &Path) -> Result<usize, AdminError> {
+pub fn import(store: &dyn Store, input: &Path) -> Result<usize, AdminError> {
     if !store.user_ids()?.is_empty() {
         return Err(AdminError::Invalid(
             "import needs an empty data directory".into(),

@@ -12,6 +12,8 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
 use serde::{Deserialize, Serialize};
 
+use crate::domain::plans::{self, Plan};
+
 /// The whole configuration, one field per `config.toml` section.
 #[derive(Debug, Clone, Serialize, Deserialize, Default)]
 #[serde(deny_unknown_fields, default)]
@@ -28,7 +30,7 @@ pub struct Config {
     pub log: LogConfig,
     pub delivery: DeliveryConfig,
     pub metrics: MetricsConfig,
-    pub plans: BTreeMap<String, PlanConfig>,
+    pub plans: BTreeMap<String, Plan>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -297,16 +299,6 @@ impl Default for MetricsConfig {
     }
 }
 
-/// One plan's entitlements.
-#[derive(Debug, Clone, Serialize, Deserialize, Default, PartialEq, Eq)]
-#[serde(deny_unknown_fields, default)]
-pub struct PlanConfig {
-    pub features: Vec<String>,
-    pub limits: BTreeMap<String, i64>,
-    /// Features granted only once the user's phone is verified.
-    pub verified_phone_features: Vec<String>,
-}
-
 /// Why the configuration could not be loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -347,7 +339,7 @@ impl Config {
     /// The built-in defaults, including the shipped plans.
     pub fn default_with_plans() -> Self {
         Self {
-            plans: default_plans(),
+            plans: plans::catalogue(),
             ..Self::default()
         }
     }
@@ -391,64 +383,6 @@ fn describe(error: figment::Error) -> String {
         })
         .collect::<Vec<_>>()
         .join("; ")
-}
-
-fn plan(features: &[&str], limits: &[(&str, i64)], phone: &[&str]) -> PlanConfig {
-    PlanConfig {
-        features: features.iter().map(|s| s.to_string()).collect(),
-        limits: limits.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
-        verified_phone_features: phone.iter().map(|s| s.to_string()).collect(),
-    }
-}
-
-/// The plans BlitzPulse sells; `config.toml` can redefine or add to them.
-fn default_plans() -> BTreeMap<String, PlanConfig> {
-    BTreeMap::from([
-        (
-            "free".to_string(),
-            plan(
-                &["dashboard", "watchlists"],
-                &[
-                    ("api_requests_per_day", 1_000),
-                    ("watchlists", 3),
-                    ("alerts", 5),
-                ],
-                &["sms_alerts"],
-            ),
-        ),
-        (
-            "pro".to_string(),
-            plan(
-                &["dashboard", "watchlists", "alerts", "api_access", "exports"],
-                &[
-                    ("api_requests_per_day", 50_000),
-                    ("watchlists", 50),
-                    ("alerts", 200),
-                ],
-                &["sms_alerts"],
-            ),
-        ),
-        (
-            "enterprise".to_string(),
-            plan(
-                &[
-                    "dashboard",
-                    "watchlists",
-                    "alerts",
-                    "api_access",
-                    "exports",
-                    "sso",
-                    "audit_log",
-                ],
-                &[
-                    ("api_requests_per_day", 1_000_000),
-                    ("watchlists", 1_000),
-                    ("alerts", 10_000),
-                ],
-                &["sms_alerts", "voice_alerts"],
-            ),
-        ),
-    ])
 }
 
 #[cfg(test)]

@@ -13,7 +13,7 @@ use std::thread;
 use tokio::sync::oneshot;
 use zeroize::Zeroizing;
 
-use crate::domain::password::Hasher;
+use crate::domain::password::{HashError, Hasher};
 
 #[derive(Debug, thiserror::Error)]
 pub enum HashPoolError {
@@ -23,18 +23,27 @@ pub enum HashPoolError {
     Failed(String),
 }
 
-enum Job {
-    Hash {
-        queued: std::time::Instant,
-        password: Zeroizing<Vec<u8>>,
-        reply: oneshot::Sender<Result<String, HashPoolError>>,
-    },
-    Verify {
-        queued: std::time::Instant,
-        password: Zeroizing<Vec<u8>>,
-        phc: Arc<str>,
-        reply: oneshot::Sender<Result<bool, HashPoolError>>,
-    },
+type Reply<T> = oneshot::Sender<Result<T, HashPoolError>>;
+
+struct Job {
+    queued: std::time::Instant,
+    password: Zeroizing<Vec<u8>>,
+    kind: Kind,
+}
+
+enum Kind {
+    Hash(Reply<String>),
+    Verify { phc: Arc<str>, reply: Reply<bool> },
+}
+
+impl Kind {
+    /// The requester has gone (its future was dropped): nobody would read the answer.
+    fn abandoned(&self) -> bool {
+        match self {
+            Self::Hash(reply) => reply.is_closed(),
+            Self::Verify { reply, .. } => reply.is_closed(),
+        }
+    }
 }
 
 /// A handle to the pool; cheap to clone.
@@ -100,16 +109,25 @@ impl HashPool {
         }
     }
 
-    /// A new PHC hash of `password`.
-    pub async fn hash(&self, password: &str) -> Result<String, HashPoolError> {
+    /// Queues one job for `password` and waits for its answer.
+    async fn ask<T>(
+        &self,
+        password: &str,
+        kind: impl FnOnce(Reply<T>) -> Kind,
+    ) -> Result<T, HashPoolError> {
         let (reply, rx) = oneshot::channel();
-        self.submit(Job::Hash {
+        self.submit(Job {
             queued: std::time::Instant::now(),
             password: Zeroizing::new(password.as_bytes().to_vec()),
-            reply,
+            kind: kind(reply),
         })?;
-        let out = rx.await;
-        out.map_err(|_| HashPoolError::Failed("hashing thread dropped the job".into()))?
+        rx.await
+            .map_err(|_| HashPoolError::Failed("hashing thread dropped the job".into()))?
+    }
+
+    /// A new PHC hash of `password`.
+    pub async fn hash(&self, password: &str) -> Result<String, HashPoolError> {
+        self.ask(password, Kind::Hash).await
     }
 
     /// Whether `password` matches `phc`; with `None` (an unknown user), checks against the dummy
@@ -120,16 +138,10 @@ impl HashPool {
         phc: Option<Arc<str>>,
     ) -> Result<bool, HashPoolError> {
         let known = phc.is_some();
-        let (reply, rx) = oneshot::channel();
-        self.submit(Job::Verify {
-            queued: std::time::Instant::now(),
-            password: Zeroizing::new(password.as_bytes().to_vec()),
-            phc: phc.unwrap_or_else(|| self.dummy.clone()),
-            reply,
-        })?;
-        let out = rx.await;
-        let matched =
-            out.map_err(|_| HashPoolError::Failed("hashing thread dropped the job".into()))??;
+        let phc = phc.unwrap_or_else(|| self.dummy.clone());
+        let matched = self
+            .ask(password, |reply| Kind::Verify { phc, reply })
+            .await?;
         Ok(known && matched)
     }
 }
@@ -159,37 +171,25 @@ fn worker(hasher: &Hasher, rx: &Mutex<std::sync::mpsc::Receiver<Job>>, in_flight
 fn run(hasher: &Hasher, job: Job, scratch: &mut [argon2::Block], in_flight: &AtomicUsize) {
     // Done before replying, so a caller that has its answer never sees its own job counted.
     let done = || in_flight.fetch_sub(1, Ordering::Relaxed);
-    match job {
-        Job::Hash {
-            queued,
-            password,
-            reply,
-        } => {
-            if reply.is_closed() {
-                done();
-                return;
-            }
-            record_wait(queued);
-            let r = hasher
-                .hash(&password, scratch)
-                .map_err(|e| HashPoolError::Failed(e.to_string()));
+    let Job {
+        queued,
+        password,
+        kind,
+    } = job;
+    if kind.abandoned() {
+        done();
+        return;
+    }
+    record_wait(queued);
+    let failed = |e: HashError| HashPoolError::Failed(e.to_string());
+    match kind {
+        Kind::Hash(reply) => {
+            let r = hasher.hash(&password, scratch).map_err(failed);
             done();
             let _ = reply.send(r);
         }
-        Job::Verify {
-            queued,
-            password,
-            phc,
-            reply,
-        } => {
-            if reply.is_closed() {
-                done();
-                return;
-            }
-            record_wait(queued);
-            let r = hasher
-                .verify(&password, &phc, scratch)
-                .map_err(|e| HashPoolError::Failed(e.to_string()));
+        Kind::Verify { phc, reply } => {
+            let r = hasher.verify(&password, &phc, scratch).map_err(failed);
             done();
             let _ = reply.send(r);
         }

@@ -1,26 +1,41 @@
 //! bp-auth: the authentication server behind BlitzPulse.
 //!
 //! Stateless HTTP handlers verify tokens and pass one message to the actor that owns the user;
-//! each user's actor is the only writer of that user's state and snapshots it to sled before any
-//! change is acknowledged.
+//! each user's actor is the only writer of that user's state and snapshots it to the store
+//! before any change is acknowledged.
 //!
 //! # Layout
 //!
+//! The layers, bottom to top; each imports only the layers below it:
+//!
+//! - [`domain`] (layer 1): pure rules and data: ids, credentials, tokens, sessions, codes,
+//!   back-off, plans, entitlements, the user state and its rules. No actix, no sled, no
+//!   utoipa, no dashmap, no clock.
+//! - [`store`] (layer 2): the `Store` trait, the sled engine (`store/sled.rs`, the only file
+//!   that imports sled), the snapshot codec, group commit. `store::open` is the one place an
+//!   engine is named.
+//! - [`actors`] (layer 3): the user actor, the views it publishes, and the directory that finds,
+//!   starts and retires actors. The only layer that imports actix.
+//! - [`api`] (layer 4): routes, extractors, authentication, the token verifier and its cache,
+//!   throttles, error mapping, OpenAPI, one file per area. Reaches state only through
+//!   [`actors::Directory`]; never sees the store.
+//! - [`startup`] (layer 5): wiring it all together, serving, shutting down; and [`admin`],
+//!   operator commands on a stopped server's data dir (the `bp-auth admin` CLI), through the
+//!   `Store` trait.
+//!
+//! Beside the layers, leaves any layer may use (they import [`domain`] types and each other,
+//! never a layer above `domain`):
+//!
 //! - [`config`]: typed settings (embedded defaults, `config.toml`, `BP_AUTH__*` overrides).
 //! - [`clock`]: the one reader of the wall clock.
-//! - [`telemetry`]: the tracing subscriber and the per-request span.
-//! - [`domain`]: pure rules and data: ids, credentials, tokens, sessions, the user state.
-//! - [`store`]: the `Store` trait, the sled engine, snapshot codec, group commit.
+//! - [`keys`]: signing keys and the server keys in the data dir.
 //! - [`hashing`]: the bounded argon2id pool.
 //! - [`delivery`]: sending verification codes (outbox, webhook, log).
-//! - [`keys`]: signing keys and the server key in the data dir.
 //! - [`metrics`]: the Prometheus registry.
-//! - [`actors`]: the user actor and the directory that finds, starts and retires actors.
-//! - [`api`]: routes, extractors, authentication, error mapping, one file per area.
-//! - [`startup`]: wiring it all together and serving.
-//! - [`admin`]: operator commands on a stopped server's data dir (the `bp-auth admin` CLI).
+//! - [`telemetry`]: the tracing subscriber and the per-request span.
 //!
-//! Dependencies point one way: `domain` ← `store` ← `actors` ← `api` ← `startup`.
+//! Dependencies point one way: `domain` ← `store` ← `actors` ← `api` ← `startup`, checked by
+//! the `layers` integration test.
 
 pub mod actors;
 pub mod admin;

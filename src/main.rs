@@ -158,36 +158,37 @@ fn keys_command(config: &Config, command: KeysCommand) -> Result<(), String> {
 }
 
 fn admin_command(config: &Config, command: AdminCommand) -> Result<(), String> {
-    let store = admin::open(config).map_err(|e| e.to_string())?;
+    let opened = admin::open(config).map_err(|e| e.to_string())?;
+    let store: &dyn bp_auth::store::Store = opened.as_ref();
     let done = |u: bp_auth::domain::user::UserState| {
         println!(
             "{}: {}",
             u.email,
-            admin::user_show(&store, &u.email)
+            admin::user_show(store, &u.email)
                 .map(|v| v.to_string())
                 .unwrap_or_default()
         )
     };
     let r: Result<(), admin::AdminError> = match command {
         AdminCommand::User { command } => match command {
-            UserCommand::Show { email } => admin::user_show(&store, &email)
+            UserCommand::Show { email } => admin::user_show(store, &email)
                 .map(|v| println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default())),
-            UserCommand::Deactivate { email } => admin::user_deactivate(&store, &email).map(done),
-            UserCommand::Reactivate { email } => admin::user_reactivate(&store, &email).map(done),
+            UserCommand::Deactivate { email } => admin::user_deactivate(store, &email).map(done),
+            UserCommand::Reactivate { email } => admin::user_reactivate(store, &email).map(done),
             UserCommand::SetPlan { email, plan } => {
-                admin::user_set_plan(&store, config, &email, &plan).map(done)
+                admin::user_set_plan(store, config, &email, &plan).map(done)
             }
         },
         AdminCommand::Sessions {
             command: SessionsCommand::Revoke { email },
-        } => admin::sessions_revoke(&store, &email).map(done),
+        } => admin::sessions_revoke(store, &email).map(done),
         AdminCommand::Mfa {
             command: MfaCommand::Reset { email },
-        } => admin::mfa_reset(&store, &email).map(done),
+        } => admin::mfa_reset(store, &email).map(done),
         AdminCommand::Export { out } => {
-            admin::export(&store, &out).map(|n| println!("exported {n} users to {}", out.display()))
+            admin::export(store, &out).map(|n| println!("exported {n} users to {}", out.display()))
         }
-        AdminCommand::Import { input } => admin::import(&store, &input)
+        AdminCommand::Import { input } => admin::import(store, &input)
             .map(|n| println!("imported {n} users from {}", input.display())),
     };
     store.close();

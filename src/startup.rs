@@ -7,26 +7,24 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use actix::Arbiter;
 use actix_web::dev::Server;
 use actix_web::middleware::{from_fn, DefaultHeaders};
 use actix_web::{web, App, HttpServer};
 use arc_swap::ArcSwap;
 
 use crate::actors::{Directory, DirectoryConfig};
+use crate::api::verifier::Verifier;
 use crate::api::{self, AppState};
 use crate::clock;
 use crate::config::Config;
 use crate::delivery;
 use crate::domain::codes::CodePolicy;
-use crate::domain::entitlements::Plan;
 use crate::domain::password::Hasher;
 use crate::domain::sessions::SessionPolicy;
 use crate::domain::tokens::Keyring;
 use crate::hashing::HashPool;
 use crate::keys;
-use crate::store::sled::SledStore;
-use crate::store::Store;
+use crate::store::{self, Store};
 use crate::telemetry;
 
 #[derive(Debug, thiserror::Error)]
@@ -52,8 +50,8 @@ pub struct Application {
     server: Server,
     metrics_server: Option<Server>,
     port: u16,
-    store: Arc<SledStore>,
-    arbiters: Vec<Arbiter>,
+    store: Arc<dyn Store>,
+    directory: Directory,
 }
 
 fn ensure_data_dir(dir: &Path) -> Result<(), StartupError> {
@@ -91,7 +89,7 @@ impl Application {
     pub fn build(config: Config) -> Result<Self, StartupError> {
         let data_dir = config.server.data_dir.clone();
         ensure_data_dir(&data_dir)?;
-        let store = Arc::new(SledStore::open(&data_dir.join("db"), &config.storage)?);
+        let store = store::open(&data_dir, &config.storage)?;
         auto_rotate(&config);
         let keyring = load_keyring(&config)?;
         let server_key = keys::load_or_create_server_key(&data_dir)?;
@@ -108,7 +106,6 @@ impl Application {
         let cores = std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(1);
-        let arbiters: Vec<Arbiter> = (0..cores).map(|_| Arbiter::new()).collect();
         let policy = SessionPolicy {
             refresh_ttl: config.tokens.refresh_ttl_seconds,
             session_max: config.tokens.session_max_seconds,
@@ -125,7 +122,7 @@ impl Application {
         let delivery = delivery::from_config(&config.delivery, &data_dir)
             .map_err(|e| StartupError::Delivery(e.to_string()))?;
         let directory = Directory::new(
-            store.clone() as Arc<dyn Store>,
+            store.clone(),
             (server_key, data_key),
             delivery,
             DirectoryConfig {
@@ -134,7 +131,7 @@ impl Application {
                 phone_codes: code_policy(codes.phone_ttl_seconds),
                 reactivate_codes: code_policy(codes.reactivate_ttl_seconds),
             },
-            arbiters.iter().map(Arbiter::handle).collect(),
+            cores,
         );
 
         directory.start_sweeper();
@@ -150,25 +147,12 @@ impl Application {
             config.server.workers
         };
         let config = Arc::new(config);
-        let plans = config
-            .plans
-            .iter()
-            .map(|(name, p)| {
-                let plan = Plan {
-                    features: p.features.clone(),
-                    limits: p.limits.clone(),
-                    verified_phone_features: p.verified_phone_features.clone(),
-                };
-                (name.clone(), plan)
-            })
-            .collect();
         let state = web::Data::new(AppState {
-            directory,
+            directory: directory.clone(),
             hashes,
-            plans,
             throttle: api::throttle::Throttle::new(&config.rate_limit, &config.server),
             config: config.clone(),
-            keyring: ArcSwap::from_pointee(keyring),
+            keyring: ArcSwap::from_pointee(Verifier::new(keyring)),
         });
         let state_handle = state.clone();
         let hsts = config.server.hsts;
@@ -229,7 +213,7 @@ impl Application {
             metrics_server,
             port,
             store,
-            arbiters,
+            directory,
         })
     }
 
@@ -256,9 +240,7 @@ impl Application {
         if let Some(h) = metrics {
             h.stop(true).await;
         }
-        for a in &self.arbiters {
-            a.stop();
-        }
+        self.directory.stop();
         self.store.close();
         tracing::info!("bp-auth stopped; store flushed");
         result
@@ -299,7 +281,7 @@ async fn watch_keys(state: web::Data<AppState>, config: Arc<Config>) {
                     tracing::info!(target: "bp_auth::audit", event = "signing_key_rotated", outcome = "active", kid = %k.active_kid(), previous = %previous);
                 }
                 tracing::info!(active = %k.active_kid(), "signing keys loaded");
-                state.keyring.store(Arc::new(k));
+                state.keyring.store(Arc::new(Verifier::new(k)));
             }
             Err(e) => {
                 tracing::error!(error = %e, "signing keys not reloaded; keeping the current ones")

@@ -1,19 +1,20 @@
-//! Finds a user's actor, starting it from its snapshot on demand, and holds the views that
-//! readers use without a hop to the actor.
+//! Finds a user's actor, starting it from its snapshot on demand, and answers reads from the
+//! views the actors publish, without a hop to the actor.
 //!
-//! Two shared indexes live here: user id → actor address, and user id → published view (an
-//! immutable `Arc<UserState>` that the actor replaces before it answers any change). Actors run
-//! on a fixed set of arbiters (one per core), chosen by user id, so placement is stable and the
-//! HTTP workers stay free for parsing and token checks.
+//! The directory owns the map user id → actor address and the arbiters the actors run on (one
+//! per core by default), chosen by user id so placement is stable and the HTTP workers stay
+//! free for parsing and token checks. What it shares with the actors (views, caches, store,
+//! keys) is [`Shared`].
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
-use actix::{Actor, Addr, ArbiterHandle, Handler, MailboxError, Message};
+use actix::{Actor, Addr, Arbiter, ArbiterHandle, Handler, MailboxError, Message};
 use dashmap::DashMap;
 
 use super::messages::{ActorError, Done, RetireIfIdle};
+use super::shared::Shared;
 use super::user::UserActor;
 use crate::delivery::Sender;
 use crate::domain::codes::CodePolicy;
@@ -33,46 +34,34 @@ pub struct DirectoryConfig {
     pub reactivate_codes: CodePolicy,
 }
 
-/// Why a call to a user's actor did not produce a verdict.
+/// Why the directory could not give a verdict: the one error type of this layer, so that the
+/// callers never see the store's.
 #[derive(Debug, thiserror::Error)]
-pub enum CallError {
+pub enum DirectoryError {
     #[error("no such user")]
     UnknownUser,
-    #[error(transparent)]
-    Store(#[from] StoreError),
+    /// The store refused a read or a write, or a write could not be made durable.
+    #[error("storage failed: {0}")]
+    Storage(String),
     #[error("the user's actor is unavailable")]
     Unavailable,
     #[error("delivery failed: {0}")]
     Delivery(String),
 }
 
-/// A published view and the activity clock it shares with its actor.
-#[derive(Clone)]
-pub(crate) struct ViewEntry {
-    pub(crate) state: Arc<UserState>,
-    pub(crate) activity: Arc<AtomicU64>,
-}
-
-pub(crate) struct Inner {
-    pub(crate) actors: DashMap<UserId, Addr<UserActor>>,
-    pub(crate) views: DashMap<UserId, ViewEntry>,
-    pub(crate) store: Arc<dyn Store>,
-    /// API-key digest → user, a cache of the store's index. Entries are checked against the
-    /// user's view on every use, and dropped when the key is rotated.
-    pub(crate) api_keys: DashMap<[u8; 32], UserId>,
-    pub(crate) delivery: Arc<dyn Sender>,
-    pub(crate) key: ServerKey,
-    pub(crate) data_key: DataKey,
-    pub(crate) config: DirectoryConfig,
-    arbiters: Vec<ArbiterHandle>,
-    /// The origin of the activity clock (seconds since this instant).
-    epoch: Instant,
-}
-
-impl Inner {
-    pub(crate) fn uptime_secs(&self) -> u64 {
-        self.epoch.elapsed().as_secs()
+impl From<StoreError> for DirectoryError {
+    fn from(e: StoreError) -> Self {
+        Self::Storage(e.to_string())
     }
+}
+
+struct Inner {
+    shared: Arc<Shared>,
+    actors: DashMap<UserId, Addr<UserActor>>,
+    /// Where actors are started; indexed by [`arbiter_index`].
+    handles: Vec<ArbiterHandle>,
+    /// The arbiters themselves, kept to stop their threads at shutdown.
+    arbiters: Mutex<Vec<Arbiter>>,
 }
 
 /// The handle the API layer holds; cheap to clone.
@@ -82,59 +71,62 @@ pub struct Directory {
 }
 
 impl Directory {
-    /// `arbiters` host the actors; at least one is required.
+    /// Starts `threads` arbiters for the actors (at least one). Must run inside an actix system.
     pub fn new(
         store: Arc<dyn Store>,
         keys: (ServerKey, DataKey),
         delivery: Arc<dyn Sender>,
         config: DirectoryConfig,
-        arbiters: Vec<ArbiterHandle>,
+        threads: usize,
     ) -> Self {
+        let arbiters: Vec<Arbiter> = (0..threads.max(1)).map(|_| Arbiter::new()).collect();
         Self {
             inner: Arc::new(Inner {
+                shared: Arc::new(Shared::new(store, keys, delivery, config)),
                 actors: DashMap::new(),
-                views: DashMap::new(),
-                api_keys: DashMap::new(),
-                delivery,
-                store,
-                key: keys.0,
-                data_key: keys.1,
-                config,
-                arbiters,
-                epoch: Instant::now(),
+                handles: arbiters.iter().map(Arbiter::handle).collect(),
+                arbiters: Mutex::new(arbiters),
             }),
         }
     }
 
-    pub fn store(&self) -> &Arc<dyn Store> {
-        &self.inner.store
+    /// Stops the actors' threads (at shutdown, after the last request).
+    pub fn stop(&self) {
+        let arbiters = match self.inner.arbiters.lock() {
+            Ok(mut a) => std::mem::take(&mut *a),
+            Err(poisoned) => std::mem::take(&mut *poisoned.into_inner()),
+        };
+        for a in arbiters {
+            a.stop();
+        }
     }
 
     /// Starts the sweeper that retires idle actors: one timer for all of them, rather than one
     /// per actor, so a hundred thousand resident users cost no wake-ups of their own.
     pub fn start_sweeper(&self) {
-        let Some(arbiter) = self.inner.arbiters.first() else {
+        let Some(arbiter) = self.inner.handles.first() else {
             return;
         };
         let inner = self.inner.clone();
-        let every =
-            (inner.config.idle / 4).clamp(Duration::from_millis(250), Duration::from_secs(60));
+        let idle = inner.shared.config.idle;
+        let every = (idle / 4).clamp(Duration::from_millis(250), Duration::from_secs(60));
         arbiter.spawn(async move {
             let mut tick = tokio::time::interval(every);
             loop {
                 tick.tick().await;
-                let now = inner.uptime_secs();
-                let idle = inner.config.idle.as_secs();
-                let stale: Vec<UserId> = inner
+                let stale = inner
+                    .shared
                     .views
-                    .iter()
-                    .filter(|v| now.saturating_sub(v.activity.load(Ordering::Relaxed)) >= idle)
-                    .map(|v| *v.key())
-                    .collect();
+                    .idle(inner.shared.uptime_secs(), idle.as_secs());
                 for id in stale {
                     let addr = inner.actors.get(&id).map(|a| a.clone());
                     if let Some(addr) = addr {
-                        addr.do_send(RetireIfIdle);
+                        let inner = inner.clone();
+                        actix::spawn(async move {
+                            if let Ok(true) = addr.send(RetireIfIdle).await {
+                                inner.actors.remove_if(&id, |_, a| *a == addr);
+                            }
+                        });
                     }
                 }
             }
@@ -147,25 +139,26 @@ impl Directory {
     }
 
     /// The user whose lowercase email is `key`, if any.
-    pub fn user_by_email(&self, key: &str) -> Result<Option<UserId>, StoreError> {
-        self.inner.store.user_by_email(key)
+    pub fn user_by_email(&self, key: &str) -> Result<Option<UserId>, DirectoryError> {
+        Ok(self.inner.shared.store.user_by_email(key)?)
     }
 
     /// The user an API key's digest belongs to, through the cache.
-    pub fn user_by_api_key(&self, digest: &[u8; 32]) -> Result<Option<UserId>, StoreError> {
-        if let Some(id) = self.inner.api_keys.get(digest) {
+    pub fn user_by_api_key(&self, digest: &[u8; 32]) -> Result<Option<UserId>, DirectoryError> {
+        let shared = &self.inner.shared;
+        if let Some(id) = shared.api_keys.get(digest) {
             return Ok(Some(*id));
         }
-        let found = self.inner.store.user_by_api_key(digest)?;
+        let found = shared.store.user_by_api_key(digest)?;
         if let Some(id) = found {
-            self.inner.api_keys.insert(*digest, id);
+            shared.api_keys.insert(*digest, id);
         }
         Ok(found)
     }
 
     /// Forgets a cached API-key digest that no longer matches its user.
     pub fn forget_api_key(&self, digest: &[u8; 32]) {
-        self.inner.api_keys.remove(digest);
+        self.inner.shared.api_keys.remove(digest);
     }
 
     /// Sends a message nobody waits for (write-behind bookkeeping).
@@ -184,11 +177,12 @@ impl Directory {
     pub async fn register(
         &self,
         state: UserState,
-    ) -> Result<Result<Arc<UserState>, DomainError>, StoreError> {
-        match self.inner.store.create_user(&state)? {
+    ) -> Result<Result<Arc<UserState>, DomainError>, DirectoryError> {
+        let store = &self.inner.shared.store;
+        match store.create_user(&state)? {
             Created::EmailTaken => Ok(Err(DomainError::EmailTaken)),
             Created::Yes(ticket) => {
-                self.inner.store.commit().durable(ticket).await?;
+                store.commit().durable(ticket).await?;
                 Ok(Ok(Arc::new(state)))
             }
         }
@@ -196,15 +190,15 @@ impl Directory {
 
     /// The published view of a user, loading the actor if it is not resident. `None` for a
     /// user that does not exist. Reading it marks the user active.
-    pub fn view(&self, id: UserId) -> Result<Option<Arc<UserState>>, StoreError> {
+    pub fn view(&self, id: UserId) -> Result<Option<Arc<UserState>>, DirectoryError> {
+        let shared = &self.inner.shared;
         // An actor may retire between its start and our read of its view; the next start
         // reloads it, so a few tries always find one.
         for _ in 0..4 {
-            let found = self.inner.views.get(&id).map(|v| v.clone());
-            if let Some(entry) = found {
+            if let Some(entry) = shared.views.get(id) {
                 entry
                     .activity
-                    .store(self.inner.uptime_secs(), Ordering::Relaxed);
+                    .store(shared.uptime_secs(), std::sync::atomic::Ordering::Relaxed);
                 return Ok(Some(entry.state));
             }
             if self.spawn(id)?.is_none() {
@@ -220,22 +214,18 @@ impl Directory {
         match self.inner.actors.entry(id) {
             Entry::Occupied(o) if o.get().connected() => Ok(Some(o.get().clone())),
             entry => {
-                let Some(state) = self.inner.store.load_user(id)? else {
+                let shared = &self.inner.shared;
+                let Some(state) = shared.store.load_user(id)? else {
                     return Ok(None);
                 };
                 let state = Arc::new(state);
-                let activity = Arc::new(AtomicU64::new(self.inner.uptime_secs()));
-                self.inner.views.insert(
-                    id,
-                    ViewEntry {
-                        state: state.clone(),
-                        activity: activity.clone(),
-                    },
-                );
-                let arbiter = &self.inner.arbiters[arbiter_index(id, self.inner.arbiters.len())];
-                let inner = self.inner.clone();
+                let activity = Arc::new(AtomicU64::new(shared.uptime_secs()));
+                shared.views.publish(state.clone(), activity.clone());
+                let handles = &self.inner.handles;
+                let arbiter = &handles[arbiter_index(id, handles.len())];
+                let shared = shared.clone();
                 let addr = UserActor::start_in_arbiter(arbiter, move |_| {
-                    UserActor::new(state, activity, inner)
+                    UserActor::new(state, activity, shared)
                 });
                 match entry {
                     Entry::Occupied(mut o) => {
@@ -254,7 +244,11 @@ impl Directory {
     ///
     /// A message that reaches an actor retiring for idleness is retried on a fresh actor, which
     /// reloads the snapshot: the retired one never writes again, so there is only ever one writer.
-    pub async fn call<M, T>(&self, id: UserId, msg: M) -> Result<Result<T, DomainError>, CallError>
+    pub async fn call<M, T>(
+        &self,
+        id: UserId,
+        msg: M,
+    ) -> Result<Result<T, DomainError>, DirectoryError>
     where
         M: Message<Result = Result<Done<T>, ActorError>> + Clone + Send + 'static,
         T: Send + 'static,
@@ -268,30 +262,30 @@ impl Directory {
         &self,
         id: UserId,
         msg: M,
-    ) -> Result<(Result<T, DomainError>, Arc<UserState>), CallError>
+    ) -> Result<(Result<T, DomainError>, Arc<UserState>), DirectoryError>
     where
         M: Message<Result = Result<Done<T>, ActorError>> + Clone + Send + 'static,
         T: Send + 'static,
         UserActor: Handler<M>,
     {
         for _ in 0..4 {
-            let addr = self.spawn(id)?.ok_or(CallError::UnknownUser)?;
+            let addr = self.spawn(id)?.ok_or(DirectoryError::UnknownUser)?;
             match addr.send(msg.clone()).await {
                 Ok(Ok(done)) => {
                     if let Some(ticket) = done.ticket {
-                        self.inner.store.commit().durable(ticket).await?;
+                        self.inner.shared.store.commit().durable(ticket).await?;
                     }
                     return Ok((done.value, done.state));
                 }
                 Ok(Err(ActorError::Store(e))) => return Err(e.into()),
-                Ok(Err(ActorError::Delivery(e))) => return Err(CallError::Delivery(e)),
+                Ok(Err(ActorError::Delivery(e))) => return Err(DirectoryError::Delivery(e)),
                 Ok(Err(ActorError::Retired)) | Err(MailboxError::Closed) => {
                     self.inner.actors.remove_if(&id, |_, a| *a == addr);
                 }
-                Err(MailboxError::Timeout) => return Err(CallError::Unavailable),
+                Err(MailboxError::Timeout) => return Err(DirectoryError::Unavailable),
             }
         }
-        Err(CallError::Unavailable)
+        Err(DirectoryError::Unavailable)
     }
 }
 
@@ -304,7 +298,7 @@ fn arbiter_index(id: UserId, n: usize) -> usize {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::atomic::AtomicBool;
+    use std::sync::atomic::{AtomicBool, Ordering};
 
     use super::*;
     use crate::config::Durability;
@@ -350,6 +344,7 @@ mod tests {
         fn commit(&self) -> &GroupCommit {
             &self.commit
         }
+        fn close(&self) {}
     }
 
     #[actix_rt::test]
@@ -380,7 +375,6 @@ mod tests {
             per_hour: 5,
             max_attempts: 5,
         };
-        let arbiter = actix::Arbiter::new();
         let dir = Directory::new(
             store.clone(),
             (ServerKey::from_bytes([1; 32]), DataKey::from_bytes([2; 32])),
@@ -396,10 +390,10 @@ mod tests {
                 phone_codes: codes,
                 reactivate_codes: codes,
             },
-            vec![arbiter.handle()],
+            1,
         );
         let refused = dir.call(id, crate::actors::messages::OpenSession).await;
-        assert!(matches!(refused, Err(CallError::Store(_))));
+        assert!(matches!(refused, Err(DirectoryError::Storage(_))));
         assert!(
             dir.view(id).unwrap().unwrap().sessions.is_empty(),
             "memory did not run ahead of disk"
@@ -416,6 +410,6 @@ mod tests {
         assert_eq!(view.sessions.len(), 1);
         assert_eq!(view.sessions[0].id, opened.session);
         assert_eq!(store.user.lock().unwrap().sessions.len(), 1);
-        arbiter.stop();
+        dir.stop();
     }
 }

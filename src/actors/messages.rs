@@ -195,7 +195,8 @@ pub struct AnswerMfa {
     pub recovery_code: Option<String>,
 }
 
-/// Sent by the directory's sweeper to an actor that looked idle.
+/// Sent by the directory's sweeper to an actor that looked idle; answers whether it retired
+/// (the directory then drops its address).
 #[derive(Debug, Clone, Message)]
-#[rtype(result = "()")]
+#[rtype(result = "bool")]
 pub struct RetireIfIdle;

@@ -6,6 +6,7 @@
 
 pub mod directory;
 pub mod messages;
+mod shared;
 pub mod user;
 
-pub use directory::{CallError, Directory, DirectoryConfig};
+pub use directory::{Directory, DirectoryConfig, DirectoryError};

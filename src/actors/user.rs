@@ -9,11 +9,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use actix::fut::{ready, ActorFutureExt, WrapFuture};
-use actix::{Actor, ActorContext, AsyncContext, AtomicResponse, Context, Handler};
+use actix::{Actor, ActorContext, AtomicResponse, Context, Handler};
 use tracing::debug;
 
-use super::directory::{Inner, ViewEntry};
 use super::messages::*;
+use super::shared::Shared;
 use crate::clock;
 use crate::delivery::{self, Channel, Purpose};
 use crate::domain::codes::{self, CodePolicy};
@@ -29,7 +29,7 @@ pub struct UserActor {
     state: Arc<UserState>,
     /// Seconds (on the directory's clock) of the last read or write; shared with the view.
     activity: Arc<AtomicU64>,
-    dir: Arc<Inner>,
+    dir: Arc<Shared>,
     /// Set once the actor has left the directory; it then refuses every message.
     retired: bool,
 }
@@ -43,7 +43,7 @@ struct Decision<T> {
 }
 
 impl UserActor {
-    pub(crate) fn new(state: Arc<UserState>, activity: Arc<AtomicU64>, dir: Arc<Inner>) -> Self {
+    pub(crate) fn new(state: Arc<UserState>, activity: Arc<AtomicU64>, dir: Arc<Shared>) -> Self {
         Self {
             state,
             activity,
@@ -98,13 +98,9 @@ impl UserActor {
             }
         }
         self.state = Arc::new(next);
-        self.dir.views.insert(
-            self.state.id,
-            ViewEntry {
-                state: self.state.clone(),
-                activity: self.activity.clone(),
-            },
-        );
+        self.dir
+            .views
+            .publish(self.state.clone(), self.activity.clone());
         Ok(Done {
             value,
             state: self.state.clone(),
@@ -154,18 +150,37 @@ impl UserActor {
         })))
     }
 
-    /// Leaves the directory and stops. Messages already queued get `Retired` and are retried
-    /// by the directory on a fresh actor.
+    /// Generates a code for `purpose`, lets `rule` store its hash and say where it goes (if
+    /// anywhere), delivers it, and commits only once it was delivered.
+    fn issue_code<T: 'static>(
+        &mut self,
+        purpose: Purpose,
+        rule: impl FnOnce(
+            &mut UserState,
+            [u8; 32],
+            Timestamp,
+        ) -> Result<(Option<(Channel, String)>, T), DomainError>,
+    ) -> AtomicResponse<Self, Reply<T>> {
+        let code = codes::generate();
+        let hash = self.code_hash(purpose.as_str(), &code);
+        let user = self.state.id;
+        let mut message = None;
+        let decision = self.decide(|s, _, now| {
+            let (to, value) = rule(s, hash, now)?;
+            message = to.map(|(channel, to)| {
+                delivery::Message::new(channel, &to, purpose, &code, user, now)
+            });
+            Ok(value)
+        });
+        self.deliver_then_commit(decision, message)
+    }
+
+    /// Withdraws the view and stops; the directory drops the address when told. Messages
+    /// already queued get `Retired` and are retried by the directory on a fresh actor.
     fn retire(&mut self, ctx: &mut Context<Self>) {
         self.retired = true;
-        let me = ctx.address();
-        let id = self.state.id;
-        self.dir.actors.remove_if(&id, |_, a| *a == me);
-        let mine = self.state.clone();
-        self.dir
-            .views
-            .remove_if(&id, |_, v| Arc::ptr_eq(&v.state, &mine));
-        debug!(user = %id, "user actor retired after idling");
+        self.dir.views.forget(self.state.id, &self.state);
+        debug!(user = %self.state.id, "user actor retired after idling");
         ctx.stop();
     }
 
@@ -181,16 +196,17 @@ impl Actor for UserActor {
 }
 
 impl Handler<RetireIfIdle> for UserActor {
-    type Result = ();
+    type Result = bool;
 
     /// The directory's sweeper saw this actor idle; it may have been used since, so check again.
-    fn handle(&mut self, _: RetireIfIdle, ctx: &mut Context<Self>) {
+    fn handle(&mut self, _: RetireIfIdle, ctx: &mut Context<Self>) -> bool {
         let last = self.activity.load(Ordering::Relaxed);
         if !self.retired
             && self.dir.uptime_secs().saturating_sub(last) >= self.dir.config.idle.as_secs()
         {
             self.retire(ctx);
         }
+        self.retired
     }
 }
 
@@ -303,27 +319,15 @@ impl Handler<RequestPhoneCode> for UserActor {
 
     fn handle(&mut self, _: RequestPhoneCode, _: &mut Context<Self>) -> Self::Result {
         let policy: CodePolicy = self.dir.config.phone_codes;
-        let code = codes::generate();
-        let hash = self.code_hash("verify_phone", &code);
-        let user = self.state.id;
-        let mut message = None;
-        let decision = self.decide(|s, _, now| {
+        self.issue_code(Purpose::VerifyPhone, |s, hash, now| {
             let phone = s.request_phone_code(hash, &policy, now)?;
-            message = Some(delivery::Message::new(
-                Channel::Sms,
-                &phone,
-                Purpose::VerifyPhone,
-                &code,
-                user,
-                now,
-            ));
-            Ok(CodeSent {
+            let sent = CodeSent {
                 destination: delivery::mask(&phone),
                 expires_in: policy.ttl,
                 resend_after: policy.resend,
-            })
-        });
-        self.deliver_then_commit(decision, message)
+            };
+            Ok((Some((Channel::Sms, phone)), sent))
+        })
     }
 }
 
@@ -331,7 +335,7 @@ impl Handler<ConfirmPhone> for UserActor {
     type Result = Reply<()>;
 
     fn handle(&mut self, msg: ConfirmPhone, _: &mut Context<Self>) -> Self::Result {
-        let hash = self.code_hash("verify_phone", &msg.code);
+        let hash = self.code_hash(Purpose::VerifyPhone.as_str(), &msg.code);
         self.apply(|s, _, now| s.confirm_phone(&hash, now))
     }
 }
@@ -352,25 +356,11 @@ impl Handler<RequestReactivation> for UserActor {
 
     fn handle(&mut self, _: RequestReactivation, _: &mut Context<Self>) -> Self::Result {
         let policy: CodePolicy = self.dir.config.reactivate_codes;
-        let code = codes::generate();
-        let hash = self.code_hash("reactivate", &code);
-        let user = self.state.id;
-        let mut message = None;
-        let decision = self.decide(|s, _, now| {
+        self.issue_code(Purpose::Reactivate, |s, hash, now| {
             let issued = s.request_reactivation(hash, &policy, now);
-            if issued {
-                message = Some(delivery::Message::new(
-                    Channel::Email,
-                    &s.email,
-                    Purpose::Reactivate,
-                    &code,
-                    user,
-                    now,
-                ));
-            }
-            Ok(issued)
-        });
-        self.deliver_then_commit(decision, message)
+            let to = issued.then(|| (Channel::Email, s.email.clone()));
+            Ok((to, issued))
+        })
     }
 }
 
@@ -378,7 +368,7 @@ impl Handler<ConfirmReactivation> for UserActor {
     type Result = Reply<()>;
 
     fn handle(&mut self, msg: ConfirmReactivation, _: &mut Context<Self>) -> Self::Result {
-        let hash = self.code_hash("reactivate", &msg.code);
+        let hash = self.code_hash(Purpose::Reactivate.as_str(), &msg.code);
         self.apply(|s, _, now| s.confirm_reactivation(&hash, now))
     }
 }
@@ -447,12 +437,7 @@ impl Handler<BeginMfa> for UserActor {
 
     fn handle(&mut self, msg: BeginMfa, _: &mut Context<Self>) -> Self::Result {
         let subject = self.subject();
-        self.apply(|s, _, now| {
-            if s.status != crate::domain::user::Status::Active {
-                return Err(DomainError::AccountDeactivated);
-            }
-            Ok((s.mfa_challenge(msg.ttl, now), subject))
-        })
+        self.apply(|s, _, now| Ok((s.mfa_challenge(msg.ttl, now)?, subject)))
     }
 }
 

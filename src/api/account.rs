@@ -9,10 +9,10 @@ use super::audit;
 use super::authn::authenticate;
 use super::error::ApiError;
 use super::extract::json_body;
-use super::respond::{clearing_cookie, no_store, ErrorBody, Profile, ValidationErrorBody};
+use super::respond::{clearing_cookie, no_store, BodyErrors, ErrorBody, Profile};
 use super::AppState;
 use crate::actors::messages::{Deactivate, GetApiKey, KeyIssued, PatchProfile, RotateApiKey};
-use crate::domain::credentials::{parse_full_name, parse_phone};
+use crate::domain::credentials::{parse_full_name, parse_phone, NewPassword};
 use crate::domain::entitlements::{if_none_match_hits, Entitlements};
 use crate::domain::user::ProfilePatch;
 use crate::domain::DomainError;
@@ -21,7 +21,7 @@ use crate::domain::DomainError;
     get, path = "/api/auth/me/entitlements", tag = "auth", summary = "Me Entitlements",
     description = "Return the current user's effective access envelope. Accepts an API key. Answers 304 to a matching If-None-Match.",
     responses(
-        (status = 200, description = "Successful Response", body = Entitlements),
+        (status = 200, description = "Successful Response", body = super::respond::EntitlementsSchema),
         (status = 304, description = "Not modified (If-None-Match matched the ETag)"),
         (status = 401, description = "Not authenticated", body = ErrorBody),
     ),
@@ -33,7 +33,7 @@ pub async fn entitlements(
 ) -> Result<HttpResponse, ApiError> {
     let caller = authenticate(&req, &state, true)?;
     let user = caller.user.as_ref();
-    let body = Entitlements::derive(user, state.plans.get(&user.tenant.plan));
+    let body = Entitlements::derive(user, state.config.plans.get(&user.tenant.plan));
     let etag = body.etag();
     let matched = req
         .headers()
@@ -139,8 +139,7 @@ pub struct ProfileUpdate {
         (status = 200, description = "The updated profile", body = Profile),
         (status = 401, description = "Not authenticated", body = ErrorBody),
         (status = 403, description = "`session_required` or `origin_not_allowed`", body = ErrorBody),
-        (status = 413, description = "Body over 16 KiB", body = ErrorBody),
-        (status = 422, description = "Validation Error", body = ValidationErrorBody),
+        BodyErrors,
     ),
     security(("bearer" = []), ("cookie" = []))
 )]
@@ -196,8 +195,7 @@ pub struct DeactivateRequest {
         (status = 204, description = "Deactivated; the auth cookie is cleared"),
         (status = 401, description = "Not authenticated", body = ErrorBody),
         (status = 403, description = "Wrong password (`invalid_credentials`), `session_required` or `origin_not_allowed`", body = ErrorBody),
-        (status = 413, description = "Body over 16 KiB", body = ErrorBody),
-        (status = 422, description = "Validation Error", body = ValidationErrorBody),
+        BodyErrors,
         (status = 503, description = "Overloaded", body = ErrorBody),
     ),
     security(("bearer" = []), ("cookie" = []))
@@ -215,7 +213,7 @@ pub async fn deactivate(
     let phc = Some(std::sync::Arc::<str>::from(
         caller.user.password_hash.as_str(),
     ));
-    if password.chars().count() > 128 || !state.hashes.verify(&password, phc).await? {
+    if !NewPassword::may_match(&password) || !state.hashes.verify(&password, phc).await? {
         return Err(ApiError::WithStatus(
             actix_web::http::StatusCode::FORBIDDEN,
             DomainError::InvalidCredentials,
@@ -232,4 +230,18 @@ pub async fn deactivate(
     Ok(HttpResponse::NoContent()
         .cookie(clearing_cookie(state.config.cookie.secure))
         .finish())
+}
+
+#[utoipa::path(
+    get, path = "/api/auth/me", tag = "auth", summary = "Me",
+    description = "Return the currently authenticated user's profile. Accepts an API key.",
+    responses(
+        (status = 200, description = "Successful Response", body = Profile),
+        (status = 401, description = "`not_authenticated`, `invalid_token`, `token_expired` or `session_revoked`", body = ErrorBody),
+    ),
+    security(("bearer" = []), ("api_key" = []), ("cookie" = []))
+)]
+pub async fn me(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let caller = authenticate(&req, &state, true)?;
+    Ok(HttpResponse::Ok().json(Profile::from(caller.user.as_ref())))
 }

@@ -7,6 +7,35 @@ use actix_web::HttpRequest;
 use super::AppState;
 use crate::domain::ids::UserId;
 
+/// How loud an event is: most are routine; an alert deserves attention (refresh-token reuse:
+/// a token was likely stolen).
+#[derive(Debug, Clone, Copy)]
+enum Severity {
+    Routine,
+    Alert,
+}
+
+fn emit(
+    severity: Severity,
+    state: &AppState,
+    req: &HttpRequest,
+    user: Option<UserId>,
+    event: &str,
+    outcome: &str,
+) {
+    let client = state.throttle.client_ip(req);
+    let user = user.map(|u| u.to_string());
+    // tracing's level is part of each call site's static metadata, hence one call per level.
+    match severity {
+        Severity::Routine => {
+            tracing::info!(target: "bp_auth::audit", user = ?user, client = ?client, event, outcome)
+        }
+        Severity::Alert => {
+            tracing::warn!(target: "bp_auth::audit", user = ?user, client = ?client, event, outcome)
+        }
+    }
+}
+
 /// Records `event` with its `outcome` for `user` (if known) from the request's client.
 pub fn record(
     state: &AppState,
@@ -15,11 +44,10 @@ pub fn record(
     event: &str,
     outcome: &str,
 ) {
-    let client = state.throttle.client_ip(req);
-    tracing::info!(target: "bp_auth::audit", user = ?user.map(|u| u.to_string()), client = ?client, event, outcome);
+    emit(Severity::Routine, state, req, user, event, outcome);
 }
 
-/// A [`record`] that deserves attention (refresh-token reuse: a token was likely stolen).
+/// A [`record`] that deserves attention.
 pub fn alert(
     state: &AppState,
     req: &HttpRequest,
@@ -27,6 +55,5 @@ pub fn alert(
     event: &str,
     outcome: &str,
 ) {
-    let client = state.throttle.client_ip(req);
-    tracing::warn!(target: "bp_auth::audit", user = ?user.map(|u| u.to_string()), client = ?client, event, outcome);
+    emit(Severity::Alert, state, req, user, event, outcome);
 }

@@ -13,7 +13,7 @@ use super::error::ApiError;
 use super::AppState;
 use crate::clock;
 use crate::domain::ids::SessionId;
-use crate::domain::tokens::{Claims, TokenError};
+use crate::domain::tokens::Claims;
 use crate::domain::user::UserState;
 use crate::domain::DomainError;
 
@@ -78,13 +78,6 @@ pub enum Via {
 pub struct Caller {
     pub user: Arc<UserState>,
     pub via: Via,
-}
-
-fn token_error(e: TokenError) -> ApiError {
-    match e {
-        TokenError::Invalid => DomainError::InvalidToken.into(),
-        TokenError::Expired => DomainError::TokenExpired.into(),
-    }
 }
 
 /// `scheme://host[:port]` → `host:port`, with the scheme's default port made explicit.
@@ -176,7 +169,7 @@ fn authenticate_credential(
             let claims = state
                 .keyring()
                 .verify_access_cached(&token, now)
-                .map_err(token_error)?;
+                .map_err(DomainError::from)?;
             let sid = claims.sid.ok_or(DomainError::InvalidToken)?;
             let user = state
                 .directory

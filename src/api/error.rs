@@ -6,11 +6,10 @@ use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};
 use serde::Serialize;
 
-use crate::actors::CallError;
+use crate::actors::DirectoryError;
 use crate::domain::credentials::FieldProblem;
 use crate::domain::DomainError;
 use crate::hashing::HashPoolError;
-use crate::store::StoreError;
 
 /// One segment of a pydantic error location.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -188,21 +187,30 @@ impl From<HashPoolError> for ApiError {
     }
 }
 
-impl From<StoreError> for ApiError {
-    fn from(e: StoreError) -> Self {
-        tracing::error!(error = %e, "storage failure");
-        Self::StorageUnavailable
+impl From<DirectoryError> for ApiError {
+    fn from(e: DirectoryError) -> Self {
+        match e {
+            DirectoryError::UnknownUser => Self::Domain(DomainError::UserNotFound),
+            DirectoryError::Storage(e) => {
+                tracing::error!(error = %e, "storage failure");
+                Self::StorageUnavailable
+            }
+            DirectoryError::Unavailable => Self::StorageUnavailable,
+            DirectoryError::Delivery(_) => Self::DeliveryFailed,
+        }
     }
 }
 
-impl From<CallError> for ApiError {
-    fn from(e: CallError) -> Self {
-        match e {
-            CallError::UnknownUser => Self::Domain(DomainError::UserNotFound),
-            CallError::Store(e) => e.into(),
-            CallError::Unavailable => Self::StorageUnavailable,
-            CallError::Delivery(_) => Self::DeliveryFailed,
-        }
+/// A call about a user that a token or a request named: when that user does not exist, the
+/// answer is `instead` (what an unknown token or code answers), never a 404 that would tell
+/// the caller which users exist.
+pub fn unknown_user_as<T>(
+    result: Result<Result<T, DomainError>, DirectoryError>,
+    instead: DomainError,
+) -> Result<Result<T, DomainError>, ApiError> {
+    match result {
+        Err(DirectoryError::UnknownUser) => Ok(Err(instead)),
+        other => Ok(other?),
     }
 }
 

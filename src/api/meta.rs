@@ -1,4 +1,5 @@
-//! Endpoints about the server itself: health, readiness, public keys, the OpenAPI document.
+//! Endpoints about the server itself: health, readiness, public keys, metrics. (The OpenAPI
+//! document is served by `openapi`, beside the document.)
 
 use actix_web::{web, HttpResponse};
 
@@ -22,12 +23,6 @@ pub async fn jwks(state: web::Data<AppState>) -> HttpResponse {
     HttpResponse::Ok()
         .insert_header(("Cache-Control", "public, max-age=300"))
         .json(state.keyring().jwks())
-}
-
-/// This API's OpenAPI 3.1 document.
-#[utoipa::path(get, path = "/openapi.json", tag = "meta", summary = "OpenAPI document", responses((status = 200, description = "OpenAPI 3.1")))]
-pub async fn openapi() -> HttpResponse {
-    HttpResponse::Ok().json(super::openapi::document())
 }
 
 /// Prometheus metrics (text exposition format).

@@ -7,14 +7,14 @@ use utoipa::ToSchema;
 
 use super::audit;
 use super::authn::{authenticate, presented, Presented};
-use super::error::ApiError;
+use super::error::{unknown_user_as, ApiError};
 use super::extract::json_body;
-use super::respond::{no_store, ErrorBody, TokenResponse, ValidationErrorBody};
+use super::respond::{never_cached, no_store, BodyErrors, ErrorBody, TokenResponse};
 use super::sessions::token_response;
 use super::AppState;
 use crate::actors::messages::{AnswerMfa, MfaDisable, MfaSetup, MfaVerify};
 use crate::clock;
-use crate::domain::tokens::{TokenError, TYP_MFA_PENDING};
+use crate::domain::tokens::TYP_MFA_PENDING;
 use crate::domain::DomainError;
 
 /// `POST /api/auth/mfa/totp/setup` answer.
@@ -48,21 +48,6 @@ pub struct ChallengeAnswer {
     pub recovery_code: Option<String>,
 }
 
-/// MFA answers, errors included, are never cached: they carry secrets or describe them.
-fn with_no_store(result: Result<HttpResponse, ApiError>) -> HttpResponse {
-    let mut res = result.unwrap_or_else(|e| actix_web::ResponseError::error_response(&e));
-    let h = res.headers_mut();
-    h.insert(
-        actix_web::http::header::CACHE_CONTROL,
-        actix_web::http::header::HeaderValue::from_static("no-store"),
-    );
-    h.insert(
-        actix_web::http::header::PRAGMA,
-        actix_web::http::header::HeaderValue::from_static("no-cache"),
-    );
-    res
-}
-
 #[utoipa::path(
     post, path = "/api/auth/mfa/totp/setup", tag = "mfa", summary = "Totp Setup",
     description = "Start TOTP enrolment: a new secret (RFC 6238, SHA-1, 6 digits, 30 s). Setting up again replaces a secret not yet verified.",
@@ -75,7 +60,7 @@ fn with_no_store(result: Result<HttpResponse, ApiError>) -> HttpResponse {
     security(("bearer" = []), ("cookie" = []))
 )]
 pub async fn totp_setup(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
-    with_no_store(totp_setup_inner(req, state).await)
+    never_cached(totp_setup_inner(req, state).await)
 }
 
 async fn totp_setup_inner(
@@ -100,8 +85,7 @@ async fn totp_setup_inner(
         (status = 401, description = "Not authenticated", body = ErrorBody),
         (status = 403, description = "`session_required` or `origin_not_allowed`", body = ErrorBody),
         (status = 409, description = "Already enabled (`mfa_already_enabled`)", body = ErrorBody),
-        (status = 413, description = "Body over 16 KiB", body = ErrorBody),
-        (status = 422, description = "Validation Error", body = ValidationErrorBody),
+        BodyErrors,
     ),
     security(("bearer" = []), ("cookie" = []))
 )]
@@ -110,7 +94,7 @@ pub async fn totp_verify(
     payload: web::Payload,
     state: web::Data<AppState>,
 ) -> HttpResponse {
-    with_no_store(totp_verify_inner(req, payload, state).await)
+    never_cached(totp_verify_inner(req, payload, state).await)
 }
 
 async fn totp_verify_inner(
@@ -143,8 +127,7 @@ async fn totp_verify_inner(
         (status = 400, description = "`invalid_code` or `mfa_not_enabled`", body = ErrorBody),
         (status = 401, description = "Not authenticated", body = ErrorBody),
         (status = 403, description = "`session_required` or `origin_not_allowed`", body = ErrorBody),
-        (status = 413, description = "Body over 16 KiB", body = ErrorBody),
-        (status = 422, description = "Validation Error", body = ValidationErrorBody),
+        BodyErrors,
     ),
     security(("bearer" = []), ("cookie" = []))
 )]
@@ -153,7 +136,7 @@ pub async fn totp_disable(
     payload: web::Payload,
     state: web::Data<AppState>,
 ) -> HttpResponse {
-    with_no_store(totp_disable_inner(req, payload, state).await)
+    never_cached(totp_disable_inner(req, payload, state).await)
 }
 
 async fn totp_disable_inner(
@@ -181,8 +164,7 @@ async fn totp_disable_inner(
     responses(
         (status = 200, description = "Signed in", body = TokenResponse),
         (status = 401, description = "`invalid_code`, `invalid_token`, `token_expired` or `not_authenticated`", body = ErrorBody),
-        (status = 413, description = "Body over 16 KiB", body = ErrorBody),
-        (status = 422, description = "Validation Error", body = ValidationErrorBody),
+        BodyErrors,
         (status = 429, description = "Too many attempts from this client", body = ErrorBody),
     ),
     security(("bearer" = []))
@@ -200,10 +182,7 @@ pub async fn challenge(
     let claims = state
         .keyring()
         .verify(&token, TYP_MFA_PENDING, clock::now())
-        .map_err(|e| match e {
-            TokenError::Invalid => DomainError::InvalidToken,
-            TokenError::Expired => DomainError::TokenExpired,
-        })?;
+        .map_err(DomainError::from)?;
     let (code, recovery_code) = json_body(&req, payload, true, |f| {
         let code = f.opt_string("code")?.map(str::to_string);
         let recovery = f.opt_string("recovery_code")?.map(str::to_string);
@@ -227,10 +206,10 @@ pub async fn challenge(
         code,
         recovery_code,
     };
-    let opened = match state.directory.call(claims.sub, answer).await {
-        Err(crate::actors::CallError::UnknownUser) => return Err(DomainError::InvalidToken.into()),
-        other => other?,
-    };
+    let opened = unknown_user_as(
+        state.directory.call(claims.sub, answer).await,
+        DomainError::InvalidToken,
+    )?;
     let opened = opened.map_err(|e| match e {
         DomainError::InvalidCode { .. } => {
             audit::record(

@@ -1,19 +1,20 @@
 //! The OpenAPI 3.1 document, generated from the handlers' annotations.
 
+use actix_web::HttpResponse;
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{account, meta, mfa, respond, sessions, verification};
+use super::{account, login, meta, mfa, register, respond, sessions, verification};
 
 #[derive(OpenApi)]
 #[openapi(
     info(title = "bp-auth", description = "BlitzPulse Auth API"),
     paths(
-        sessions::register,
-        sessions::login,
+        register::register,
+        login::login,
         sessions::refresh,
         sessions::logout,
-        sessions::me,
+        account::me,
         account::entitlements,
         account::get_api_key,
         account::rotate_api_key,
@@ -30,12 +31,12 @@ use super::{account, meta, mfa, respond, sessions, verification};
         meta::jwks,
         meta::healthz,
         meta::readyz,
-        meta::openapi,
+        serve,
         meta::metrics,
     ),
     components(schemas(
-        sessions::RegisterRequest,
-        sessions::LoginForm,
+        register::RegisterRequest,
+        login::LoginForm,
         sessions::RefreshRequest,
         sessions::LogoutRequest,
         respond::TokenResponse,
@@ -50,9 +51,9 @@ use super::{account, meta, mfa, respond, sessions, verification};
         verification::CodeRequest,
         verification::ReactivateRequest,
         verification::ReactivateConfirm,
-        crate::domain::entitlements::Entitlements,
-        sessions::MfaPendingResponse,
-        sessions::LoginResponse,
+        respond::EntitlementsSchema,
+        login::MfaPendingResponse,
+        login::LoginResponse,
         mfa::TotpSetup,
         mfa::TotpEnabled,
         mfa::TotpCode,
@@ -91,6 +92,12 @@ impl Modify for Security {
 /// The document as served at `/openapi.json`.
 pub fn document() -> utoipa::openapi::OpenApi {
     ApiDoc::openapi()
+}
+
+/// This API's OpenAPI 3.1 document.
+#[utoipa::path(get, path = "/openapi.json", tag = "meta", summary = "OpenAPI document", responses((status = 200, description = "OpenAPI 3.1")))]
+pub async fn serve() -> HttpResponse {
+    HttpResponse::Ok().json(document())
 }
 
 #[cfg(test)]

@@ -3,17 +3,36 @@
 
 use actix_web::cookie::{time::Duration as CookieDuration, Cookie, SameSite};
 use actix_web::http::header;
-use actix_web::HttpResponseBuilder;
+use actix_web::{HttpResponse, HttpResponseBuilder};
 use serde::Serialize;
 use utoipa::ToSchema;
 
 use super::authn::COOKIE_NAME;
+use super::error::ApiError;
 use crate::domain::user::UserState;
+
+const NO_STORE: [(header::HeaderName, &str); 2] = [
+    (header::CACHE_CONTROL, "no-store"),
+    (header::PRAGMA, "no-cache"),
+];
 
 /// Marks a response that carries a token or key as never to be cached.
 pub fn no_store(res: &mut HttpResponseBuilder) -> &mut HttpResponseBuilder {
-    res.insert_header((header::CACHE_CONTROL, "no-store"))
-        .insert_header((header::PRAGMA, "no-cache"))
+    for (name, value) in NO_STORE {
+        res.insert_header((name, value));
+    }
+    res
+}
+
+/// The answer of a handler whose every response, errors included, must not be cached (MFA
+/// answers carry secrets or describe them).
+pub fn never_cached(result: Result<HttpResponse, ApiError>) -> HttpResponse {
+    let mut res = result.unwrap_or_else(|e| actix_web::ResponseError::error_response(&e));
+    for (name, value) in NO_STORE {
+        res.headers_mut()
+            .insert(name, header::HeaderValue::from_static(value));
+    }
+    res
 }
 
 /// `bp_token=<token>; HttpOnly; Path=/; SameSite=Lax; Max-Age=<ttl>[; Secure]`.
@@ -110,4 +129,33 @@ pub struct ValidationErrorBody {
     pub detail: Vec<ValidationIssue>,
     /// Always `validation_error`.
     pub code: String,
+}
+
+/// The answers of every endpoint that reads a body, stated once for the OpenAPI document.
+#[derive(utoipa::IntoResponses)]
+#[allow(dead_code)]
+pub enum BodyErrors {
+    #[response(status = 413, description = "Body over 16 KiB (`payload_too_large`)")]
+    TooLarge(ErrorBody),
+    #[response(status = 422, description = "Validation Error")]
+    Invalid(ValidationErrorBody),
+}
+
+/// The entitlements answer, as the OpenAPI document describes it (the value itself is
+/// `domain::entitlements::Entitlements`, which knows nothing of OpenAPI).
+#[derive(Debug, ToSchema)]
+#[schema(as = Entitlements)]
+#[allow(dead_code)]
+pub struct EntitlementsSchema {
+    pub user_id: String,
+    pub tenant_id: String,
+    pub plan: String,
+    pub role: String,
+    pub status: String,
+    /// Sorted, without duplicates.
+    pub features: Vec<String>,
+    pub limits: std::collections::BTreeMap<String, i64>,
+    pub phone_verified: bool,
+    pub mfa_enabled: bool,
+    pub api_key_active: bool,
 }

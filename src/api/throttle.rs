@@ -1,10 +1,8 @@
 //! Throttling of guessable endpoints, keyed by account and by client address.
 //!
-//! - **Login failures** back off rather than lock: after `login_failures_per_account`
-//!   failures for one account (or `login_failures_per_ip` for one client) inside the window,
-//!   logins answer 429 with `Retry-After` until the window has passed; a success resets the
-//!   account's count. This is a failure counter with a reset, which a token bucket cannot
-//!   express, so it is a small map of windows rather than `governor`.
+//! - **Login failures** back off rather than lock, by the rule of `domain::backoff`:
+//!   `login_failures_per_account` per account and `login_failures_per_ip` per client inside
+//!   the window. The windows are kept here, in a map keyed by account and by address.
 //! - **Rates** (registrations, code requests, MFA challenges per client address) use
 //!   `governor`'s keyed GCRA limiters.
 //!
@@ -21,51 +19,40 @@ use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 
 use crate::config::{RateLimitConfig, ServerConfig};
+use crate::domain::backoff::{Backoff, FailureWindow};
 use crate::domain::time::Timestamp;
 use crate::domain::DomainError;
 
-/// Failures per key inside a fixed window that starts at the first failure.
+/// Failures per key, each in its window (the rule is [`Backoff`]'s).
 struct FailureWindows {
-    limit: u32,
-    window: u64,
-    entries: DashMap<String, (Timestamp, u32)>,
+    rule: Backoff,
+    entries: DashMap<String, FailureWindow>,
 }
 
 impl FailureWindows {
     fn new(limit: u32, window: u64) -> Self {
         Self {
-            limit,
-            window,
+            rule: Backoff { limit, window },
             entries: DashMap::new(),
         }
     }
 
     /// `Err(RateLimited)` while `key` is over its limit.
     fn check(&self, key: &str, now: Timestamp) -> Result<(), DomainError> {
-        if let Some(e) = self.entries.get(key) {
-            let (start, count) = *e;
-            let end = start.plus(self.window);
-            if now < end && count >= self.limit {
-                return Err(DomainError::RateLimited {
-                    retry_after: now.until(end).max(1),
-                });
-            }
-        }
-        Ok(())
+        let entry = self.entries.get(key).map(|e| *e);
+        self.rule.check(entry.as_ref(), now)
     }
 
     fn fail(&self, key: &str, now: Timestamp) {
-        let window = self.window;
-        let mut e = self.entries.entry(key.to_string()).or_insert((now, 0));
-        if now >= e.0.plus(window) {
-            *e = (now, 0);
-        }
-        e.1 = e.1.saturating_add(1);
+        let mut e = self
+            .entries
+            .entry(key.to_string())
+            .or_insert(Backoff::first(now));
+        self.rule.record(&mut e, now);
         drop(e);
         // Keep memory proportional to recent failures.
         if self.entries.len() > 100_000 {
-            self.entries
-                .retain(|_, (start, _)| now < start.plus(window));
+            self.entries.retain(|_, w| !self.rule.is_over(w, now));
         }
     }
 

@@ -6,14 +6,14 @@ use utoipa::ToSchema;
 
 use super::audit;
 use super::authn::authenticate;
-use super::error::ApiError;
+use super::error::{unknown_user_as, ApiError};
 use super::extract::json_body;
-use super::respond::{no_store, ErrorBody, ValidationErrorBody};
+use super::respond::{no_store, BodyErrors, ErrorBody};
 use super::AppState;
 use crate::actors::messages::{
     ConfirmPhone, ConfirmReactivation, RequestPhoneCode, RequestReactivation,
 };
-use crate::actors::CallError;
+use crate::actors::DirectoryError;
 use crate::domain::credentials::Email;
 use crate::domain::DomainError;
 
@@ -77,8 +77,7 @@ pub struct CodeRequest {
         (status = 401, description = "Not authenticated", body = ErrorBody),
         (status = 403, description = "`session_required` or `origin_not_allowed`", body = ErrorBody),
         (status = 409, description = "Phone already verified", body = ErrorBody),
-        (status = 413, description = "Body over 16 KiB", body = ErrorBody),
-        (status = 422, description = "Validation Error", body = ValidationErrorBody),
+        BodyErrors,
     ),
     security(("bearer" = []), ("cookie" = []))
 )]
@@ -114,8 +113,7 @@ pub struct ReactivateRequest {
     request_body(content = ReactivateRequest, content_type = "application/json"),
     responses(
         (status = 204, description = "Successful Response"),
-        (status = 413, description = "Body over 16 KiB", body = ErrorBody),
-        (status = 422, description = "Validation Error", body = ValidationErrorBody),
+        BodyErrors,
     )
 )]
 pub async fn reactivate_request(
@@ -149,7 +147,7 @@ pub async fn reactivate_request(
                 tracing::info!(target: "bp_auth::audit", user = %user, client = ?client, event = "reactivation", outcome = "code_sent")
             }
             Ok(_) => {}
-            Err(CallError::Delivery(e)) => {
+            Err(DirectoryError::Delivery(e)) => {
                 tracing::warn!(user = %user, error = %e, "reactivation code could not be delivered")
             }
             Err(e) => tracing::error!(user = %user, error = %e, "reactivation request failed"),
@@ -172,8 +170,7 @@ pub struct ReactivateConfirm {
     responses(
         (status = 200, description = "Successful Response", body = inline(Object), example = json!({"status": "active"})),
         (status = 400, description = "Wrong, expired or absent code, or unknown email (`invalid_code`)", body = ErrorBody),
-        (status = 413, description = "Body over 16 KiB", body = ErrorBody),
-        (status = 422, description = "Validation Error", body = ValidationErrorBody),
+        BodyErrors,
     )
 )]
 pub async fn reactivate_confirm(
@@ -203,16 +200,18 @@ pub async fn reactivate_confirm(
     else {
         return Err(invalid());
     };
-    match state
-        .directory
-        .call(user, ConfirmReactivation { code })
-        .await
-    {
-        Ok(Ok(())) => {
-            audit::record(&state, &req, Some(user), "reactivation", "reactivated");
-            Ok(HttpResponse::Ok().json(serde_json::json!({"status": "active"})))
-        }
-        Ok(Err(_)) | Err(CallError::UnknownUser) => Err(invalid()),
-        Err(e) => Err(e.into()),
+    let confirmed = unknown_user_as(
+        state
+            .directory
+            .call(user, ConfirmReactivation { code })
+            .await,
+        DomainError::InvalidCode {
+            attempts_left: None,
+        },
+    )?;
+    if confirmed.is_err() {
+        return Err(invalid());
     }
+    audit::record(&state, &req, Some(user), "reactivation", "reactivated");
+    Ok(HttpResponse::Ok().json(serde_json::json!({"status": "active"})))
 }

@@ -35,6 +35,17 @@ pub enum Purpose {
     Reactivate,
 }
 
+impl Purpose {
+    /// As the outbox writes it; also what a code's hash is bound to, so a code issued for one
+    /// purpose never confirms another.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::VerifyPhone => "verify_phone",
+            Self::Reactivate => "reactivate",
+        }
+    }
+}
+
 /// One message, in the outbox line's shape.
 #[derive(Clone, Serialize)]
 pub struct Message {

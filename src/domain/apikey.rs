@@ -17,6 +17,9 @@ const CHECK_LEN: usize = 6;
 pub const KEY_LEN: usize = PREFIX.len() + RANDOM_LEN + CHECK_LEN;
 /// How much of the key is shown to help its owner recognise it.
 const SHOWN_LEN: usize = 12;
+/// `last_used_at` is bookkeeping nobody is promised to the second: recording a use at most
+/// once a minute keeps a busy key from writing a snapshot per request.
+const TOUCH_EVERY_SECONDS: i64 = 60;
 const BASE62: &[u8; 62] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
 
 /// `n` in base62, most significant digit first, left-padded with `0` to `width`.
@@ -71,6 +74,12 @@ impl ApiKey {
             disabled: false,
         };
         NewKey { secret, record }
+    }
+
+    /// Whether a use at `now` is worth recording (see [`TOUCH_EVERY_SECONDS`]).
+    pub fn touch_due(&self, now: Timestamp) -> bool {
+        self.last_used_at
+            .is_none_or(|t| now.0 - t.0 >= TOUCH_EVERY_SECONDS)
     }
 }
 

@@ -121,6 +121,12 @@ impl fmt::Debug for NewPassword {
 impl NewPassword {
     pub const MAX_LEN: usize = 128;
 
+    /// Whether a presented password could match a stored one: one longer than registration
+    /// allows never can, so it is refused without spending a hash on it.
+    pub fn may_match(candidate: &str) -> bool {
+        candidate.chars().count() <= Self::MAX_LEN
+    }
+
     /// Applies the contract's policy. The password is kept exactly as sent (no trimming, no
     /// normalisation); length is counted in code points.
     pub fn parse(raw: &str, min_len: usize, email: Option<&Email>) -> Result<Self, FieldProblem> {

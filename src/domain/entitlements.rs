@@ -4,21 +4,13 @@
 use std::collections::BTreeMap;
 
 use serde::Serialize;
-use utoipa::ToSchema;
 
+use super::plans::Plan;
 use super::secrets::sha256;
 use super::user::{Status, UserState};
 
-/// A plan's definition, as configured.
-#[derive(Debug, Clone, Default)]
-pub struct Plan {
-    pub features: Vec<String>,
-    pub limits: BTreeMap<String, i64>,
-    pub verified_phone_features: Vec<String>,
-}
-
 /// `GET /api/auth/me/entitlements`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Entitlements {
     pub user_id: String,
     pub tenant_id: String,

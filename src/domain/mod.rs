@@ -4,6 +4,7 @@
 //! it", "reuse of a used refresh token revokes its family") is unit-tested with a fixed clock.
 
 pub mod apikey;
+pub mod backoff;
 pub mod codes;
 pub mod credentials;
 pub mod entitlements;
@@ -11,6 +12,7 @@ pub mod error;
 pub mod ids;
 pub mod mfa;
 pub mod password;
+pub mod plans;
 pub mod secrets;
 pub mod sessions;
 pub mod time;

@@ -143,7 +143,7 @@ impl Session {
                 return Ok(RefreshGrant {
                     token: token.clone(),
                     expires_at: self.expires_at(),
-                    rotated: false,
+                    outcome: RefreshOutcome::Kept,
                 });
             }
             let next_gen = self
@@ -163,7 +163,7 @@ impl Session {
                     secret: next,
                 },
                 expires_at: self.expires_at(),
-                rotated: true,
+                outcome: RefreshOutcome::Rotated,
             });
         }
         // An older, genuine token. Its direct successor is still unused (it is current), so a
@@ -181,20 +181,41 @@ impl Session {
                     secret: current_secret,
                 },
                 expires_at: self.expires_at(),
-                rotated: false,
+                outcome: RefreshOutcome::GraceReplay,
             });
         }
         Err(RefreshError::Reused)
     }
 }
 
-/// A successful refresh: the refresh token to hand back, and when it expires.
+/// What a successful refresh did with the presented token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RefreshOutcome {
+    /// A new generation was issued; the presented one is now used.
+    Rotated,
+    /// A retry of the token just rotated, inside the grace window: the same successor again.
+    GraceReplay,
+    /// Rotation is off: the same token stays current.
+    Kept,
+}
+
+impl RefreshOutcome {
+    /// The metric label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Rotated => "rotated",
+            Self::GraceReplay => "grace_replay",
+            Self::Kept => "kept",
+        }
+    }
+}
+
+/// A successful refresh: the refresh token to hand back, when it expires, and what happened.
 #[derive(Debug, Clone)]
 pub struct RefreshGrant {
     pub token: RefreshToken,
     pub expires_at: Timestamp,
-    /// False for a grace replay or with rotation off.
-    pub rotated: bool,
+    pub outcome: RefreshOutcome,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -232,7 +253,7 @@ mod tests {
         let p = policy(true, 0);
         let g1 = s.refresh(&t0, &key, &p, T0.plus(10)).unwrap();
         assert_eq!(g1.token.generation, 1);
-        assert!(g1.rotated);
+        assert_eq!(g1.outcome, RefreshOutcome::Rotated);
         assert_ne!(g1.token.secret, t0.secret);
         assert_eq!(
             s.refresh(&t0, &key, &p, T0.plus(11)).unwrap_err(),
@@ -287,7 +308,7 @@ mod tests {
         let g1 = s.refresh(&t0, &key, &p, T0).unwrap();
         let again = s.refresh(&t0, &key, &p, T0.plus(30)).unwrap();
         assert_eq!(again.token, g1.token);
-        assert!(!again.rotated);
+        assert_eq!(again.outcome, RefreshOutcome::GraceReplay);
         // Outside the window, the retry is reuse.
         let mut late = s.clone();
         assert_eq!(

@@ -78,6 +78,15 @@ pub enum TokenError {
     Expired,
 }
 
+impl From<TokenError> for super::DomainError {
+    fn from(e: TokenError) -> Self {
+        match e {
+            TokenError::Invalid => Self::InvalidToken,
+            TokenError::Expired => Self::TokenExpired,
+        }
+    }
+}
+
 /// One Ed25519 key pair and its id.
 #[derive(Clone)]
 pub struct KeyPair {
@@ -124,11 +133,6 @@ fn thumbprint(key: &VerifyingKey) -> String {
 }
 
 /// Signs with the active key and verifies with every published one.
-///
-/// Access tokens that verified once are remembered by a hash of the whole token until their
-/// `exp` (plus leeway), so a client's repeated requests skip the ~30 µs signature check. The
-/// cache belongs to the keyring: a rotated keyring starts empty, so a retired key's tokens are
-/// never answered from it. Revocation is not cached: callers still check the session live.
 #[derive(Debug)]
 pub struct Keyring {
     active: KeyPair,
@@ -137,11 +141,7 @@ pub struct Keyring {
     pub issuer: String,
     pub audience: String,
     pub leeway: u64,
-    verified: dashmap::DashMap<[u8; 32], Claims>,
 }
-
-/// Past this many cached tokens, expired ones are swept; if that is not enough, all are.
-const VERIFIED_CACHE_MAX: usize = 200_000;
 
 impl Keyring {
     /// `published` must include `active`; others are older keys whose tokens may still be live.
@@ -166,33 +166,7 @@ impl Keyring {
             issuer,
             audience,
             leeway,
-            verified: dashmap::DashMap::new(),
         }
-    }
-
-    /// [`Keyring::verify`] for access tokens, answered from the cache of tokens already verified.
-    pub fn verify_access_cached(&self, token: &str, now: Timestamp) -> Result<Claims, TokenError> {
-        let key = sha256(token.as_bytes());
-        let leeway = i64::try_from(self.leeway).unwrap_or(i64::MAX);
-        if let Some(claims) = self.verified.get(&key) {
-            return if now.0 > claims.exp.saturating_add(leeway) {
-                drop(claims);
-                self.verified.remove(&key);
-                Err(TokenError::Expired)
-            } else {
-                Ok(claims.clone())
-            };
-        }
-        let claims = self.verify(token, TYP_ACCESS, now)?;
-        if self.verified.len() >= VERIFIED_CACHE_MAX {
-            self.verified
-                .retain(|_, c| now.0 <= c.exp.saturating_add(leeway));
-            if self.verified.len() >= VERIFIED_CACHE_MAX {
-                self.verified.clear();
-            }
-        }
-        self.verified.insert(key, claims.clone());
-        Ok(claims)
     }
 
     pub fn active_kid(&self) -> &str {
@@ -488,22 +462,6 @@ mod tests {
         let t = r.sign(&c, TYP_MFA_PENDING);
         assert_eq!(r.verify(&t, TYP_ACCESS, NOW), Err(TokenError::Invalid));
         assert!(r.verify(&t, TYP_MFA_PENDING, NOW).is_ok());
-    }
-
-    #[test]
-    fn cached_verification_agrees_and_still_expires() {
-        let r = ring();
-        let t = access(&r, 60);
-        let first = r.verify_access_cached(&t, NOW).unwrap();
-        assert_eq!(r.verify_access_cached(&t, NOW).unwrap(), first);
-        assert_eq!(
-            r.verify_access_cached(&t, NOW.plus(91)),
-            Err(TokenError::Expired)
-        );
-        // A tampered token is never a cache hit.
-        let dot = t.rfind('.').unwrap();
-        let bad = format!("{}.{}", &t[..dot], "A".repeat(86));
-        assert_eq!(r.verify_access_cached(&bad, NOW), Err(TokenError::Invalid));
     }
 
     #[test]

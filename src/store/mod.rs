@@ -6,6 +6,10 @@ pub mod codec;
 pub mod commit;
 pub mod sled;
 
+use std::path::Path;
+use std::sync::Arc;
+
+use crate::config::StorageConfig;
 use crate::domain::ids::UserId;
 use crate::domain::user::UserState;
 
@@ -53,4 +57,15 @@ pub trait Store: Send + Sync + 'static {
     fn user_ids(&self) -> Result<Vec<UserId>, StoreError>;
     /// The group committer that makes tickets durable.
     fn commit(&self) -> &GroupCommit;
+    /// Makes everything durable and stops the committer (at shutdown).
+    fn close(&self);
+}
+
+/// Opens the configured engine on the data dir: the one place that names an engine, so that a
+/// second one plugs in here.
+pub fn open(data_dir: &Path, storage: &StorageConfig) -> Result<Arc<dyn Store>, StoreError> {
+    Ok(Arc::new(sled::SledStore::open(
+        &data_dir.join("db"),
+        storage,
+    )?))
 }

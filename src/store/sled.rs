@@ -73,17 +73,11 @@ impl SledStore {
             commit,
         })
     }
-
-    /// Flushes everything and stops the flusher.
-    pub fn close(&self) {
-        self.commit.shutdown();
-        let _ = self.db.flush();
-    }
 }
 
 impl Drop for SledStore {
     fn drop(&mut self) {
-        self.close();
+        Store::close(self);
     }
 }
 
@@ -172,6 +166,11 @@ impl Store for SledStore {
 
     fn commit(&self) -> &GroupCommit {
         &self.commit
+    }
+
+    fn close(&self) {
+        self.commit.shutdown();
+        let _ = self.db.flush();
     }
 }
 

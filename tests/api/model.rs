@@ -16,7 +16,7 @@
 use bp_auth::domain::credentials::Email;
 use bp_auth::domain::ids::SessionId;
 use bp_auth::domain::secrets::{RefreshToken, ServerKey};
-use bp_auth::domain::sessions::SessionPolicy;
+use bp_auth::domain::sessions::{RefreshOutcome, SessionPolicy};
 use bp_auth::domain::time::Timestamp;
 use bp_auth::domain::user::{NewUser, UserState};
 use bp_auth::domain::DomainError;
@@ -172,7 +172,7 @@ impl Harness {
         if token.generation == m.generation {
             let grant =
                 got.map_err(|e| TestCaseError::fail(format!("refresh of current: {e:?} ({m:?})")))?;
-            prop_assert!(grant.rotated);
+            prop_assert_eq!(grant.outcome, RefreshOutcome::Rotated);
             prop_assert_eq!(grant.token.generation, m.generation + 1);
             prop_assert_eq!(grant.token.session, m.sid);
             prop_assert!(!self.issued[i].contains(&grant.token), "a fresh secret");
@@ -189,7 +189,7 @@ impl Harness {
             && now.0 <= m.rotated_at.0 + grace as i64;
         if in_grace {
             let grant = got.map_err(|e| TestCaseError::fail(format!("retry in grace: {e:?}")))?;
-            prop_assert!(!grant.rotated);
+            prop_assert_eq!(grant.outcome, RefreshOutcome::GraceReplay);
             prop_assert_eq!(
                 &grant.token,
                 self.issued[i].last().expect("current"),

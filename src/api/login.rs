@@ -1,0 +1,194 @@
+//! Login (the OAuth2 password flow): a new session, or an MFA-pending token when the user has
+//! a second factor.
+
+use std::sync::Arc;
+
+use actix_web::{web, HttpRequest, HttpResponse};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::audit;
+use super::error::{ApiError, FieldError};
+use super::extract::{form_fields, read_body};
+use super::respond::{no_store, BodyErrors, TokenResponse};
+use super::sessions::token_response;
+use super::AppState;
+use crate::actors::messages::{BeginMfa, OpenSession};
+use crate::clock;
+use crate::domain::credentials::{Email, NewPassword};
+use crate::domain::ids::UserId;
+use crate::domain::tokens::TYP_MFA_PENDING;
+use crate::domain::user::Status;
+use crate::domain::DomainError;
+
+/// `POST /api/auth/token` form (OAuth2 password flow).
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct LoginForm {
+    /// The email.
+    pub username: String,
+    pub password: String,
+    /// If present, must be `password`.
+    pub grant_type: Option<String>,
+    /// Accepted and ignored.
+    pub scope: Option<String>,
+    /// Accepted and ignored.
+    pub client_id: Option<String>,
+    /// Accepted and ignored.
+    pub client_secret: Option<String>,
+}
+
+fn login_outcome(outcome: &str) {
+    crate::metrics::get()
+        .logins
+        .with_label_values(&[outcome])
+        .inc();
+}
+
+/// The form's fields, with FastAPI's answers for missing ones.
+fn login_fields(form: &[(String, String)]) -> Result<(String, String), ApiError> {
+    let get = |k: &str| form.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+    let mut errors = Vec::new();
+    let mut required = |name: &str| match get(name) {
+        Some(v) if !v.is_empty() => Some(v.to_string()),
+        _ => {
+            errors.push(FieldError::body(&[name], "missing", "Field required"));
+            None
+        }
+    };
+    let username = required("username");
+    let password = required("password");
+    if let Some(gt) = get("grant_type") {
+        if gt != "password" {
+            errors.push(FieldError::body(
+                &["grant_type"],
+                "string_pattern_mismatch",
+                "String should match pattern '^password$'",
+            ));
+        }
+    }
+    match (username, password) {
+        (Some(u), Some(p)) if errors.is_empty() => Ok((u, p)),
+        _ => Err(ApiError::Validation(errors)),
+    }
+}
+
+#[utoipa::path(
+    post, path = "/api/auth/token", tag = "auth", summary = "Login",
+    description = "OAuth2 password flow — sets an httpOnly bp_token cookie and also returns the token in the body for backwards compatibility. If the user has any verified MFA method, returns an mfa-pending token instead of a full access token; the frontend must then call POST /api/auth/mfa/challenge with the code.",
+    request_body(content = LoginForm, content_type = "application/x-www-form-urlencoded"),
+    responses(
+        (status = 200, description = "Successful Response: the token response, or an MFA-pending token when MFA is enabled", body = LoginResponse),
+        (status = 401, description = "Unknown email or wrong password (`invalid_credentials`)", body = super::respond::ErrorBody),
+        (status = 403, description = "Account deactivated (`account_deactivated`)", body = super::respond::ErrorBody),
+        BodyErrors,
+        (status = 429, description = "Too many failures (`rate_limited`)", body = super::respond::ErrorBody),
+        (status = 503, description = "Overloaded", body = super::respond::ErrorBody),
+    )
+)]
+pub async fn login(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let body = read_body(&req, payload).await?;
+    let (username, password) = login_fields(&form_fields(&req, &body))?;
+    let now = clock::now();
+    let ip = state.throttle.client_ip(&req);
+    let account = username.to_lowercase();
+    state
+        .throttle
+        .login_allowed(&account, ip, now)
+        .inspect_err(|_| login_outcome("rate_limited"))?;
+    // A password longer than registration allows can never match: refuse it without hashing.
+    if !NewPassword::may_match(&password) {
+        state.throttle.login_failed(&account, ip, now);
+        login_outcome("invalid_credentials");
+        return Err(DomainError::InvalidCredentials.into());
+    }
+    let user = match Email::parse(&username) {
+        Ok(email) => match state.directory.user_by_email(email.key())? {
+            Some(id) => state.directory.view(id)?,
+            None => None,
+        },
+        Err(_) => None,
+    };
+    // Unknown users are checked against a dummy hash: the same cost and the same answer.
+    let phc = user
+        .as_ref()
+        .map(|u| Arc::<str>::from(u.password_hash.as_str()));
+    let matched = state.hashes.verify(&password, phc).await?;
+    let user = match user {
+        Some(u) if matched => u,
+        other => {
+            state.throttle.login_failed(&account, ip, now);
+            audit::record(
+                &state,
+                &req,
+                other.map(|u| u.id),
+                "login",
+                "invalid_credentials",
+            );
+            login_outcome("invalid_credentials");
+            return Err(DomainError::InvalidCredentials.into());
+        }
+    };
+    state.throttle.login_succeeded(&account);
+    if user.status != Status::Active {
+        login_outcome("account_deactivated");
+        return Err(DomainError::AccountDeactivated.into());
+    }
+    if user.mfa_enabled() {
+        login_outcome("mfa_required");
+        return mfa_pending(&state, &req, user.id).await;
+    }
+    let opened = state.directory.call(user.id, OpenSession).await??;
+    login_outcome("success");
+    audit::record(&state, &req, Some(user.id), "login", "success");
+    Ok(token_response(
+        &state,
+        user.id,
+        &opened.subject,
+        opened.session,
+        &opened.refresh,
+        opened.refresh_expires_at,
+        opened.issued_at,
+    ))
+}
+
+/// What a right password answers: tokens, or an MFA-pending token (documentation only).
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(untagged)]
+#[allow(dead_code)]
+pub enum LoginResponse {
+    Tokens(TokenResponse),
+    MfaPending(MfaPendingResponse),
+}
+
+/// The answer to a right password when MFA is enabled: a token only the challenge accepts.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct MfaPendingResponse {
+    pub access_token: String,
+    /// Always `mfa_pending`.
+    pub token_type: &'static str,
+    pub mfa_required: bool,
+    pub expires_in: u64,
+}
+
+async fn mfa_pending(
+    state: &AppState,
+    req: &HttpRequest,
+    user: UserId,
+) -> Result<HttpResponse, ApiError> {
+    let ttl = state.config.tokens.mfa_pending_ttl_seconds;
+    let (jti, subject) = state.directory.call(user, BeginMfa { ttl }).await??;
+    let keyring = state.keyring();
+    let mut claims = keyring.claims(user, subject.tenant, None, subject.role, clock::now(), ttl);
+    claims.jti = jti;
+    audit::record(state, req, Some(user), "login", "mfa_required");
+    Ok(no_store(&mut HttpResponse::Ok()).json(MfaPendingResponse {
+        access_token: keyring.sign(&claims, TYP_MFA_PENDING),
+        token_type: "mfa_pending",
+        mfa_required: true,
+        expires_in: ttl,
+    }))
+}

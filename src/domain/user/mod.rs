@@ -1,0 +1,198 @@
+//! One user's whole state: the profile, the password hash and the live sessions. This is what a
+//! user actor owns, what it publishes to readers, and what it snapshots to the store.
+//!
+//! The rules that change it live beside it, one file per area: [`sessions`] (login, refresh,
+//! logout), [`mfa`] (TOTP enrolment and the login challenge), [`api_key`], [`profile`],
+//! [`phone`] (verification codes) and [`status`] (deactivation and reactivation).
+
+use serde::{Deserialize, Serialize};
+
+mod api_key;
+mod mfa;
+mod phone;
+mod profile;
+mod sessions;
+mod status;
+
+pub use profile::ProfilePatch;
+
+use super::apikey::ApiKey;
+use super::codes::CodeSlot;
+use super::credentials::Email;
+use super::ids::{TenantId, UserId};
+use super::mfa::MfaState;
+use super::sessions::Session;
+use super::time::Timestamp;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Status {
+    Active,
+    Deactivated,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Active => "active",
+            Self::Deactivated => "deactivated",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Role {
+    Owner,
+    Admin,
+    Member,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Owner => "owner",
+            Self::Admin => "admin",
+            Self::Member => "member",
+        }
+    }
+}
+
+/// The organisation a user belongs to; every registration creates one on the `free` plan.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Tenant {
+    pub id: TenantId,
+    pub name: String,
+    pub plan: String,
+    pub owner: UserId,
+    pub created_at: Timestamp,
+}
+
+/// Everything bp-auth knows about one user.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserState {
+    pub id: UserId,
+    /// The email as registered, shown back as given.
+    pub email: String,
+    /// Its lowercase form: the key of the email index.
+    pub email_key: String,
+    pub full_name: Option<String>,
+    pub phone: Option<String>,
+    pub phone_verified: bool,
+    pub mfa: MfaState,
+    pub status: Status,
+    pub role: Role,
+    pub tenant: Tenant,
+    pub created_at: Timestamp,
+    /// argon2id PHC string; never the password.
+    pub password_hash: String,
+    pub sessions: Vec<Session>,
+    pub api_key: Option<ApiKey>,
+    pub phone_code: CodeSlot,
+    pub reactivate_code: CodeSlot,
+    /// Counts the snapshots written; bumped by the actor whenever the state changed.
+    pub revision: u64,
+}
+
+/// What registration asks for, already parsed.
+#[derive(Debug, Clone)]
+pub struct NewUser {
+    pub email: Email,
+    pub full_name: Option<String>,
+    pub phone: Option<String>,
+    pub password_hash: String,
+}
+
+impl UserState {
+    /// A new owner in a new tenant on the free plan.
+    pub fn register(new: NewUser, now: Timestamp) -> Self {
+        let id = UserId::generate();
+        let tenant_name = match &new.full_name {
+            Some(n) if !n.is_empty() => n.clone(),
+            _ => new.email.as_str().to_string(),
+        };
+        Self {
+            id,
+            email: new.email.as_str().to_string(),
+            email_key: new.email.key().to_string(),
+            full_name: new.full_name,
+            phone: new.phone,
+            phone_verified: false,
+            mfa: MfaState::default(),
+            status: Status::Active,
+            role: Role::Owner,
+            tenant: Tenant {
+                id: TenantId::generate(),
+                name: tenant_name,
+                plan: "free".into(),
+                owner: id,
+                created_at: now,
+            },
+            created_at: now,
+            password_hash: new.password_hash,
+            sessions: Vec::new(),
+            api_key: None,
+            phone_code: CodeSlot::default(),
+            reactivate_code: CodeSlot::default(),
+            revision: 0,
+        }
+    }
+
+    /// Drops sessions that can no longer authorise anything, so state does not grow forever.
+    pub fn prune(&mut self, now: Timestamp) {
+        self.sessions.retain(|s| s.is_live(now));
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod fixtures {
+    use super::*;
+    use crate::domain::codes::CodePolicy;
+    use crate::domain::sessions::SessionPolicy;
+
+    pub(crate) const T0: Timestamp = Timestamp(1_800_000_000);
+
+    pub(crate) fn policy() -> SessionPolicy {
+        SessionPolicy {
+            refresh_ttl: 1_000,
+            session_max: 10_000,
+            rotation_enabled: true,
+            reuse_grace: 0,
+        }
+    }
+
+    pub(crate) fn user() -> UserState {
+        UserState::register(
+            NewUser {
+                email: Email::parse("Ada@Example.com").unwrap(),
+                full_name: Some("Ada".into()),
+                phone: None,
+                password_hash: "$argon2id$...".into(),
+            },
+            T0,
+        )
+    }
+
+    pub(crate) fn code_policy() -> CodePolicy {
+        CodePolicy {
+            ttl: 600,
+            resend: 60,
+            per_hour: 5,
+            max_attempts: 5,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fixtures::*;
+    use super::*;
+
+    #[test]
+    fn registration_makes_an_owner_of_a_free_tenant() {
+        let u = user();
+        assert_eq!(u.email, "Ada@Example.com");
+        assert_eq!(u.email_key, "ada@example.com");
+        assert_eq!(u.role, Role::Owner);
+        assert_eq!(u.tenant.plan, "free");
+        assert_eq!(u.tenant.owner, u.id);
+    }
+}

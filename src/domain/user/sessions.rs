@@ -1,0 +1,154 @@
+//! Sessions of one user: opening one after a login, refreshing it, ending one or all.
+
+use super::{Status, UserState};
+use crate::domain::error::DomainError;
+use crate::domain::ids::SessionId;
+use crate::domain::secrets::{RefreshToken, ServerKey};
+use crate::domain::sessions::{RefreshError, RefreshGrant, Session, SessionPolicy};
+use crate::domain::time::Timestamp;
+
+impl UserState {
+    pub fn session(&self, sid: SessionId, now: Timestamp) -> Option<&Session> {
+        self.sessions.iter().find(|s| s.id == sid && s.is_live(now))
+    }
+
+    /// Opens a session after a successful password check (made by the caller).
+    pub fn open_session(
+        &mut self,
+        secret: [u8; 32],
+        policy: &SessionPolicy,
+        now: Timestamp,
+    ) -> Result<(SessionId, RefreshToken, Timestamp), DomainError> {
+        if self.status != Status::Active {
+            return Err(DomainError::AccountDeactivated);
+        }
+        self.prune(now);
+        let (session, token) = Session::open(self.id, secret, policy, now);
+        let out = (session.id, token, session.expires_at());
+        self.sessions.push(session);
+        Ok(out)
+    }
+
+    /// Applies the refresh rules; a reused token revokes its session before the error returns.
+    pub fn refresh(
+        &mut self,
+        token: &RefreshToken,
+        key: &ServerKey,
+        policy: &SessionPolicy,
+        now: Timestamp,
+    ) -> Result<RefreshGrant, DomainError> {
+        self.prune(now);
+        if self.status != Status::Active {
+            return Err(DomainError::InvalidRefreshToken);
+        }
+        let Some(session) = self.sessions.iter_mut().find(|s| s.id == token.session) else {
+            return Err(DomainError::InvalidRefreshToken);
+        };
+        match session.refresh(token, key, policy, now) {
+            Ok(grant) => Ok(grant),
+            Err(RefreshError::Invalid) => Err(DomainError::InvalidRefreshToken),
+            Err(RefreshError::Reused) => {
+                self.revoke_session(token.session);
+                Err(DomainError::RefreshTokenReused)
+            }
+        }
+    }
+
+    /// Ends one session; true if it was live.
+    pub fn revoke_session(&mut self, sid: SessionId) -> bool {
+        let before = self.sessions.len();
+        self.sessions.retain(|s| s.id != sid);
+        self.sessions.len() != before
+    }
+
+    /// Ends every session.
+    pub fn revoke_all_sessions(&mut self) {
+        self.sessions.clear();
+    }
+
+    /// Best-effort logout: each argument that identifies a session of this user revokes it.
+    /// A refresh token revokes its family only if it is a genuine token of that family.
+    pub fn logout(
+        &mut self,
+        sid: Option<SessionId>,
+        refresh: Option<&RefreshToken>,
+        everywhere: bool,
+        key: &ServerKey,
+    ) {
+        if everywhere {
+            self.revoke_all_sessions();
+            return;
+        }
+        if let Some(sid) = sid {
+            self.revoke_session(sid);
+        }
+        if let Some(token) = refresh {
+            let genuine = self
+                .sessions
+                .iter()
+                .any(|s| s.id == token.session && s.recognises(token, key));
+            if genuine {
+                self.revoke_session(token.session);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::fixtures::*;
+    use super::*;
+
+    #[test]
+    fn reuse_revokes_the_session() {
+        let key = ServerKey::from_bytes([1; 32]);
+        let mut u = user();
+        let (sid, t0, _) = u.open_session([2; 32], &policy(), T0).unwrap();
+        let _t1 = u.refresh(&t0, &key, &policy(), T0).unwrap();
+        assert_eq!(
+            u.refresh(&t0, &key, &policy(), T0).unwrap_err(),
+            DomainError::RefreshTokenReused
+        );
+        assert!(u.session(sid, T0).is_none());
+        // Once revoked, every token of the family is merely invalid.
+        assert_eq!(
+            u.refresh(&t0, &key, &policy(), T0).unwrap_err(),
+            DomainError::InvalidRefreshToken
+        );
+    }
+
+    #[test]
+    fn deactivated_users_cannot_log_in() {
+        let mut u = user();
+        u.status = Status::Deactivated;
+        assert_eq!(
+            u.open_session([2; 32], &policy(), T0).unwrap_err(),
+            DomainError::AccountDeactivated
+        );
+    }
+
+    #[test]
+    fn logout_by_refresh_token_needs_a_genuine_token() {
+        let key = ServerKey::from_bytes([1; 32]);
+        let mut u = user();
+        let (sid, t0, _) = u.open_session([2; 32], &policy(), T0).unwrap();
+        let mut forged = t0.clone();
+        forged.secret[0] ^= 1;
+        u.logout(None, Some(&forged), false, &key);
+        assert!(u.session(sid, T0).is_some());
+        u.logout(None, Some(&t0), false, &key);
+        assert!(u.session(sid, T0).is_none());
+    }
+
+    #[test]
+    fn everywhere_ends_all_sessions_and_expired_ones_are_pruned() {
+        let key = ServerKey::from_bytes([1; 32]);
+        let mut u = user();
+        u.open_session([2; 32], &policy(), T0).unwrap();
+        u.open_session([3; 32], &policy(), T0.plus(500)).unwrap();
+        u.prune(T0.plus(1_000));
+        assert_eq!(u.sessions.len(), 1);
+        u.logout(None, None, true, &key);
+        assert!(u.sessions.is_empty());
+    }
+}
