@@ -1,0 +1,370 @@
+//! The HTTP load harness: `cargo bench --bench load -- [--quick] [--url URL] [--users N]
+//! [--duration SECS] [--connections N] [--scenarios a,b,c] [--memory-users N]`.
+//!
+//! Unless `--url` names a running server, it seeds `--users` accounts directly through the store
+//! on a temporary data dir (one argon2id hash of a known password, reused for every account),
+//! starts bp-auth in this process on a free port, and drives it over keep-alive HTTP/1.1: one
+//! client (so one connection) per `--connections`, each a task sending its next request as soon
+//! as the last one answered. Each scenario runs a short warm-up, then `--duration` seconds
+//! measured: a request counts if it completes inside the measured window; every answer that is
+//! not 2xx (or no answer) is an error. `argon2-raw` is the machine's own password-hash rate at
+//! the configured parameters, one thread per core, measured in the same run, so that `login` and
+//! `register` can be read as a fraction of what the hardware allows.
+//!
+//! Results: a table on stdout, `report.json` and `chart.svg` under `target/bench-report/`.
+//!
+//! Memory per idle loaded user (`--memory-users`, in-process runs only) is measured on a
+//! separate `bp-auth` process (the real binary) started on its own seeded data dir, so that
+//! neither this process's client nor memory freed by the earlier phases blurs the figure: its
+//! VmRSS is read before and after every seeded user has been loaded into its actor, by a
+//! refresh with a well-formed token of that user whose secret is random (the actor loads, finds
+//! no such session, and the answer is 401).
+//!
+//! This file: the flags and their defaults per mode, and the run in order (seeding and starting
+//! the servers, the scenarios, the memory figure, the output); the modules below do the work.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod argon2_raw;
+mod client;
+mod http;
+mod memory;
+mod outcome;
+mod plot;
+mod progress;
+mod report;
+mod scenarios;
+mod seed;
+mod server;
+mod setup;
+mod targets;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bp_auth::config::Durability;
+use clap::Parser;
+
+use crate::argon2_raw::run_argon2;
+use crate::client::{run_http, CLIENT_THREAD};
+use crate::memory::measure_memory;
+use crate::outcome::Outcome;
+use crate::plot::chart;
+use crate::report::{progress_line, render_table, report_json};
+use crate::scenarios::{Kind, Pool};
+use crate::seed::seed;
+use crate::server::{hasher, server_config, start_in_process};
+use crate::setup::{prepare, register_accounts, setup_logins};
+
+type Error = Box<dyn std::error::Error + Send + Sync>;
+type Res<T> = Result<T, Error>;
+
+/// The password of every seeded and registered account: long, not a common one, not an email.
+const PASSWORD: &str = "bench: correct horse battery staple";
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "load",
+    about = "HTTP load harness for bp-auth: throughput and latency per flow, as ratios of the \
+             machine's own limits (healthz, argon2-raw) measured in the same run"
+)]
+struct Args {
+    /// A short run (2 s a scenario, 200 users, 16 connections, 2,000 memory users).
+    #[arg(long)]
+    quick: bool,
+    /// Drive a running server instead of starting one in this process (`http://127.0.0.1:8080`).
+    /// Accounts are then registered over HTTP, and `refresh-periodic` and the memory figure,
+    /// which need a server of their own, are skipped.
+    #[arg(long)]
+    url: Option<String>,
+    /// Accounts seeded before the scenarios [default: 1000; quick: 200].
+    #[arg(long)]
+    users: Option<usize>,
+    /// Measured seconds per scenario, after a warm-up of a quarter of it (at most 2 s)
+    /// [default: 10; quick: 2].
+    #[arg(long)]
+    duration: Option<f64>,
+    /// Concurrent keep-alive connections [default: 64; quick: 16].
+    #[arg(long)]
+    connections: Option<usize>,
+    /// Scenarios to run, comma-separated [default: all]: healthz, me-jwt, me-apikey,
+    /// entitlements, login, register, refresh, refresh-periodic, mixed, argon2-raw.
+    #[arg(long, value_delimiter = ',')]
+    scenarios: Option<Vec<String>>,
+    /// Idle users loaded to measure resident memory per user; 0 skips it
+    /// [default: 100000; quick: 2000].
+    #[arg(long)]
+    memory_users: Option<usize>,
+    /// Where report.json and chart.svg go [default: target/bench-report].
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Passed by `cargo bench`. Without it (`cargo test --benches` runs bench targets that way)
+    /// the harness only smoke-tests itself: a fraction of a second per scenario, no report
+    /// unless `--out` is given.
+    #[arg(long, hide = true)]
+    bench: bool,
+}
+
+/// How long and how large a run is, before explicit options.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Standard,
+    Quick,
+    /// Run by `cargo test`, not `cargo bench`: proves the harness works, measures nothing.
+    Smoke,
+}
+
+impl Mode {
+    fn pick<T>(self, standard: T, quick: T, smoke: T) -> T {
+        match self {
+            Mode::Standard => standard,
+            Mode::Quick => quick,
+            Mode::Smoke => smoke,
+        }
+    }
+
+    fn name(self) -> &'static str {
+        self.pick("standard", "quick", "smoke test")
+    }
+}
+
+/// The resolved settings of a run.
+#[derive(Debug, Clone)]
+struct Settings {
+    mode: Mode,
+    url: Option<String>,
+    users: usize,
+    duration: Duration,
+    warmup: Duration,
+    connections: usize,
+    scenarios: Vec<Kind>,
+    memory_users: usize,
+    /// Where the report goes; `None` writes none (smoke tests).
+    out: Option<PathBuf>,
+    cores: usize,
+}
+
+impl Settings {
+    fn from_args(a: Args) -> Res<Self> {
+        let mode = match (a.bench, a.quick) {
+            (false, _) => Mode::Smoke,
+            (true, true) => Mode::Quick,
+            (true, false) => Mode::Standard,
+        };
+        let duration = Duration::from_secs_f64(a.duration.unwrap_or(mode.pick(10.0, 2.0, 0.3)));
+        if duration.is_zero() {
+            return Err("--duration must be positive".into());
+        }
+        let scenarios = match a.scenarios {
+            None => Kind::ALL.to_vec(),
+            Some(names) => {
+                let mut picked = Vec::new();
+                for n in names.iter().map(|n| n.trim()).filter(|n| !n.is_empty()) {
+                    let k = Kind::parse(n).ok_or_else(|| {
+                        format!(
+                            "unknown scenario {n:?}; known: {}",
+                            Kind::ALL.map(Kind::name).join(", ")
+                        )
+                    })?;
+                    if !picked.contains(&k) {
+                        picked.push(k);
+                    }
+                }
+                // Always in the canonical order, so runs compare line by line.
+                Kind::ALL
+                    .into_iter()
+                    .filter(|k| picked.contains(k))
+                    .collect()
+            }
+        };
+        let default_out = || {
+            std::env::var_os("CARGO_TARGET_DIR")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target"))
+                .join("bench-report")
+        };
+        let out = match (a.out, mode) {
+            (Some(out), _) => Some(out),
+            (None, Mode::Smoke) => None,
+            (None, _) => Some(default_out()),
+        };
+        let connections = a.connections.unwrap_or(mode.pick(64, 16, 4)).max(1);
+        Ok(Self {
+            mode,
+            url: a.url.map(|u| u.trim_end_matches('/').to_string()),
+            users: a.users.unwrap_or(mode.pick(1_000, 200, 50)).max(1),
+            warmup: (duration / 4).min(Duration::from_secs(2)),
+            duration,
+            connections,
+            scenarios,
+            memory_users: a.memory_users.unwrap_or(mode.pick(100_000, 2_000, 200)),
+            out,
+            cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        })
+    }
+
+    fn in_process(&self) -> bool {
+        self.url.is_none()
+    }
+}
+
+fn main() -> Res<()> {
+    let settings = Settings::from_args(Args::parse())?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(settings.cores)
+        .thread_name(CLIENT_THREAD)
+        .enable_all()
+        .build()?;
+    runtime.block_on(run(settings))
+}
+
+async fn run(s: Settings) -> Res<()> {
+    let config = server_config(Path::new("."), Durability::Flush);
+    // The in-process servers log warnings and errors only (RUST_LOG overrides).
+    bp_auth::telemetry::init(&config.log);
+    let tmp = tempfile::tempdir()?;
+    let mut notes: Vec<String> = Vec::new();
+    let http_wanted = s.scenarios.iter().any(|k| *k != Kind::Argon2Raw);
+    let total = Instant::now();
+
+    let phc = {
+        let h = hasher(&config)?;
+        h.hash(PASSWORD.as_bytes(), &mut h.scratch())?
+    };
+
+    // The main target: seeded and started here, or a running server.
+    let mut server = None;
+    let mut prepared = None;
+    if http_wanted {
+        let (base, emails, keys) = match &s.url {
+            None => {
+                let config = server_config(&tmp.path().join("main"), Durability::Flush);
+                let (seeded, took) = seed(&config, &phc, "user", s.users, true)?;
+                notes.push(format!(
+                    "seeded {} accounts (each with an API key) through the store in {:.1} s",
+                    s.users,
+                    took.as_secs_f64()
+                ));
+                let srv = start_in_process(config)?;
+                let base = srv.base.clone();
+                server = Some(srv);
+                (base, seeded.emails, seeded.api_keys)
+            }
+            Some(url) => {
+                let emails = register_accounts(url, &s, &mut notes).await?;
+                (url.clone(), emails, Vec::new())
+            }
+        };
+        let p = prepare(&base, emails, keys, &s).await?;
+        notes.extend(p.notes.iter().cloned());
+        prepared = Some(p);
+    }
+
+    let mut outcomes: Vec<Outcome> = Vec::new();
+    for &kind in &s.scenarios {
+        let outcome = match kind {
+            Kind::Argon2Raw => run_argon2(&config, &s).await?,
+            Kind::RefreshPeriodic => match &s.url {
+                Some(_) => {
+                    Outcome::skipped(kind, "needs a server of its own: in-process runs only")
+                }
+                None => run_periodic(tmp.path(), &phc, &s, &mut notes).await?,
+            },
+            _ => {
+                let p = prepared.as_mut().ok_or("no HTTP target prepared")?;
+                if kind == Kind::MeApiKey && p.pool.api_keys.is_empty() {
+                    Outcome::skipped(kind, "no API keys (GET /api/auth/api-key not served)")
+                } else if kind == Kind::Entitlements && !p.entitlements_served {
+                    Outcome::skipped(kind, "GET /api/auth/me/entitlements answers 404")
+                } else {
+                    let chains = std::mem::take(&mut p.chains);
+                    let (o, chains) = run_http(kind, p.pool.clone(), chains, &s).await;
+                    p.chains = chains;
+                    o
+                }
+            }
+        };
+        eprintln!("{}", progress_line(&outcome));
+        outcomes.push(outcome);
+    }
+    drop(prepared);
+    if let Some(srv) = server {
+        srv.stop().await;
+    }
+
+    let memory = if s.in_process() && s.memory_users > 0 {
+        match measure_memory(tmp.path(), &phc, &s).await {
+            Ok(m) => Some(m),
+            Err(e) => {
+                notes.push(format!("memory measurement failed: {e}"));
+                None
+            }
+        }
+    } else {
+        if s.memory_users > 0 {
+            notes.push("memory per user: measured on in-process runs only".into());
+        }
+        None
+    };
+    let elapsed = total.elapsed();
+
+    let date = bp_auth::clock::now().rfc3339();
+    let table = render_table(&s, &outcomes, memory.as_ref(), &notes, &date, elapsed);
+    println!("{table}");
+    let Some(out) = &s.out else {
+        println!("(smoke test: no report written; run it with `cargo bench --bench load`)");
+        return Ok(());
+    };
+    std::fs::create_dir_all(out)?;
+    let report = report_json(&s, &outcomes, memory.as_ref(), &notes, &date, elapsed);
+    std::fs::write(out.join("report.json"), serde_json::to_vec_pretty(&report)?)?;
+    chart(&out.join("chart.svg"), &outcomes, &date, &s)?;
+    println!(
+        "report: {}\nchart:  {}",
+        out.join("report.json").display(),
+        out.join("chart.svg").display()
+    );
+    Ok(())
+}
+
+/// `refresh-periodic`: a second server with `storage.durability = "periodic"`, its own accounts.
+async fn run_periodic(
+    dir: &Path,
+    phc: &str,
+    s: &Settings,
+    notes: &mut Vec<String>,
+) -> Res<Outcome> {
+    let config = server_config(&dir.join("periodic"), Durability::Periodic);
+    let (seeded, _) = seed(&config, phc, "periodic", s.connections, false)?;
+    let srv = start_in_process(config)?;
+    let chains = setup_logins(
+        &srv.base,
+        &seeded.emails,
+        s.connections,
+        0,
+        s,
+        "logging in (periodic server)",
+    )
+    .await?;
+    notes.push(format!(
+        "refresh-periodic: a second in-process server, {} accounts, one chain per connection",
+        seeded.emails.len()
+    ));
+    let pool = Arc::new(Pool {
+        base: srv.base.clone(),
+        jwts: Vec::new(),
+        api_keys: Vec::new(),
+        emails: seeded.emails,
+        run_id: String::new(),
+    });
+    let (outcome, _) = run_http(
+        Kind::RefreshPeriodic,
+        pool,
+        chains.into_iter().map(Some).collect(),
+        s,
+    )
+    .await;
+    srv.stop().await;
+    Ok(outcome)
+}
