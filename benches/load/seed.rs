@@ -8,8 +8,7 @@ use bp_auth::domain::apikey::ApiKey;
 use bp_auth::domain::credentials::Email;
 use bp_auth::domain::ids::UserId;
 use bp_auth::domain::user::{NewUser, UserState};
-use bp_auth::store::sled::SledStore;
-use bp_auth::store::{Created, IndexChange, Store};
+use bp_auth::store::{Created, IndexChange};
 
 use crate::progress::counter_bar;
 use crate::Res;
@@ -31,7 +30,7 @@ pub(crate) fn seed(
     with_keys: bool,
 ) -> Res<(Seeded, Duration)> {
     let start = Instant::now();
-    let store = SledStore::open(&config.server.data_dir.join("db"), &config.storage)?;
+    let store = bp_auth::store::open(&config.server.data_dir, &config.storage)?;
     let pb = counter_bar(n as u64, format!("seeding {prefix} accounts"));
     let now = bp_auth::clock::now();
     let mut seeded = Seeded {
@@ -69,7 +68,8 @@ pub(crate) fn seed(
         }
     }
     pb.finish_and_clear();
-    // Dropping the store flushes it and releases the data dir for the server.
+    // Flushes, and (once dropped) releases the data dir for the server.
+    store.close();
     drop(store);
     Ok((seeded, start.elapsed()))
 }
