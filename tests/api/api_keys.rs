@@ -91,15 +91,6 @@ fn assert_key_metadata(v: &Value) -> Option<String> {
     }
 }
 
-async fn get_with_x_api_key(app: &TestApp, path: &str, key: &str) -> reqwest::Response {
-    Client::new()
-        .get(app.url(path))
-        .header("x-api-key", key)
-        .send()
-        .await
-        .expect("get")
-}
-
 /// A new user, their access token and their freshly created key.
 async fn user_with_key(app: &TestApp) -> (Tokens, Value, String) {
     let (_, t) = app.new_user().await;
@@ -164,7 +155,7 @@ async fn api_key_authenticates_me_and_entitlements() {
     assert_eq!(profile["email"], e);
 
     for path in ["/api/auth/me", "/api/auth/me/entitlements"] {
-        let res = get_with_x_api_key(&app, path, &key).await;
+        let res = app.get_with_api_key(path, &key).await;
         assert_eq!(res.status(), 200, "X-API-Key on {path}");
         assert_common_headers(res.headers());
         let body = json_of(res).await;
@@ -187,7 +178,7 @@ async fn api_key_authenticates_me_and_entitlements() {
     }
 
     // /me through the key is the same profile as through the session.
-    let res = get_with_x_api_key(&app, "/api/auth/me", &key).await;
+    let res = app.get_with_api_key("/api/auth/me", &key).await;
     assert_eq!(json_of(res).await, profile);
 }
 
@@ -224,7 +215,7 @@ async fn an_api_key_cannot_manage_keys_or_the_profile() {
     }
 
     // None of those changed anything: the key still works, the name is unchanged.
-    let res = get_with_x_api_key(&app, "/api/auth/me", &key).await;
+    let res = app.get_with_api_key("/api/auth/me", &key).await;
     assert_eq!(res.status(), 200);
     assert!(json_of(res).await["full_name"].is_null());
 }
@@ -248,13 +239,13 @@ async fn rotate_issues_a_new_key_and_the_old_one_stops_at_once() {
     assert!(rotated["last_used_at"].is_null(), "{rotated}");
 
     // The old key is refused at once, however it is presented.
-    let res = get_with_x_api_key(&app, "/api/auth/me", &old_key).await;
+    let res = app.get_with_api_key("/api/auth/me", &old_key).await;
     expect_error(res, 401, "invalid_token").await;
     let res = app.get_bearer("/api/auth/me/entitlements", &old_key).await;
     expect_error(res, 401, "invalid_token").await;
 
     // The new one works.
-    let res = get_with_x_api_key(&app, "/api/auth/me", &new_key).await;
+    let res = app.get_with_api_key("/api/auth/me", &new_key).await;
     assert_eq!(res.status(), 200);
     let res = app.get_bearer("/api/auth/me/entitlements", &new_key).await;
     assert_eq!(res.status(), 200);
@@ -266,7 +257,7 @@ async fn rotate_issues_a_new_key_and_the_old_one_stops_at_once() {
     assert_eq!(meta["prefix"], rotated["prefix"]);
 
     // The old key stays dead.
-    let res = get_with_x_api_key(&app, "/api/auth/me", &old_key).await;
+    let res = app.get_with_api_key("/api/auth/me", &old_key).await;
     expect_error(res, 401, "invalid_token").await;
 }
 
@@ -280,7 +271,7 @@ async fn rotate_without_a_key_creates_one() {
     assert_eq!(res.status(), 200);
     let created = json_of(res).await;
     let key = assert_key_metadata(&created).expect("the created key is shown");
-    let res = get_with_x_api_key(&app, "/api/auth/me", &key).await;
+    let res = app.get_with_api_key("/api/auth/me", &key).await;
     assert_eq!(res.status(), 200);
     let meta = app.api_key(&t.access).await;
     assert_eq!(meta["id"], created["id"]);
@@ -298,7 +289,7 @@ async fn a_mistyped_key_is_refused() {
         bytes[i] = swap(bytes[i]);
         let typo = String::from_utf8(bytes).unwrap();
         assert_ne!(typo, key);
-        let res = get_with_x_api_key(&app, "/api/auth/me", &typo).await;
+        let res = app.get_with_api_key("/api/auth/me", &typo).await;
         expect_error(res, 401, "invalid_token").await;
         let res = app.get_bearer("/api/auth/me", &typo).await;
         expect_error(res, 401, "invalid_token").await;
@@ -309,11 +300,11 @@ async fn a_mistyped_key_is_refused() {
         format!("{key}0"),
         key.replacen("bpk_", "bpx_", 1),
     ] {
-        let res = get_with_x_api_key(&app, "/api/auth/me", &bad).await;
+        let res = app.get_with_api_key("/api/auth/me", &bad).await;
         expect_error(res, 401, "invalid_token").await;
     }
     // The genuine key still works.
-    let res = get_with_x_api_key(&app, "/api/auth/me", &key).await;
+    let res = app.get_with_api_key("/api/auth/me", &key).await;
     assert_eq!(res.status(), 200);
 }
 
@@ -325,7 +316,7 @@ async fn an_unknown_well_formed_key_is_refused() {
     for _ in 0..3 {
         let forged = forged_key();
         assert_key_format(&forged);
-        let res = get_with_x_api_key(&app, "/api/auth/me", &forged).await;
+        let res = app.get_with_api_key("/api/auth/me", &forged).await;
         expect_error(res, 401, "invalid_token").await;
         let res = app.get_bearer("/api/auth/me/entitlements", &forged).await;
         expect_error(res, 401, "invalid_token").await;
@@ -353,7 +344,7 @@ async fn parallel_first_gets_create_one_key() {
         responses.iter().all(|r| &r["id"] == id),
         "one key id: {responses:?}"
     );
-    let res = get_with_x_api_key(&app, "/api/auth/me", &keys[0]).await;
+    let res = app.get_with_api_key("/api/auth/me", &keys[0]).await;
     assert_eq!(res.status(), 200, "the one key shown is the key");
 }
 
@@ -362,7 +353,7 @@ async fn use_of_the_key_is_recorded() {
     let app = spawn_app().await;
     let (t, meta, key) = user_with_key(&app).await;
     assert!(meta["last_used_at"].is_null());
-    let res = get_with_x_api_key(&app, "/api/auth/me", &key).await;
+    let res = app.get_with_api_key("/api/auth/me", &key).await;
     assert_eq!(res.status(), 200);
 
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
@@ -423,14 +414,7 @@ async fn x_api_key_is_used_over_the_cookie() {
     let app = spawn_app().await;
     let e = email();
     app.register(&e).await;
-    let jar = client();
-    let res = jar
-        .post(app.url("/api/auth/token"))
-        .form(&[("username", e.as_str()), ("password", PASSWORD)])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 200);
+    let (jar, _) = app.cookie_login(&e).await;
     assert_eq!(
         jar.get(app.url("/api/auth/me"))
             .send()
@@ -453,7 +437,7 @@ async fn x_api_key_is_used_over_the_cookie() {
 async fn an_access_token_is_not_an_api_key() {
     let app = spawn_app().await;
     let (_, t) = app.new_user().await;
-    let res = get_with_x_api_key(&app, "/api/auth/me", &t.access).await;
+    let res = app.get_with_api_key("/api/auth/me", &t.access).await;
     expect_error(res, 401, "invalid_token").await;
 }
 
@@ -462,14 +446,7 @@ async fn cookie_key_management_from_another_origin_is_refused() {
     let app = spawn_app().await;
     let e = email();
     app.register(&e).await;
-    let jar = client();
-    let res = jar
-        .post(app.url("/api/auth/token"))
-        .form(&[("username", e.as_str()), ("password", PASSWORD)])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 200);
+    let (jar, _) = app.cookie_login(&e).await;
     let created = jar.get(app.url("/api/auth/api-key")).send().await.unwrap();
     assert_eq!(created.status(), 200);
     let created = json_of(created).await;
@@ -500,47 +477,20 @@ async fn a_key_survives_a_restart() {
     let dir = tempfile::tempdir().unwrap();
     let server = ServerProcess::start(dir.path(), &[]).await;
     let e = email();
-    let c = Client::new();
-    let res = c
-        .post(server.url("/api/auth/register"))
-        .json(&json!({"email": e, "password": PASSWORD}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 201);
-    let res = c
-        .post(server.url("/api/auth/token"))
-        .form(&[("username", e.as_str()), ("password", PASSWORD)])
-        .send()
-        .await
-        .unwrap();
+    server.register(&e).await;
+    let res = server.login_raw(&e, PASSWORD).await;
     let access = Tokens::from_json(&json_of(res).await).access;
-    let res = c
-        .get(server.url("/api/auth/api-key"))
-        .bearer_auth(&access)
-        .send()
-        .await
-        .unwrap();
+    let res = server.get_bearer("/api/auth/api-key", &access).await;
     let created = json_of(res).await;
     let key = assert_key_metadata(&created).unwrap();
     // storage.durability = "flush": the 200 meant the key was on disk.
     server.kill();
 
     let server = ServerProcess::start(dir.path(), &[]).await;
-    let res = c
-        .get(server.url("/api/auth/me"))
-        .header("x-api-key", &key)
-        .send()
-        .await
-        .unwrap();
+    let res = server.get_with_api_key("/api/auth/me", &key).await;
     assert_eq!(res.status(), 200);
     assert_eq!(json_of(res).await["email"], e);
-    let res = c
-        .get(server.url("/api/auth/api-key"))
-        .bearer_auth(&access)
-        .send()
-        .await
-        .unwrap();
+    let res = server.get_bearer("/api/auth/api-key", &access).await;
     let meta = json_of(res).await;
     assert_eq!(meta["id"], created["id"]);
     assert!(meta["key"].is_null(), "shown once, even across restarts");

@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 use futures_util::stream::{self, StreamExt};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use reqwest::{Client, Response};
+use reqwest::{Client, RequestBuilder, Response};
 use serde_json::{json, Value};
 
 use crate::helpers::*;
@@ -57,6 +57,21 @@ struct User {
     phone_done: bool,
     /// Found missing (a violation already counted): no longer used or checked.
     lost: bool,
+}
+
+impl User {
+    /// A user found registered, with nothing else known yet.
+    fn new(email: String, id: &Value) -> Self {
+        Self {
+            email,
+            id: id.as_str().unwrap_or_default().to_string(),
+            phone: None,
+            phone_in_flight: None,
+            code: Code::None,
+            phone_done: false,
+            lost: false,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -127,6 +142,14 @@ async fn answer(res: Response) -> (u16, Value) {
     (status, serde_json::from_str(&text).unwrap_or(Value::Null))
 }
 
+/// Sends `req`: its answer, or status 0 and the error when none came.
+async fn answer_or_error(req: RequestBuilder) -> (u16, Value) {
+    match req.send().await {
+        Ok(res) => answer(res).await,
+        Err(e) => (0, json!(e.to_string())),
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // The workload.
 // ---------------------------------------------------------------------------------------------
@@ -146,6 +169,25 @@ impl Worker {
 
     fn violation(&self, what: String) {
         with(&self.model, |m| m.violations.push(what));
+    }
+
+    /// Sends `req`: its answer, or `None` when it got none (the server was killed), after
+    /// counting it as in flight at the kill and applying `in_flight` to the model.
+    async fn send(
+        &self,
+        req: RequestBuilder,
+        in_flight: impl FnOnce(&mut Model),
+    ) -> Option<(u16, Value)> {
+        match req.send().await {
+            Ok(res) => Some(answer(res).await),
+            Err(_) => {
+                with(&self.model, |m| {
+                    m.acked.in_flight_at_kill += 1;
+                    in_flight(m);
+                });
+                None
+            }
+        }
     }
 
     async fn run(mut self) {
@@ -169,30 +211,18 @@ impl Worker {
     async fn register(&mut self) -> bool {
         let email = format!("crash-{}@example.com", uuid::Uuid::now_v7().simple());
         with(&self.model, |m| m.maybe_registered.push(email.clone()));
-        let sent = self
+        let req = self
             .client
             .post(self.url("/api/auth/register"))
-            .json(&json!({"email": email, "password": PASSWORD}))
-            .send()
-            .await;
-        let Ok(res) = sent else {
-            with(&self.model, |m| m.acked.in_flight_at_kill += 1);
+            .json(&json!({"email": email, "password": PASSWORD}));
+        let Some((status, body)) = self.send(req, |_| {}).await else {
             return false;
         };
-        let (status, body) = answer(res).await;
         with(&self.model, |m| {
             m.maybe_registered.retain(|e| *e != email);
             if status == 201 {
                 m.acked.registrations += 1;
-                m.users.push(User {
-                    email: email.clone(),
-                    id: body["id"].as_str().unwrap_or_default().to_string(),
-                    phone: None,
-                    phone_in_flight: None,
-                    code: Code::None,
-                    phone_done: false,
-                    lost: false,
-                });
+                m.users.push(User::new(email.clone(), &body["id"]));
             } else {
                 m.violations
                     .push(format!("register {email}: {status} {body}"));
@@ -212,17 +242,13 @@ impl Worker {
         let Some((user, email)) = pick else {
             return true;
         };
-        let sent = self
+        let req = self
             .client
             .post(self.url("/api/auth/token"))
-            .form(&[("username", email.as_str()), ("password", PASSWORD)])
-            .send()
-            .await;
-        let Ok(res) = sent else {
-            with(&self.model, |m| m.acked.in_flight_at_kill += 1);
+            .form(&[("username", email.as_str()), ("password", PASSWORD)]);
+        let Some((status, body)) = self.send(req, |_| {}).await else {
             return false;
         };
-        let (status, body) = answer(res).await;
         if status == 200 {
             let t = Tokens::from_json(&body);
             with(&self.model, |m| {
@@ -268,20 +294,14 @@ impl Worker {
             return true;
         };
         let latest = with(&self.model, |m| m.chains[i].latest.clone());
-        let sent = self
+        let req = self
             .client
             .post(self.url("/api/auth/refresh"))
-            .json(&json!({"refresh_token": latest}))
-            .send()
-            .await;
-        let Ok(res) = sent else {
-            with(&self.model, |m| {
-                m.acked.in_flight_at_kill += 1;
-                m.chains[i].state = ChainState::RefreshInFlight;
-            });
+            .json(&json!({"refresh_token": latest}));
+        let in_flight = |m: &mut Model| m.chains[i].state = ChainState::RefreshInFlight;
+        let Some((status, body)) = self.send(req, in_flight).await else {
             return false;
         };
-        let (status, body) = answer(res).await;
         with(&self.model, |m| {
             let c = &mut m.chains[i];
             c.busy = false;
@@ -307,21 +327,15 @@ impl Worker {
         let (latest, access) = with(&self.model, |m| {
             (m.chains[i].latest.clone(), m.chains[i].access.clone())
         });
-        let sent = self
+        let req = self
             .client
             .post(self.url("/api/auth/logout"))
             .bearer_auth(&access)
-            .json(&json!({"refresh_token": latest}))
-            .send()
-            .await;
-        let Ok(res) = sent else {
-            with(&self.model, |m| {
-                m.acked.in_flight_at_kill += 1;
-                m.chains[i].state = ChainState::LogoutInFlight;
-            });
+            .json(&json!({"refresh_token": latest}));
+        let in_flight = |m: &mut Model| m.chains[i].state = ChainState::LogoutInFlight;
+        let Some((status, body)) = self.send(req, in_flight).await else {
             return false;
         };
-        let (status, body) = answer(res).await;
         with(&self.model, |m| {
             let c = &mut m.chains[i];
             c.busy = false;
@@ -349,22 +363,18 @@ impl Worker {
             (c.user, c.access.clone())
         });
         let release = |m: &mut Model| m.chains[i].busy = false;
-        let sent = self
+        let req = self
             .client
             .patch(self.url("/api/auth/me"))
             .bearer_auth(&access)
-            .json(&json!({"phone": phone}))
-            .send()
-            .await;
-        let Ok(res) = sent else {
-            with(&self.model, |m| {
-                m.acked.in_flight_at_kill += 1;
-                m.users[user].phone_in_flight = Some(phone.clone());
-                release(m);
-            });
+            .json(&json!({"phone": phone}));
+        let in_flight = |m: &mut Model| {
+            m.users[user].phone_in_flight = Some(phone.clone());
+            release(m);
+        };
+        let Some((status, body)) = self.send(req, in_flight).await else {
             return false;
         };
-        let (status, body) = answer(res).await;
         if status != 200 || body["phone"] != json!(phone) {
             self.violation(format!("workload: PATCH /me phone: {status} {body}"));
             with(&self.model, release);
@@ -374,20 +384,13 @@ impl Worker {
             m.acked.phone_changes += 1;
             m.users[user].phone = Some(phone.clone());
         });
-        let sent = self
+        let req = self
             .client
             .post(self.url("/api/auth/verify-phone/request"))
-            .bearer_auth(&access)
-            .send()
-            .await;
-        let Ok(res) = sent else {
-            with(&self.model, |m| {
-                m.acked.in_flight_at_kill += 1;
-                release(m);
-            });
+            .bearer_auth(&access);
+        let Some((status, body)) = self.send(req, release).await else {
             return false;
         };
-        let (status, body) = answer(res).await;
         with(&self.model, |m| {
             release(m);
             if status == 200 {
@@ -409,7 +412,7 @@ impl Worker {
 
 /// The newest verify_phone code the outbox holds for `user_id`.
 fn outbox_code(data_dir: &Path, user_id: &str) -> Option<String> {
-    let text = std::fs::read_to_string(data_dir.join("outbox.jsonl")).unwrap_or_default();
+    let text = std::fs::read_to_string(outbox_path(data_dir)).unwrap_or_default();
     text.lines()
         .filter_map(|l| serde_json::from_str::<Value>(l).ok())
         .filter(|v| v["user_id"] == user_id && v["purpose"] == "verify_phone")
@@ -418,39 +421,24 @@ fn outbox_code(data_dir: &Path, user_id: &str) -> Option<String> {
 }
 
 async fn login(client: &Client, base: &str, email: &str) -> (u16, Value) {
-    match client
+    let req = client
         .post(format!("{base}/api/auth/token"))
-        .form(&[("username", email), ("password", PASSWORD)])
-        .send()
-        .await
-    {
-        Ok(res) => answer(res).await,
-        Err(e) => (0, json!(e.to_string())),
-    }
+        .form(&[("username", email), ("password", PASSWORD)]);
+    answer_or_error(req).await
 }
 
 async fn refresh(client: &Client, base: &str, token: &str) -> (u16, Value) {
-    match client
+    let req = client
         .post(format!("{base}/api/auth/refresh"))
-        .json(&json!({"refresh_token": token}))
-        .send()
-        .await
-    {
-        Ok(res) => answer(res).await,
-        Err(e) => (0, json!(e.to_string())),
-    }
+        .json(&json!({"refresh_token": token}));
+    answer_or_error(req).await
 }
 
 async fn me(client: &Client, base: &str, access: &str) -> (u16, Value) {
-    match client
+    let req = client
         .get(format!("{base}/api/auth/me"))
-        .bearer_auth(access)
-        .send()
-        .await
-    {
-        Ok(res) => answer(res).await,
-        Err(e) => (0, json!(e.to_string())),
-    }
+        .bearer_auth(access);
+    answer_or_error(req).await
 }
 
 /// Checks one user; returns it updated with what is now known, and the violations found.
@@ -522,16 +510,11 @@ async fn verify_user(
                 u.email
             )),
             Some(code) => {
-                let res = client
+                let req = client
                     .post(format!("{base}/api/auth/verify-phone/confirm"))
                     .bearer_auth(&access)
-                    .json(&json!({"code": code}))
-                    .send()
-                    .await;
-                let (status, body) = match res {
-                    Ok(r) => answer(r).await,
-                    Err(e) => (0, json!(e.to_string())),
-                };
+                    .json(&json!({"code": code}));
+                let (status, body) = answer_or_error(req).await;
                 if status == 200 && body["phone_verified"] == json!(true) {
                     u.code = Code::Verified;
                 } else {
@@ -657,15 +640,7 @@ async fn verify(base: &str, data_dir: &Path, model: &Shared, rng: &mut StdRng) -
             200 => {
                 let access = Tokens::from_json(&body).access;
                 let (_, profile) = me(&client, base, &access).await;
-                users.push(User {
-                    email,
-                    id: profile["id"].as_str().unwrap_or_default().to_string(),
-                    phone: None,
-                    phone_in_flight: None,
-                    code: Code::None,
-                    phone_done: false,
-                    lost: false,
-                });
+                users.push(User::new(email, &profile["id"]));
             }
             401 => {}
             _ => violations.push(format!(

@@ -30,15 +30,6 @@ async fn reactivate_confirm(app: &TestApp, email: &str, code: &str) -> Response 
     .await
 }
 
-async fn me_with_key(app: &TestApp, key: &str) -> Response {
-    Client::new()
-        .get(app.url("/api/auth/me"))
-        .header("x-api-key", key)
-        .send()
-        .await
-        .unwrap()
-}
-
 /// The exact email line for `user_id`; returns its code.
 fn assert_email_line(line: &Value, to: &str, user_id: &Value) -> String {
     assert_outbox_line(line, "email", "reactivate", to, user_id)
@@ -56,10 +47,7 @@ async fn deactivated_user(app: &TestApp) -> (String, Value, Tokens, String) {
     let e = email();
     let profile = app.register(&e).await;
     let t = app.login(&e).await;
-    let key = app.api_key(&t.access).await["key"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let key = app.new_api_key(&t.access).await;
     let res = deactivate(app, &t.access, PASSWORD).await;
     assert_eq!(res.status(), 204);
     (e, profile["id"].clone(), t, key)
@@ -83,11 +71,11 @@ async fn deactivation_ends_every_credential() {
     app.register(&e).await;
     let t = app.login(&e).await;
     let other = app.login(&e).await;
-    let key = app.api_key(&t.access).await["key"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    assert_eq!(me_with_key(&app, &key).await.status(), 200);
+    let key = app.new_api_key(&t.access).await;
+    assert_eq!(
+        app.get_with_api_key("/api/auth/me", &key).await.status(),
+        200
+    );
 
     let res = deactivate(&app, &t.access, PASSWORD).await;
     assert_eq!(res.status(), 204);
@@ -104,7 +92,7 @@ async fn deactivation_ends_every_credential() {
         let res = app.refresh_raw(refresh).await;
         expect_error(res, 401, "invalid_refresh_token").await;
     }
-    let res = me_with_key(&app, &key).await;
+    let res = app.get_with_api_key("/api/auth/me", &key).await;
     expect_error(res, 401, "invalid_token").await;
     let res = app.get_bearer("/api/auth/me/entitlements", &key).await;
     expect_error(res, 401, "invalid_token").await;
@@ -149,7 +137,7 @@ async fn reactivation_by_emailed_code() {
     assert_eq!(json_of(res).await["status"], "active");
     let res = app.me(&old.access).await;
     expect_error(res, 401, "session_revoked").await;
-    let res = me_with_key(&app, &key).await;
+    let res = app.get_with_api_key("/api/auth/me", &key).await;
     assert_eq!(res.status(), 200);
     assert_eq!(json_of(res).await["id"], id);
     let res = app.get_bearer("/api/auth/me/entitlements", &t.access).await;
@@ -258,23 +246,19 @@ async fn an_active_account_is_sent_nothing() {
 async fn reactivation_requests_are_validated() {
     let app = spawn_app().await;
     let res = reactivate_request(&app, "not-an-email").await;
-    let detail = expect_validation(res).await;
-    assert_issues(&detail, &[("*", &["body", "email"])]);
+    expect_issues(res, &[("*", &["body", "email"])]).await;
     let res = app
         .post_json("/api/auth/reactivate/request", &json!({}))
         .await;
-    let detail = expect_validation(res).await;
-    assert_issues(&detail, &[("missing", &["body", "email"])]);
+    expect_issues(res, &[("missing", &["body", "email"])]).await;
     let res = app
         .post_json("/api/auth/reactivate/request", &json!({"email": 5}))
         .await;
-    let detail = expect_validation(res).await;
-    assert_issues(&detail, &[("string_type", &["body", "email"])]);
+    expect_issues(res, &[("string_type", &["body", "email"])]).await;
     let res = app
         .post_json("/api/auth/reactivate/confirm", &json!({"email": email()}))
         .await;
-    let detail = expect_validation(res).await;
-    assert_issues(&detail, &[("missing", &["body", "code"])]);
+    expect_issues(res, &[("missing", &["body", "code"])]).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(app.outbox().is_empty());
 }
@@ -283,10 +267,7 @@ async fn reactivation_requests_are_validated() {
 async fn deactivate_needs_a_session_and_a_password() {
     let app = spawn_app().await;
     let (_, t) = app.new_user().await;
-    let key = app.api_key(&t.access).await["key"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let key = app.new_api_key(&t.access).await;
 
     let res = app
         .post_json("/api/auth/deactivate", &json!({"password": PASSWORD}))
@@ -305,8 +286,7 @@ async fn deactivate_needs_a_session_and_a_password() {
     let res = app
         .post_bearer("/api/auth/deactivate", &t.access, Some(&json!({})))
         .await;
-    let detail = expect_validation(res).await;
-    assert_issues(&detail, &[("missing", &["body", "password"])]);
+    expect_issues(res, &[("missing", &["body", "password"])]).await;
 
     let res = app
         .post_bearer(
@@ -315,13 +295,15 @@ async fn deactivate_needs_a_session_and_a_password() {
             Some(&json!({"password": 12345678})),
         )
         .await;
-    let detail = expect_validation(res).await;
-    assert_issues(&detail, &[("string_type", &["body", "password"])]);
+    expect_issues(res, &[("string_type", &["body", "password"])]).await;
 
     // Still active.
     let res = app.me(&t.access).await;
     assert_eq!(json_of(res).await["status"], "active");
-    assert_eq!(me_with_key(&app, &key).await.status(), 200);
+    assert_eq!(
+        app.get_with_api_key("/api/auth/me", &key).await.status(),
+        200
+    );
 }
 
 #[actix_web::test]
@@ -351,15 +333,13 @@ async fn reactivation_bodies_must_be_json() {
             .send()
             .await
             .unwrap();
-        let detail = expect_validation(res).await;
-        assert_issues(&detail, &[("json_invalid", &["body"])]);
+        expect_issues(res, &[("json_invalid", &["body"])]).await;
         let res = Client::new()
             .post(app.url(path))
             .header("content-type", "application/json")
             .send()
             .await
             .unwrap();
-        let detail = expect_validation(res).await;
-        assert_issues(&detail, &[("missing", &["body"])]);
+        expect_issues(res, &[("missing", &["body"])]).await;
     }
 }

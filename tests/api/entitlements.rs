@@ -170,10 +170,7 @@ async fn api_key_active_turns_true_once_a_key_exists() {
     let (before, etag_before) = fetch(&app, &t.access).await;
     assert_eq!(before["api_key_active"], false);
 
-    let key = app.api_key(&t.access).await["key"]
-        .as_str()
-        .expect("created")
-        .to_string();
+    let key = app.new_api_key(&t.access).await;
     let (after, etag_after) = fetch(&app, &t.access).await;
     assert_eq!(after["api_key_active"], true);
     assert_ne!(
@@ -187,12 +184,7 @@ async fn api_key_active_turns_true_once_a_key_exists() {
     assert_eq!(json_of(res).await, after);
 
     // Through the key itself: the same envelope.
-    let res = Client::new()
-        .get(app.url(PATH))
-        .header("x-api-key", &key)
-        .send()
-        .await
-        .unwrap();
+    let res = app.get_with_api_key(PATH, &key).await;
     assert_eq!(res.status(), 200);
     assert_caching_headers(res.headers());
     assert_eq!(json_of(res).await, after);
@@ -295,14 +287,7 @@ async fn the_cookie_authenticates() {
     let app = spawn_app().await;
     let e = email();
     let profile = app.register(&e).await;
-    let jar = client();
-    let res = jar
-        .post(app.url("/api/auth/token"))
-        .form(&[("username", e.as_str()), ("password", PASSWORD)])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 200);
+    let (jar, _) = app.cookie_login(&e).await;
     let res = jar.get(app.url(PATH)).send().await.unwrap();
     assert_eq!(res.status(), 200);
     assert_caching_headers(res.headers());
@@ -312,7 +297,7 @@ async fn the_cookie_authenticates() {
 #[actix_web::test]
 async fn no_credentials_is_not_authenticated() {
     let app = spawn_app().await;
-    let res = Client::new().get(app.url(PATH)).send().await.unwrap();
+    let res = app.get(PATH).await;
     expect_error(res, 401, "not_authenticated").await;
     let res = Client::new()
         .get(app.url(PATH))

@@ -8,11 +8,10 @@ use std::time::{Duration, Instant};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use bp_auth::domain::tokens::KeyPair;
-use ed25519_dalek::Signer;
 use rand::{Rng, RngCore, SeedableRng};
 use reqwest::header::HeaderMap;
 use reqwest::{Client, Response};
-use serde_json::{json, Value};
+use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -122,39 +121,11 @@ async fn assert_healthy(base: &str) {
     assert_eq!(res.status(), 200, "/healthz still answers");
 }
 
-fn retry_after(headers: &HeaderMap) -> u64 {
-    headers
-        .get("retry-after")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("a numeric Retry-After: {headers:?}"))
-}
-
 /// 429 `rate_limited` with a `Retry-After` of at least one second and at most the window.
 async fn expect_rate_limited(res: Response, window: u64) {
     let wait = retry_after(res.headers());
     assert!((1..=window).contains(&wait), "Retry-After {wait}");
     expect_error(res, 429, "rate_limited").await;
-}
-
-fn b64(v: &Value) -> String {
-    URL_SAFE_NO_PAD.encode(v.to_string())
-}
-
-fn sign_with(pair: &KeyPair, header: &Value, claims: &Value) -> String {
-    let input = format!("{}.{}", b64(header), b64(claims));
-    let sig = pair.signing.sign(input.as_bytes());
-    format!("{input}.{}", URL_SAFE_NO_PAD.encode(sig.to_bytes()))
-}
-
-async fn post_bytes(app: &TestApp, path: &str, content_type: &str, body: Vec<u8>) -> Response {
-    Client::new()
-        .post(app.url(path))
-        .header("content-type", content_type)
-        .body(body)
-        .send()
-        .await
-        .expect("post")
 }
 
 fn login_form_with_password(email: &str, password_len: usize) -> Vec<u8> {
@@ -185,21 +156,21 @@ async fn a_one_megabyte_password_is_refused_without_hashing() {
     let hashes_before = metric(&before, "bp_password_hash_wait_seconds_count");
 
     // Declared length.
-    let res = Client::new()
-        .post(server.url("/api/auth/register"))
-        .header("content-type", "application/json")
-        .body(register_json_with_password(MB))
-        .send()
-        .await
-        .expect("register with a 1 MB password");
+    let res = server
+        .post_body(
+            "/api/auth/register",
+            "application/json",
+            register_json_with_password(MB),
+        )
+        .await;
     expect_error(res, 413, "payload_too_large").await;
-    let res = Client::new()
-        .post(server.url("/api/auth/token"))
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body(login_form_with_password("someone@example.com", MB))
-        .send()
-        .await
-        .expect("login with a 1 MB password");
+    let res = server
+        .post_body(
+            "/api/auth/token",
+            "application/x-www-form-urlencoded",
+            login_form_with_password("someone@example.com", MB),
+        )
+        .await;
     expect_error(res, 413, "payload_too_large").await;
 
     // Streamed (chunked, no declared length).
@@ -207,43 +178,29 @@ async fn a_one_megabyte_password_is_refused_without_hashing() {
         .chunks(64 * 1024)
         .map(<[u8]>::to_vec)
         .collect();
-    let raw = chunked_request(
-        port,
-        "POST /api/auth/register HTTP/1.1\r\nContent-Type: application/json",
-        &chunks,
-    )
-    .await;
+    let raw = chunked_post(port, "/api/auth/register", "application/json", &chunks).await;
     assert_eq!(raw_status(&raw), 413, "streamed register: {raw:.300}");
     let chunks: Vec<Vec<u8>> = login_form_with_password("someone@example.com", MB)
         .chunks(64 * 1024)
         .map(<[u8]>::to_vec)
         .collect();
-    let raw = chunked_request(
+    let raw = chunked_post(
         port,
-        "POST /api/auth/token HTTP/1.1\r\nContent-Type: application/x-www-form-urlencoded",
+        "/api/auth/token",
+        "application/x-www-form-urlencoded",
         &chunks,
     )
     .await;
     assert_eq!(raw_status(&raw), 413, "streamed login: {raw:.300}");
 
     // Long, but inside the body limit: still never hashed.
-    let res = Client::new()
-        .post(server.url("/api/auth/register"))
-        .json(&json!({"email": email(), "password": "p".repeat(10_000)}))
-        .send()
-        .await
-        .expect("register");
-    let detail = expect_validation(res).await;
-    assert_issues(&detail, &[("string_too_long", &["body", "password"])]);
-    let res = Client::new()
-        .post(server.url("/api/auth/token"))
-        .form(&[
-            ("username", "someone@example.com"),
-            ("password", &"p".repeat(10_000)),
-        ])
-        .send()
-        .await
-        .expect("login");
+    let res = server
+        .register_raw(&json!({"email": email(), "password": "p".repeat(10_000)}))
+        .await;
+    expect_issues(res, &[("string_too_long", &["body", "password"])]).await;
+    let res = server
+        .login_raw("someone@example.com", &"p".repeat(10_000))
+        .await;
     expect_error(res, 401, "invalid_credentials").await;
 
     let after = metrics_of(&base).await;
@@ -255,12 +212,7 @@ async fn a_one_megabyte_password_is_refused_without_hashing() {
     assert_eq!(metric(&after, "bp_password_hash_queue_depth"), 0.0);
 
     // The metric does count hashes: one ordinary login moves it by one.
-    let res = Client::new()
-        .post(server.url("/api/auth/token"))
-        .form(&[("username", "someone@example.com"), ("password", PASSWORD)])
-        .send()
-        .await
-        .expect("login");
+    let res = server.login_raw("someone@example.com", PASSWORD).await;
     assert_eq!(res.status(), 401);
     let control = metrics_of(&base).await;
     assert_eq!(
@@ -276,13 +228,13 @@ async fn a_one_megabyte_password_in_the_login_form_is_413() {
     let app = spawn_app().await;
     let e = email();
     app.register(&e).await;
-    let res = post_bytes(
-        &app,
-        "/api/auth/token",
-        "application/x-www-form-urlencoded",
-        login_form_with_password(&e, MB),
-    )
-    .await;
+    let res = app
+        .post_body(
+            "/api/auth/token",
+            "application/x-www-form-urlencoded",
+            login_form_with_password(&e, MB),
+        )
+        .await;
     expect_error(res, 413, "payload_too_large").await;
     // The account is not counted as failing, and logs in normally.
     app.login(&e).await;
@@ -296,20 +248,10 @@ async fn a_one_megabyte_password_in_the_login_form_is_413() {
 async fn tokens_in_the_query_string_do_not_authenticate() {
     let app = spawn_app().await;
     let (_, t) = app.new_user().await;
-    let res = app.get_bearer("/api/auth/api-key", &t.access).await;
-    assert_eq!(res.status(), 200);
-    let key = json_of(res).await["key"]
-        .as_str()
-        .expect("the new key")
-        .to_string();
+    let key = app.new_api_key(&t.access).await;
     // The credentials themselves are good.
     assert_eq!(app.me(&t.access).await.status(), 200);
-    let with_key = Client::new()
-        .get(app.url("/api/auth/me"))
-        .header("x-api-key", &key)
-        .send()
-        .await
-        .expect("me");
+    let with_key = app.get_with_api_key("/api/auth/me", &key).await;
     assert_eq!(with_key.status(), 200);
 
     let client = Client::new(); // no cookie jar
@@ -340,13 +282,6 @@ async fn tokens_in_the_query_string_do_not_authenticate() {
 // ---------------------------------------------------------------------------------------------
 // Forged JWTs.
 // ---------------------------------------------------------------------------------------------
-
-async fn assert_invalid_token(app: &TestApp, token: &str, what: &str) {
-    let res = app.me(token).await;
-    assert_eq!(res.status(), 401, "{what}");
-    let body = expect_error(res, 401, "invalid_token").await;
-    assert_eq!(body["code"], "invalid_token", "{what}");
-}
 
 #[actix_web::test]
 async fn a_jwt_with_an_embedded_jwk_is_refused() {
@@ -644,12 +579,9 @@ async fn garbage_on_the_socket_does_not_crash_the_server() {
         "the server process is still running"
     );
     assert_healthy(&server.address).await;
-    let res = Client::new()
-        .post(server.url("/api/auth/register"))
-        .json(&json!({"email": email(), "password": PASSWORD}))
-        .send()
-        .await
-        .expect("register");
+    let res = server
+        .register_raw(&json!({"email": email(), "password": PASSWORD}))
+        .await;
     assert_eq!(res.status(), 201, "the server still works");
 }
 
@@ -677,18 +609,16 @@ async fn deeply_nested_json_is_422_not_500() {
             format!("{{\"refresh_token\": {}}}", "{\"a\":".repeat(2_000)),
         ] {
             assert!(body.len() <= 16_384);
-            let res = post_bytes(&app, path, "application/json", body.into_bytes()).await;
+            let res = app
+                .post_body(path, "application/json", body.into_bytes())
+                .await;
             let detail = expect_validation(res).await;
             assert!(!detail.is_empty(), "{path}");
         }
         // Past the body limit, the size answers first: 413, still not a 500.
-        let res = post_bytes(
-            &app,
-            path,
-            "application/json",
-            "[".repeat(100_000).into_bytes(),
-        )
-        .await;
+        let res = app
+            .post_body(path, "application/json", "[".repeat(100_000).into_bytes())
+            .await;
         expect_error(res, 413, "payload_too_large").await;
     }
     assert_healthy(&app.address).await;
@@ -702,16 +632,16 @@ async fn invalid_utf8_in_json_strings_is_422() {
     register.extend_from_slice(b"\xff\xfe@example.com\", \"password\": \"");
     register.extend_from_slice(PASSWORD.as_bytes());
     register.extend_from_slice(b"\"}");
-    let res = post_bytes(&app, "/api/auth/register", "application/json", register).await;
-    let detail = expect_validation(res).await;
-    assert_issues(&detail, &[("json_invalid", &["body"])]);
+    let res = app
+        .post_body("/api/auth/register", "application/json", register)
+        .await;
+    expect_issues(res, &[("json_invalid", &["body"])]).await;
 
     let refresh = [&b"{\"refresh_token\": \"bprt_\xc3\x28\"}"[..]].concat();
-    let res = post_bytes(&app, "/api/auth/refresh", "application/json", refresh).await;
-    assert_issues(
-        &expect_validation(res).await,
-        &[("json_invalid", &["body"])],
-    );
+    let res = app
+        .post_body("/api/auth/refresh", "application/json", refresh)
+        .await;
+    expect_issues(res, &[("json_invalid", &["body"])]).await;
 
     // An overlong encoding and a lone surrogate's bytes.
     for bad in [&b"\xc0\xaf"[..], b"\xed\xa0\x80", b"\xf8\x88\x80\x80\x80"] {
@@ -724,29 +654,27 @@ async fn invalid_utf8_in_json_strings_is_422() {
             .send()
             .await
             .expect("patch");
-        assert_issues(
-            &expect_validation(res).await,
-            &[("json_invalid", &["body"])],
-        );
+        expect_issues(res, &[("json_invalid", &["body"])]).await;
     }
     // An escaped lone surrogate is valid JSON text but not a valid string.
-    let res = post_bytes(
-        &app,
-        "/api/auth/register",
-        "application/json",
-        br#"{"email": "a\ud800@example.com", "password": "correct horse battery staple"}"#.to_vec(),
-    )
-    .await;
+    let res = app
+        .post_body(
+            "/api/auth/register",
+            "application/json",
+            br#"{"email": "a\ud800@example.com", "password": "correct horse battery staple"}"#
+                .to_vec(),
+        )
+        .await;
     assert_eq!(res.status(), 422);
 
     // A form with bytes that are not UTF-8: refused as credentials or as input, never a 500.
-    let res = post_bytes(
-        &app,
-        "/api/auth/token",
-        "application/x-www-form-urlencoded",
-        b"username=a%FF%FE%40example.com&password=\xff\xfe\xfd".to_vec(),
-    )
-    .await;
+    let res = app
+        .post_body(
+            "/api/auth/token",
+            "application/x-www-form-urlencoded",
+            b"username=a%FF%FE%40example.com&password=\xff\xfe\xfd".to_vec(),
+        )
+        .await;
     let status = res.status().as_u16();
     assert!(status == 401 || status == 422, "got {status}");
     assert_healthy(&app.address).await;
@@ -756,25 +684,12 @@ async fn invalid_utf8_in_json_strings_is_422() {
 // Cross-site defences.
 // ---------------------------------------------------------------------------------------------
 
-/// A client whose jar holds a fresh login's `bp_token` cookie.
-async fn cookie_client(app: &TestApp) -> (Client, Tokens) {
-    let e = email();
-    app.register(&e).await;
-    let client = client();
-    let res = client
-        .post(app.url("/api/auth/token"))
-        .form(&[("username", e.as_str()), ("password", PASSWORD)])
-        .send()
-        .await
-        .expect("login");
-    assert_eq!(res.status(), 200);
-    (client, Tokens::from_json(&json_of(res).await))
-}
-
 #[actix_web::test]
 async fn a_cookie_authenticated_change_from_another_origin_is_403() {
     let app = spawn_app().await;
-    let (jar, t) = cookie_client(&app).await;
+    let e = email();
+    app.register(&e).await;
+    let (jar, t) = app.cookie_login(&e).await;
     let rotate = |origin: Option<&str>| {
         let mut req = jar.post(app.url("/api/auth/api-key/rotate"));
         if let Some(o) = origin {
@@ -847,7 +762,9 @@ fn access_control_headers(h: &HeaderMap) -> Vec<String> {
 async fn cors_answers_only_the_configured_origins() {
     const LISTED: &str = "https://app.example.com";
     let app = spawn_app_with(|c| c.cors.allowed_origins = vec![LISTED.into()]).await;
-    let (jar, _) = cookie_client(&app).await;
+    let e = email();
+    app.register(&e).await;
+    let (jar, _) = app.cookie_login(&e).await;
     let get = |origin: &'static str| {
         Client::new()
             .get(app.url("/healthz"))

@@ -7,14 +7,7 @@ use serde_json::{json, Value};
 use crate::helpers::*;
 
 async fn jwks_kid(app: &TestApp) -> String {
-    let res = Client::new()
-        .get(app.url("/.well-known/jwks.json"))
-        .send()
-        .await
-        .expect("jwks");
-    assert_eq!(res.status(), 200);
-    let jwks = json_of(res).await;
-    jwks["keys"][0]["kid"]
+    app.jwks().await["keys"][0]["kid"]
         .as_str()
         .expect("a kid in the JWKS")
         .to_string()
@@ -27,6 +20,21 @@ async fn post_form(app: &TestApp, fields: &[(&str, &str)]) -> reqwest::Response 
         .send()
         .await
         .expect("login")
+}
+
+/// The login cookie's attributes other than `Secure`: `HttpOnly`, `Path=/`, `SameSite=Lax` and
+/// the access token's 900 s as `Max-Age`.
+fn assert_session_cookie_attributes(cookie: &SetCookie) {
+    assert!(cookie.has("httponly"), "{cookie:?}");
+    assert_eq!(cookie.get("path"), Some("/"));
+    assert_eq!(
+        cookie
+            .get("samesite")
+            .map(str::to_ascii_lowercase)
+            .as_deref(),
+        Some("lax")
+    );
+    assert_eq!(cookie.get("max-age"), Some("900"));
 }
 
 #[actix_web::test]
@@ -54,16 +62,7 @@ async fn login_sets_the_cookie_without_secure_when_configured_off() {
     let cookie = bp_token_cookie(res.headers());
     let body = json_of(res).await;
     assert_eq!(cookie.value, body["access_token"].as_str().expect("token"));
-    assert!(cookie.has("httponly"), "{cookie:?}");
-    assert_eq!(cookie.get("path"), Some("/"));
-    assert_eq!(
-        cookie
-            .get("samesite")
-            .map(str::to_ascii_lowercase)
-            .as_deref(),
-        Some("lax")
-    );
-    assert_eq!(cookie.get("max-age"), Some("900"));
+    assert_session_cookie_attributes(&cookie);
     assert!(!cookie.has("secure"), "cookie.secure = false: {cookie:?}");
 }
 
@@ -77,17 +76,8 @@ async fn cookie_is_secure_by_default() {
     assert_no_store(res.headers());
     let cookie = bp_token_cookie(res.headers());
     assert!(!cookie.value.is_empty());
-    assert!(cookie.has("httponly"), "{cookie:?}");
     assert!(cookie.has("secure"), "{cookie:?}");
-    assert_eq!(cookie.get("path"), Some("/"));
-    assert_eq!(
-        cookie
-            .get("samesite")
-            .map(str::to_ascii_lowercase)
-            .as_deref(),
-        Some("lax")
-    );
-    assert_eq!(cookie.get("max-age"), Some("900"));
+    assert_session_cookie_attributes(&cookie);
 }
 
 #[actix_web::test]
@@ -191,8 +181,7 @@ async fn grant_type_other_than_password_is_422() {
         ],
     )
     .await;
-    let d = expect_validation(res).await;
-    assert_issues(&d, &[("*", &["body", "grant_type"])]);
+    expect_issues(res, &[("*", &["body", "grant_type"])]).await;
     let res = post_form(
         &app,
         &[
@@ -208,18 +197,24 @@ async fn grant_type_other_than_password_is_422() {
 #[actix_web::test]
 async fn missing_username_and_password_are_each_reported() {
     let app = spawn_app().await;
-    let d = expect_validation(post_form(&app, &[]).await).await;
-    assert_issues(
-        &d,
+    expect_issues(
+        post_form(&app, &[]).await,
         &[
             ("missing", &["body", "username"]),
             ("missing", &["body", "password"]),
         ],
-    );
-    let d = expect_validation(post_form(&app, &[("username", "a@example.com")]).await).await;
-    assert_issues(&d, &[("missing", &["body", "password"])]);
-    let d = expect_validation(post_form(&app, &[("password", PASSWORD)]).await).await;
-    assert_issues(&d, &[("missing", &["body", "username"])]);
+    )
+    .await;
+    expect_issues(
+        post_form(&app, &[("username", "a@example.com")]).await,
+        &[("missing", &["body", "password"])],
+    )
+    .await;
+    expect_issues(
+        post_form(&app, &[("password", PASSWORD)]).await,
+        &[("missing", &["body", "username"])],
+    )
+    .await;
 }
 
 #[actix_web::test]
@@ -227,20 +222,20 @@ async fn a_json_body_is_an_empty_form() {
     let app = spawn_app().await;
     let e = email();
     app.register(&e).await;
-    let res = Client::new()
-        .post(app.url("/api/auth/token"))
-        .json(&json!({"username": e, "password": PASSWORD}))
-        .send()
-        .await
-        .expect("login");
-    let d = expect_validation(res).await;
-    assert_issues(
-        &d,
+    let res = app
+        .post_json(
+            "/api/auth/token",
+            &json!({"username": e, "password": PASSWORD}),
+        )
+        .await;
+    expect_issues(
+        res,
         &[
             ("missing", &["body", "username"]),
             ("missing", &["body", "password"]),
         ],
-    );
+    )
+    .await;
 }
 
 #[actix_web::test]
@@ -297,14 +292,13 @@ async fn form_over_16_kib_is_413() {
     )
     .await;
     expect_error(res, 413, "payload_too_large").await;
-    let mut chunks = vec![format!("username={e}&password=x&scope=").into_bytes()];
-    chunks.extend((0..5).map(|_| vec![b'x'; 4096]));
-    let raw = chunked_request(
+    let head = format!("username={e}&password=x&scope=");
+    let raw = chunked_post(
         app.port,
-        "POST /api/auth/token HTTP/1.1\r\nContent-Type: application/x-www-form-urlencoded",
-        &chunks,
+        "/api/auth/token",
+        "application/x-www-form-urlencoded",
+        &oversized_chunks(head.as_bytes(), b""),
     )
     .await;
-    assert_eq!(raw_status(&raw), 413, "{raw}");
-    assert!(raw.contains(r#""code":"payload_too_large""#), "{raw}");
+    expect_raw_error(&raw, 413, "payload_too_large");
 }

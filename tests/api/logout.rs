@@ -20,12 +20,7 @@ async fn logout_204(res: reqwest::Response) {
 /// The session of `t` is gone: its access token is `session_revoked`, its refresh token invalid.
 async fn assert_session_revoked(app: &TestApp, t: &Tokens) {
     expect_error(app.me(&t.access).await, 401, "session_revoked").await;
-    expect_error(
-        app.refresh_raw(&t.refresh).await,
-        401,
-        "invalid_refresh_token",
-    )
-    .await;
+    expect_refresh_error(app, &t.refresh, "invalid_refresh_token").await;
 }
 
 #[actix_web::test]
@@ -105,15 +100,7 @@ async fn cookie_logout_revokes_and_clears_the_jar() {
     let app = spawn_app().await;
     let e = email();
     app.register(&e).await;
-    let jar = client();
-    let res = jar
-        .post(app.url("/api/auth/token"))
-        .form(&[("username", e.as_str()), ("password", PASSWORD)])
-        .send()
-        .await
-        .expect("login");
-    assert_eq!(res.status(), 200);
-    let t = Tokens::from_json(&json_of(res).await);
+    let (jar, t) = app.cookie_login(&e).await;
     assert_eq!(
         jar.get(app.url("/api/auth/me"))
             .send()
@@ -268,8 +255,7 @@ async fn invalid_json_is_422_and_clears_the_cookie() {
             .await
             .expect("logout");
         let headers = res.headers().clone();
-        let d = expect_validation(res).await;
-        assert_issues(&d, &[("json_invalid", &["body"])]);
+        expect_issues(res, &[("json_invalid", &["body"])]).await;
         assert_clears_cookie(&headers);
     }
     assert_eq!(app.me(&t.access).await.status(), 200);
@@ -283,13 +269,11 @@ async fn wrong_type_field_is_422_and_clears_the_cookie() {
         .logout_bearer(Some(&t.access), &json!({"everywhere": "yes"}))
         .await;
     let headers = res.headers().clone();
-    let d = expect_validation(res).await;
-    assert_issues(&d, &[("bool_type", &["body", "everywhere"])]);
+    expect_issues(res, &[("bool_type", &["body", "everywhere"])]).await;
     assert_clears_cookie(&headers);
     let res = app.logout_bearer(None, &json!({"refresh_token": 42})).await;
     let headers = res.headers().clone();
-    let d = expect_validation(res).await;
-    assert_issues(&d, &[("string_type", &["body", "refresh_token"])]);
+    expect_issues(res, &[("string_type", &["body", "refresh_token"])]).await;
     assert_clears_cookie(&headers);
 }
 
@@ -322,17 +306,14 @@ async fn unknown_fields_are_ignored() {
 #[actix_web::test]
 async fn streamed_body_over_16_kib_is_413_and_clears_the_cookie() {
     let app = spawn_app().await;
-    let mut chunks = vec![br#"{"refresh_token": ""#.to_vec()];
-    chunks.extend((0..5).map(|_| vec![b'x'; 4096]));
-    chunks.push(br#""}"#.to_vec());
-    let raw = chunked_request(
+    let raw = chunked_post(
         app.port,
-        "POST /api/auth/logout HTTP/1.1\r\nContent-Type: application/json",
-        &chunks,
+        "/api/auth/logout",
+        "application/json",
+        &oversized_chunks(br#"{"refresh_token": ""#, br#""}"#),
     )
     .await;
-    assert_eq!(raw_status(&raw), 413, "{raw}");
-    assert!(raw.contains(r#""code":"payload_too_large""#), "{raw}");
+    expect_raw_error(&raw, 413, "payload_too_large");
     let cookie_line = raw
         .lines()
         .find(|l| l.to_ascii_lowercase().starts_with("set-cookie: bp_token="))

@@ -9,6 +9,7 @@ mod flood;
 mod helpers;
 mod hostile;
 mod idle;
+mod layers;
 mod login;
 mod logout;
 mod me;

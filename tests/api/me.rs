@@ -23,14 +23,7 @@ async fn cookie_from_login_authenticates() {
     let app = spawn_app().await;
     let e = email();
     let registered = app.register(&e).await;
-    let jar = client();
-    let res = jar
-        .post(app.url("/api/auth/token"))
-        .form(&[("username", e.as_str()), ("password", PASSWORD)])
-        .send()
-        .await
-        .expect("login");
-    assert_eq!(res.status(), 200);
+    let (jar, _) = app.cookie_login(&e).await;
     let res = jar.get(app.url("/api/auth/me")).send().await.expect("me");
     assert_eq!(res.status(), 200);
     assert_eq!(json_of(res).await["id"], registered["id"]);
@@ -52,11 +45,7 @@ async fn cookie_sent_by_hand_authenticates() {
 #[actix_web::test]
 async fn no_credentials_is_not_authenticated() {
     let app = spawn_app().await;
-    let res = Client::new()
-        .get(app.url("/api/auth/me"))
-        .send()
-        .await
-        .expect("me");
+    let res = app.get("/api/auth/me").await;
     expect_error(res, 401, "not_authenticated").await;
 }
 

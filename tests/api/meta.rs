@@ -6,22 +6,18 @@ use serde_json::{json, Value};
 
 use crate::helpers::*;
 
-async fn get(app: &TestApp, path: &str) -> reqwest::Response {
-    Client::new().get(app.url(path)).send().await.expect("get")
-}
-
 #[actix_web::test]
 async fn healthz_and_readyz_are_200() {
     let app = spawn_app().await;
     for path in ["/healthz", "/readyz"] {
-        let res = get(&app, path).await;
+        let res = app.get(path).await;
         assert_eq!(res.status(), 200, "{path}");
         assert_common_headers(res.headers());
     }
 }
 
 async fn openapi(app: &TestApp) -> Value {
-    let res = get(app, "/openapi.json").await;
+    let res = app.get("/openapi.json").await;
     assert_eq!(res.status(), 200);
     assert_common_headers(res.headers());
     json_of(res).await
@@ -118,14 +114,9 @@ async fn unknown_path_is_404_in_the_contract_shape() {
         "/api/auth/me/nope",
         "/.well-known/other",
     ] {
-        expect_error(get(&app, path).await, 404, "not_found").await;
+        expect_error(app.get(path).await, 404, "not_found").await;
     }
-    let res = Client::new()
-        .post(app.url("/api/auth/nope"))
-        .json(&json!({}))
-        .send()
-        .await
-        .expect("post");
+    let res = app.post_json("/api/auth/nope", &json!({})).await;
     expect_error(res, 404, "not_found").await;
 }
 

@@ -1,19 +1,14 @@
 //! Two-factor authentication (API.md: Login's MFA paragraph, "MFA-pending token", and
 //! `/api/auth/mfa/*` under "Beyond the core").
 //!
-//! TOTP codes come from an implementation written here from RFC 4226/6238 (HMAC-SHA-1 over the
-//! big-endian step counter, dynamic truncation, 6 digits, 30 s steps), never from the server's
-//! code. A code is usable once, so [`Authenticator`] remembers the last step it handed out and
-//! answers with the current step's code or, when that one is used, the next step's (the server
-//! accepts one step either way); it waits for a step boundary only when both are used.
+//! TOTP codes come from the tests' own RFC 4226/6238 implementation in the helpers, never from
+//! the server's code. A code is usable once, so [`Authenticator`] remembers the last step it
+//! handed out and answers with the current step's code or, when that one is used, the next
+//! step's (the server accepts one step either way); it waits for a step boundary only when both
+//! are used.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
-
-use data_encoding::{BASE32, BASE32_NOPAD};
-use hmac::{Hmac, Mac};
 use reqwest::{Client, Response};
 use serde_json::{json, Value};
-use sha1::Sha1;
 
 use crate::helpers::*;
 
@@ -23,161 +18,17 @@ const DISABLE: &str = "/api/auth/mfa/totp/disable";
 const CHALLENGE: &str = "/api/auth/mfa/challenge";
 
 // ---------------------------------------------------------------------------------------------
-// An independent RFC 6238 implementation.
-// ---------------------------------------------------------------------------------------------
-
-const STEP_SECONDS: u64 = 30;
-
-/// RFC 4226 HOTP with HMAC-SHA-1: the `digits` low decimal digits of the dynamically
-/// truncated MAC of the 8-byte big-endian `counter`, zero-padded.
-fn hotp(key: &[u8], counter: u64, digits: u32) -> String {
-    let mut mac = Hmac::<Sha1>::new_from_slice(key).expect("HMAC takes any key length");
-    mac.update(&counter.to_be_bytes());
-    let digest = mac.finalize().into_bytes();
-    let offset = usize::from(digest[digest.len() - 1] & 0x0f);
-    let binary = (u32::from(digest[offset]) & 0x7f) << 24
-        | u32::from(digest[offset + 1]) << 16
-        | u32::from(digest[offset + 2]) << 8
-        | u32::from(digest[offset + 3]);
-    let code = binary % 10u32.pow(digits);
-    format!("{code:0width$}", width = digits as usize)
-}
-
-/// RFC 6238 TOTP at Unix time `t` (30 s steps from T0 = 0).
-fn totp_at(key: &[u8], t: u64, digits: u32) -> String {
-    hotp(key, t / STEP_SECONDS, digits)
-}
-
-/// The wall clock, read here rather than through the server's clock module.
-#[allow(clippy::disallowed_methods)]
-fn unix_now() -> Duration {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("after 1970")
-}
-
-/// The server's base32 secret, decoded (padded or not).
-fn decode_secret(secret: &str) -> Vec<u8> {
-    assert!(
-        secret
-            .bytes()
-            .all(|b| b.is_ascii_uppercase() || (b'2'..=b'7').contains(&b) || b == b'='),
-        "secret is RFC 4648 base32: {secret:?}"
-    );
-    let decoded = if secret.contains('=') {
-        BASE32.decode(secret.as_bytes())
-    } else {
-        BASE32_NOPAD.decode(secret.as_bytes())
-    };
-    decoded.unwrap_or_else(|e| panic!("secret {secret:?} is not base32: {e}"))
-}
-
-/// The user's authenticator app: the secret and the last step whose code it has given out.
-struct Authenticator {
-    key: Vec<u8>,
-    last_step: u64,
-}
-
-impl Authenticator {
-    fn new(secret: &str) -> Self {
-        Self {
-            key: decode_secret(secret),
-            last_step: 0,
-        }
-    }
-
-    fn code_at_step(&self, step: u64) -> String {
-        hotp(&self.key, step, 6)
-    }
-
-    /// A code of a step not used yet: the current one, or the next one (which the server
-    /// accepts, ±1 step) if the current one is used; waits for the next step boundary when
-    /// both are used. The code's step counts as used from now on.
-    async fn fresh_code(&mut self) -> String {
-        loop {
-            let now = unix_now();
-            let current = now.as_secs() / STEP_SECONDS;
-            let step = (self.last_step + 1).max(current);
-            if step <= current + 1 {
-                self.last_step = step;
-                return self.code_at_step(step);
-            }
-            // Not a speed assertion: a code is good once, so wait until `step` is the next one.
-            let boundary = Duration::from_secs((step - 1) * STEP_SECONDS);
-            tokio::time::sleep(boundary.saturating_sub(now) + Duration::from_millis(50)).await;
-        }
-    }
-
-    /// Six digits that are no code of any step the server could accept around now.
-    fn wrong_code(&self, seed: u32) -> String {
-        let current = unix_now().as_secs() / STEP_SECONDS;
-        let near: Vec<String> = (current - 2..=current + 3)
-            .map(|s| self.code_at_step(s))
-            .collect();
-        (seed..)
-            .map(|n| format!("{:06}", n.wrapping_mul(104_729) % 1_000_000))
-            .find(|c| !near.contains(c))
-            .expect("a wrong code")
-    }
-
-    /// The code of a step outside the ±1 window around now (`offset` steps away, |offset| ≥ 3),
-    /// unless it happens to equal a code the server could accept.
-    fn out_of_window_code(&self, offset: i64) -> Option<String> {
-        let current = unix_now().as_secs() / STEP_SECONDS;
-        let step = current.checked_add_signed(offset).expect("a step");
-        let code = self.code_at_step(step);
-        let near: Vec<String> = (current - 2..=current + 2)
-            .map(|s| self.code_at_step(s))
-            .collect();
-        (!near.contains(&code)).then_some(code)
-    }
-}
-
-#[test]
-fn the_tests_totp_matches_rfc_6238() {
-    let seed = b"12345678901234567890";
-    // RFC 6238 appendix B, SHA-1, 8 digits.
-    for (t, code) in [
-        (59u64, "94287082"),
-        (1_111_111_109, "07081804"),
-        (1_111_111_111, "14050471"),
-        (1_234_567_890, "89005924"),
-        (2_000_000_000, "69279037"),
-        (20_000_000_000, "65353130"),
-    ] {
-        assert_eq!(totp_at(seed, t, 8), code, "T = {t}");
-    }
-    // RFC 4226 appendix D, 6 digits: counter 0 and 1.
-    assert_eq!(hotp(seed, 0, 6), "755224");
-    assert_eq!(hotp(seed, 1, 6), "287082");
-    // The same seed as an authenticator app would receive it.
-    assert_eq!(
-        decode_secret("GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ"),
-        seed.to_vec()
-    );
-}
-
-// ---------------------------------------------------------------------------------------------
 // Requests.
 // ---------------------------------------------------------------------------------------------
 
-/// `POST path` with a bearer token and an optional JSON body, without the cookie jar.
-async fn post_bearer(app: &TestApp, path: &str, token: &str, body: Option<&Value>) -> Response {
-    let mut req = Client::new().post(app.url(path)).bearer_auth(token);
-    if let Some(b) = body {
-        req = req.json(b);
-    }
-    req.send().await.expect("post")
-}
-
 /// `POST /api/auth/mfa/challenge` with `Authorization: Bearer <pending>`.
 async fn challenge(app: &TestApp, pending: &str, body: &Value) -> Response {
-    post_bearer(app, CHALLENGE, pending, Some(body)).await
+    app.post_bearer(CHALLENGE, pending, Some(body)).await
 }
 
 /// Setup: asserts the answer's shape; returns the secret.
 async fn setup(app: &TestApp, email: &str, access: &str) -> String {
-    let res = post_bearer(app, SETUP, access, None).await;
+    let res = app.post_bearer(SETUP, access, None).await;
     assert_eq!(res.status(), 200, "setup");
     assert_no_store(res.headers());
     assert_common_headers(res.headers());
@@ -185,7 +36,13 @@ async fn setup(app: &TestApp, email: &str, access: &str) -> String {
     let secret = v["secret"].as_str().expect("secret").to_string();
     assert!(secret.trim_end_matches('=').len() >= 32, "≥ 160 bits: {v}");
     assert!(
-        decode_secret(&secret).len() >= 20,
+        secret
+            .bytes()
+            .all(|b| b.is_ascii_uppercase() || (b'2'..=b'7').contains(&b) || b == b'='),
+        "secret is RFC 4648 base32: {secret:?}"
+    );
+    assert!(
+        decode_base32(&secret).len() >= 20,
         "the secret has at least 160 bits: {secret}"
     );
     let url = v["otpauth_url"].as_str().expect("otpauth_url");
@@ -212,7 +69,9 @@ async fn enrolled_user(app: &TestApp) -> (String, Tokens, Authenticator, Vec<Str
     let secret = setup(app, &email, &tokens.access).await;
     let mut auth = Authenticator::new(&secret);
     let code = auth.fresh_code().await;
-    let res = post_bearer(app, VERIFY, &tokens.access, Some(&json!({ "code": code }))).await;
+    let res = app
+        .post_bearer(VERIFY, &tokens.access, Some(&json!({ "code": code })))
+        .await;
     assert_eq!(res.status(), 200, "verify with the current code");
     assert_no_store(res.headers());
     let v = json_of(res).await;
@@ -248,12 +107,7 @@ fn recovery_codes(v: &Value) -> Vec<String> {
 
 /// Logs in a user with MFA: asserts the MFA-pending answer; returns the pending token.
 async fn login_pending(app: &TestApp, email: &str) -> String {
-    let res = Client::new()
-        .post(app.url("/api/auth/token"))
-        .form(&[("username", email), ("password", PASSWORD)])
-        .send()
-        .await
-        .expect("login");
+    let res = app.login_raw(email, PASSWORD).await;
     assert_eq!(res.status(), 200, "login of an enrolled user");
     let headers = res.headers().clone();
     assert_no_store(&headers);
@@ -308,9 +162,7 @@ async fn expect_signed_in(res: Response) -> Tokens {
 }
 
 async fn mfa_enabled_on_me(app: &TestApp, access: &str) -> Value {
-    let res = app.me(access).await;
-    assert_eq!(res.status(), 200, "me");
-    json_of(res).await["mfa_enabled"].clone()
+    app.profile(access).await["mfa_enabled"].clone()
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -329,13 +181,9 @@ async fn setup_and_verify_enable_mfa() {
     assert_eq!(json_of(ent).await["mfa_enabled"], false);
 
     // Verify before setup.
-    let res = post_bearer(
-        &app,
-        VERIFY,
-        &tokens.access,
-        Some(&json!({"code": "123456"})),
-    )
-    .await;
+    let res = app
+        .post_bearer(VERIFY, &tokens.access, Some(&json!({"code": "123456"})))
+        .await;
     expect_error(res, 400, "mfa_not_set_up").await;
 
     let secret = setup(&app, &email, &tokens.access).await;
@@ -344,23 +192,29 @@ async fn setup_and_verify_enable_mfa() {
 
     // A wrong code.
     let wrong = auth.wrong_code(1);
-    let res = post_bearer(&app, VERIFY, &tokens.access, Some(&json!({"code": wrong}))).await;
+    let res = app
+        .post_bearer(VERIFY, &tokens.access, Some(&json!({"code": wrong})))
+        .await;
     expect_error(res, 400, "invalid_code").await;
     assert_eq!(mfa_enabled_on_me(&app, &tokens.access).await, false);
 
     // The right code.
     let code = auth.fresh_code().await;
-    let res = post_bearer(&app, VERIFY, &tokens.access, Some(&json!({"code": code}))).await;
+    let res = app
+        .post_bearer(VERIFY, &tokens.access, Some(&json!({"code": code})))
+        .await;
     assert_eq!(res.status(), 200, "verify with the current code");
     assert_no_store(res.headers());
     assert_common_headers(res.headers());
     recovery_codes(&json_of(res).await);
 
     // Setup or verify again.
-    let res = post_bearer(&app, SETUP, &tokens.access, None).await;
+    let res = app.post_bearer(SETUP, &tokens.access, None).await;
     expect_error(res, 409, "mfa_already_enabled").await;
     let code = auth.fresh_code().await;
-    let res = post_bearer(&app, VERIFY, &tokens.access, Some(&json!({"code": code}))).await;
+    let res = app
+        .post_bearer(VERIFY, &tokens.access, Some(&json!({"code": code})))
+        .await;
     expect_error(res, 409, "mfa_already_enabled").await;
 
     // The profile and the entitlements say so.
@@ -391,43 +245,43 @@ async fn mfa_answers_carry_no_store() {
             ));
         }
     };
-    let res = post_bearer(
-        &app,
-        VERIFY,
-        &tokens.access,
-        Some(&json!({"code": "123456"})),
-    )
-    .await;
+    let res = app
+        .post_bearer(VERIFY, &tokens.access, Some(&json!({"code": "123456"})))
+        .await;
     no_store(&res, "verify before setup");
     expect_error(res, 400, "mfa_not_set_up").await;
-    let res = post_bearer(
-        &app,
-        DISABLE,
-        &tokens.access,
-        Some(&json!({"code": "123456"})),
-    )
-    .await;
+    let res = app
+        .post_bearer(DISABLE, &tokens.access, Some(&json!({"code": "123456"})))
+        .await;
     no_store(&res, "disable when not enabled");
     expect_error(res, 400, "mfa_not_enabled").await;
     let secret = setup(&app, &email, &tokens.access).await;
     let mut auth = Authenticator::new(&secret);
     let wrong = auth.wrong_code(2);
-    let res = post_bearer(&app, VERIFY, &tokens.access, Some(&json!({"code": wrong}))).await;
+    let res = app
+        .post_bearer(VERIFY, &tokens.access, Some(&json!({"code": wrong})))
+        .await;
     no_store(&res, "verify with a wrong code");
     expect_error(res, 400, "invalid_code").await;
     let code = auth.fresh_code().await;
-    let res = post_bearer(&app, VERIFY, &tokens.access, Some(&json!({"code": code}))).await;
+    let res = app
+        .post_bearer(VERIFY, &tokens.access, Some(&json!({"code": code})))
+        .await;
     no_store(&res, "verify");
     assert_eq!(res.status(), 200);
-    let res = post_bearer(&app, SETUP, &tokens.access, None).await;
+    let res = app.post_bearer(SETUP, &tokens.access, None).await;
     no_store(&res, "setup when enabled");
     expect_error(res, 409, "mfa_already_enabled").await;
     let wrong = auth.wrong_code(3);
-    let res = post_bearer(&app, DISABLE, &tokens.access, Some(&json!({"code": wrong}))).await;
+    let res = app
+        .post_bearer(DISABLE, &tokens.access, Some(&json!({"code": wrong})))
+        .await;
     no_store(&res, "disable with a wrong code");
     expect_error(res, 400, "invalid_code").await;
     let code = auth.fresh_code().await;
-    let res = post_bearer(&app, DISABLE, &tokens.access, Some(&json!({"code": code}))).await;
+    let res = app
+        .post_bearer(DISABLE, &tokens.access, Some(&json!({"code": code})))
+        .await;
     no_store(&res, "disable");
     assert_eq!(res.status(), 204);
     assert!(
@@ -440,12 +294,7 @@ async fn mfa_answers_carry_no_store() {
 async fn an_api_key_cannot_manage_mfa() {
     let app = spawn_app().await;
     let (_, tokens) = app.new_user().await;
-    let res = app.get_bearer("/api/auth/api-key", &tokens.access).await;
-    assert_eq!(res.status(), 200, "api key created");
-    let key = json_of(res).await["key"]
-        .as_str()
-        .expect("the new key")
-        .to_string();
+    let key = app.new_api_key(&tokens.access).await;
     for path in [SETUP, VERIFY, DISABLE] {
         let res = Client::new()
             .post(app.url(path))
@@ -456,7 +305,7 @@ async fn an_api_key_cannot_manage_mfa() {
             .expect("post");
         expect_error(res, 403, "session_required").await;
     }
-    let res = post_bearer(&app, SETUP, &key, None).await;
+    let res = app.post_bearer(SETUP, &key, None).await;
     expect_error(res, 403, "session_required").await;
     assert_eq!(mfa_enabled_on_me(&app, &tokens.access).await, false);
 }
@@ -482,11 +331,13 @@ async fn an_mfa_pending_token_is_good_only_for_the_challenge() {
         "/api/auth/verify-phone/request",
         SETUP,
     ] {
-        let res = post_bearer(&app, path, &pending, None).await;
+        let res = app.post_bearer(path, &pending, None).await;
         expect_error(res, 401, "invalid_token").await;
     }
     for path in [VERIFY, DISABLE] {
-        let res = post_bearer(&app, path, &pending, Some(&json!({"code": "123456"}))).await;
+        let res = app
+            .post_bearer(path, &pending, Some(&json!({"code": "123456"})))
+            .await;
         expect_error(res, 401, "invalid_token").await;
     }
     // As the cookie.
@@ -498,12 +349,7 @@ async fn an_mfa_pending_token_is_good_only_for_the_challenge() {
         .expect("me");
     expect_error(res, 401, "invalid_token").await;
     // It is no refresh token either.
-    let res = Client::new()
-        .post(app.url("/api/auth/refresh"))
-        .json(&json!({"refresh_token": pending}))
-        .send()
-        .await
-        .expect("refresh");
+    let res = app.refresh_raw(&pending).await;
     expect_error(res, 401, "invalid_refresh_token").await;
 }
 
@@ -604,12 +450,7 @@ async fn the_challenge_needs_a_pending_token_and_an_answer() {
     let code = auth.fresh_code().await;
 
     // No Authorization (and no cookie).
-    let res = Client::new()
-        .post(app.url(CHALLENGE))
-        .json(&json!({"code": code}))
-        .send()
-        .await
-        .expect("challenge");
+    let res = app.post_json(CHALLENGE, &json!({"code": code})).await;
     expect_error(res, 401, "not_authenticated").await;
 
     // A normal access token.
@@ -630,8 +471,7 @@ async fn the_challenge_needs_a_pending_token_and_an_answer() {
         .send()
         .await
         .expect("challenge");
-    let detail = expect_validation(res).await;
-    assert_issues(&detail, &[("json_invalid", &["body"])]);
+    expect_issues(res, &[("json_invalid", &["body"])]).await;
 
     // The token is still good for a right answer.
     let res = challenge(&app, &pending, &json!({"code": code})).await;
@@ -648,27 +488,25 @@ async fn disable_turns_mfa_off() {
     let (email, tokens, mut auth, _) = enrolled_user(&app).await;
     let verify_code = auth.code_at_step(auth.last_step);
 
-    let res = post_bearer(
-        &app,
-        DISABLE,
-        &tokens.access,
-        Some(&json!({"code": auth.wrong_code(7)})),
-    )
-    .await;
+    let res = app
+        .post_bearer(
+            DISABLE,
+            &tokens.access,
+            Some(&json!({"code": auth.wrong_code(7)})),
+        )
+        .await;
     expect_error(res, 400, "invalid_code").await;
     // The code verify used is spent.
-    let res = post_bearer(
-        &app,
-        DISABLE,
-        &tokens.access,
-        Some(&json!({"code": verify_code})),
-    )
-    .await;
+    let res = app
+        .post_bearer(DISABLE, &tokens.access, Some(&json!({"code": verify_code})))
+        .await;
     expect_error(res, 400, "invalid_code").await;
     assert_eq!(mfa_enabled_on_me(&app, &tokens.access).await, true);
 
     let code = auth.fresh_code().await;
-    let res = post_bearer(&app, DISABLE, &tokens.access, Some(&json!({"code": code}))).await;
+    let res = app
+        .post_bearer(DISABLE, &tokens.access, Some(&json!({"code": code})))
+        .await;
     assert_eq!(res.status(), 204, "disable with an unused code");
     assert_common_headers(res.headers());
     assert_eq!(mfa_enabled_on_me(&app, &tokens.access).await, false);
@@ -681,7 +519,9 @@ async fn disable_turns_mfa_off() {
     assert_eq!(bp_token_cookie(&headers).value, t.access);
     assert_eq!(mfa_enabled_on_me(&app, &t.access).await, false);
 
-    let res = post_bearer(&app, DISABLE, &tokens.access, Some(&json!({"code": code}))).await;
+    let res = app
+        .post_bearer(DISABLE, &tokens.access, Some(&json!({"code": code})))
+        .await;
     expect_error(res, 400, "mfa_not_enabled").await;
 
     // It can be set up again.

@@ -8,143 +8,28 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
-use data_encoding::{BASE32, BASE32_NOPAD};
-use hmac::{Hmac, Mac};
 use reqwest::{Client, Response};
 use serde_json::{json, Value};
-use sha1::Sha1;
 
 use crate::helpers::*;
 
 const PHONE: &str = "+447700900123";
 
 // ---------------------------------------------------------------------------------------------
-// A server to talk to, in-process or the real binary.
+// Requests, to the in-process server or the real binary.
 // ---------------------------------------------------------------------------------------------
 
-trait Target {
-    fn at(&self, path: &str) -> String;
-}
-
-impl Target for TestApp {
-    fn at(&self, path: &str) -> String {
-        self.url(path)
-    }
-}
-
-impl Target for ServerProcess {
-    fn at(&self, path: &str) -> String {
-        self.url(path)
-    }
-}
-
-async fn register_at(t: &impl Target, email: &str) -> Value {
-    let res = Client::new()
-        .post(t.at("/api/auth/register"))
-        .json(&json!({"email": email, "password": PASSWORD}))
-        .send()
-        .await
-        .expect("register");
-    assert_eq!(res.status(), 201, "register {email}");
-    json_of(res).await
-}
-
-async fn login_raw_at(t: &impl Target, email: &str, password: &str) -> Response {
-    Client::new()
-        .post(t.at("/api/auth/token"))
-        .form(&[("username", email), ("password", password)])
-        .send()
-        .await
-        .expect("login")
-}
-
 /// A full (not MFA-pending) login; panics otherwise.
-async fn login_at(t: &impl Target, email: &str) -> Tokens {
-    let res = login_raw_at(t, email, PASSWORD).await;
-    let status = res.status();
-    let v = json_of(res).await;
-    assert_eq!(status, 200, "login {email}: {v}");
+async fn full_login(t: &impl Server, email: &str) -> Tokens {
+    let res = t.login_raw(email, PASSWORD).await;
+    let v = expect_status(res, 200, &format!("login {email}")).await;
     assert_eq!(v["token_type"], "bearer", "a full login: {v}");
     Tokens::from_json(&v)
-}
-
-async fn refresh_at(t: &impl Target, refresh: &str) -> Response {
-    Client::new()
-        .post(t.at("/api/auth/refresh"))
-        .json(&json!({"refresh_token": refresh}))
-        .send()
-        .await
-        .expect("refresh")
-}
-
-async fn get_bearer_at(t: &impl Target, path: &str, token: &str) -> Response {
-    Client::new()
-        .get(t.at(path))
-        .bearer_auth(token)
-        .send()
-        .await
-        .expect("get")
-}
-
-async fn post_bearer_at(
-    t: &impl Target,
-    path: &str,
-    token: &str,
-    body: Option<&Value>,
-) -> Response {
-    let mut req = Client::new().post(t.at(path)).bearer_auth(token);
-    if let Some(b) = body {
-        req = req.json(b);
-    }
-    req.send().await.expect("post")
-}
-
-async fn me_at(t: &impl Target, token: &str) -> Response {
-    get_bearer_at(t, "/api/auth/me", token).await
-}
-
-async fn me_json(t: &impl Target, token: &str) -> Value {
-    let res = me_at(t, token).await;
-    let status = res.status();
-    let v = json_of(res).await;
-    assert_eq!(status, 200, "me: {v}");
-    v
-}
-
-async fn me_with_api_key(t: &impl Target, key: &str) -> Response {
-    Client::new()
-        .get(t.at("/api/auth/me"))
-        .header("X-API-Key", key)
-        .send()
-        .await
-        .expect("me with API key")
-}
-
-/// `GET /api/auth/api-key` (creating the key); returns the full key.
-async fn new_api_key(t: &impl Target, access: &str) -> String {
-    let res = get_bearer_at(t, "/api/auth/api-key", access).await;
-    let status = res.status();
-    let v = json_of(res).await;
-    assert_eq!(status, 200, "api-key: {v}");
-    v["key"]
-        .as_str()
-        .unwrap_or_else(|| panic!("the first answer holds the full key: {v}"))
-        .to_string()
-}
-
-async fn jwks_at(t: &impl Target) -> Value {
-    let res = Client::new()
-        .get(t.at("/.well-known/jwks.json"))
-        .send()
-        .await
-        .expect("jwks");
-    assert_eq!(res.status(), 200, "jwks");
-    json_of(res).await
 }
 
 fn jwks_kids(jwks: &Value) -> Vec<String> {
@@ -164,92 +49,34 @@ fn kid_of(token: &str) -> String {
 }
 
 // ---------------------------------------------------------------------------------------------
-// TOTP, written here from RFC 4226/6238, for MFA enrolment and challenges.
+// MFA enrolment and challenges, with the helpers' TOTP.
 // ---------------------------------------------------------------------------------------------
 
-const STEP_SECONDS: u64 = 30;
-
-fn hotp(key: &[u8], counter: u64) -> String {
-    let mut mac = Hmac::<Sha1>::new_from_slice(key).expect("HMAC takes any key length");
-    mac.update(&counter.to_be_bytes());
-    let d = mac.finalize().into_bytes();
-    let o = usize::from(d[d.len() - 1] & 0x0f);
-    let bin = (u32::from(d[o]) & 0x7f) << 24
-        | u32::from(d[o + 1]) << 16
-        | u32::from(d[o + 2]) << 8
-        | u32::from(d[o + 3]);
-    format!("{:06}", bin % 1_000_000)
-}
-
-#[allow(clippy::disallowed_methods)]
-fn unix_now() -> Duration {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("after 1970")
-}
-
-/// An authenticator app: the secret and the last step whose code it gave out (a code is good
-/// once; the server accepts one step either side of now).
-struct Authenticator {
-    key: Vec<u8>,
-    last_step: u64,
-}
-
-impl Authenticator {
-    fn new(secret: &str) -> Self {
-        let key = if secret.contains('=') {
-            BASE32.decode(secret.as_bytes())
-        } else {
-            BASE32_NOPAD.decode(secret.as_bytes())
-        }
-        .unwrap_or_else(|e| panic!("secret {secret:?} is not base32: {e}"));
-        Self { key, last_step: 0 }
-    }
-
-    async fn fresh_code(&mut self) -> String {
-        loop {
-            let now = unix_now();
-            let current = now.as_secs() / STEP_SECONDS;
-            let step = (self.last_step + 1).max(current);
-            if step <= current + 1 {
-                self.last_step = step;
-                return hotp(&self.key, step);
-            }
-            let boundary = Duration::from_secs((step - 1) * STEP_SECONDS);
-            tokio::time::sleep(boundary.saturating_sub(now) + Duration::from_millis(50)).await;
-        }
-    }
-}
-
 /// Enrols TOTP for the session of `access`; returns the secret and the authenticator.
-async fn enrol_mfa(t: &impl Target, access: &str) -> (String, Authenticator) {
-    let res = post_bearer_at(t, "/api/auth/mfa/totp/setup", access, None).await;
-    let status = res.status();
-    let v = json_of(res).await;
-    assert_eq!(status, 200, "totp setup: {v}");
+async fn enrol_mfa(t: &impl Server, access: &str) -> (String, Authenticator) {
+    let res = t
+        .post_bearer("/api/auth/mfa/totp/setup", access, None)
+        .await;
+    let v = expect_status(res, 200, "totp setup").await;
     let secret = v["secret"].as_str().expect("secret").to_string();
     let mut auth = Authenticator::new(&secret);
     let code = auth.fresh_code().await;
-    let res = post_bearer_at(
-        t,
-        "/api/auth/mfa/totp/verify",
-        access,
-        Some(&json!({ "code": code })),
-    )
-    .await;
-    let status = res.status();
-    let v = json_of(res).await;
-    assert_eq!(status, 200, "totp verify: {v}");
+    let res = t
+        .post_bearer(
+            "/api/auth/mfa/totp/verify",
+            access,
+            Some(&json!({ "code": code })),
+        )
+        .await;
+    let v = expect_status(res, 200, "totp verify").await;
     assert_eq!(v["mfa_enabled"], true, "{v}");
     (secret, auth)
 }
 
 /// A login of an MFA user: the MFA-pending token.
-async fn login_pending_at(t: &impl Target, email: &str) -> String {
-    let res = login_raw_at(t, email, PASSWORD).await;
-    let status = res.status();
-    let v = json_of(res).await;
-    assert_eq!(status, 200, "login {email}: {v}");
+async fn login_pending_at(t: &impl Server, email: &str) -> String {
+    let res = t.login_raw(email, PASSWORD).await;
+    let v = expect_status(res, 200, &format!("login {email}")).await;
     assert_eq!(v["token_type"], "mfa_pending", "MFA is still required: {v}");
     v["access_token"]
         .as_str()
@@ -280,29 +107,12 @@ impl std::fmt::Debug for CliRun {
 /// `bp-auth ARGS --data-dir DIR`, run from `DIR` (so no `config.toml` is picked up), to
 /// completion; killed after 60 s.
 fn bp_auth(data_dir: &Path, args: &[&str]) -> CliRun {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_bp-auth"))
-        .args(args)
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_bp-auth"));
+    cmd.args(args)
         .arg("--data-dir")
         .arg(data_dir)
-        .current_dir(data_dir)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn bp-auth");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while child.try_wait().expect("try_wait").is_none() {
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let out = child.wait_with_output().expect("output");
-            panic!(
-                "bp-auth {args:?} did not finish; stderr: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let out = child.wait_with_output().expect("output");
+        .current_dir(data_dir);
+    let out = run_to_exit(cmd, Duration::from_secs(60));
     CliRun {
         success: out.status.success(),
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -600,23 +410,19 @@ fn the_prometheus_parser_reads_the_text_format() {
 /// Register, login, refresh, a failed login, a profile phone and a phone code request.
 async fn traffic(app: &TestApp) {
     let (email, tokens) = app.new_user().await;
-    let res = refresh_at(app, &tokens.refresh).await;
+    let res = app.refresh_raw(&tokens.refresh).await;
     assert_eq!(res.status(), 200, "refresh");
     let tokens = Tokens::from_json(&json_of(res).await);
-    let res = login_raw_at(app, &email, "not the password at all").await;
+    let res = app.login_raw(&email, "not the password at all").await;
     assert_eq!(res.status(), 401, "a failed login");
-    let res = Client::new()
-        .patch(app.url("/api/auth/me"))
-        .bearer_auth(&tokens.access)
-        .json(&json!({ "phone": PHONE }))
-        .send()
-        .await
-        .expect("patch me");
+    let res = app
+        .patch_me(&tokens.access, &json!({ "phone": PHONE }))
+        .await;
     assert_eq!(res.status(), 200, "a phone on the profile");
-    let res = post_bearer_at(app, "/api/auth/verify-phone/request", &tokens.access, None).await;
-    let status = res.status();
-    let v = json_of(res).await;
-    assert_eq!(status, 200, "a phone code sent: {v}");
+    let res = app
+        .post_bearer("/api/auth/verify-phone/request", &tokens.access, None)
+        .await;
+    expect_status(res, 200, "a phone code sent").await;
 }
 
 async fn scrape(url: &str) -> Exposition {
@@ -663,112 +469,72 @@ async fn metrics_hold_every_family_with_plausible_counts_after_traffic() {
             problems.extend(m.histogram_problems(family));
         }
     }
-    let mut at_least = |what: &str, got: Option<f64>, min: f64| {
-        if !got.is_some_and(|v| v >= min) {
-            problems.push(format!("{what}: {got:?}, want >= {min}"));
-        }
-    };
-    let token_route = [("route", "/api/auth/token")];
-    at_least(
-        "bp_http_requests_total{route=\"/api/auth/token\"}",
-        m.total("bp_http_requests_total", &token_route),
-        2.0,
-    );
-    at_least(
-        "bp_http_requests_total{route=\"/api/auth/token\",method=\"POST\",status=\"200\"}",
-        m.total(
+    // Each count at least this much (a lower bound: the registry is shared by every app).
+    for (name, labels, min) in [
+        (
+            "bp_http_requests_total",
+            &[("route", "/api/auth/token")][..],
+            2.0,
+        ),
+        (
             "bp_http_requests_total",
             &[
                 ("route", "/api/auth/token"),
                 ("method", "POST"),
                 ("status", "200"),
-            ],
+            ][..],
+            1.0,
         ),
-        1.0,
-    );
-    at_least(
-        "bp_http_requests_total{route=\"/api/auth/token\",method=\"POST\",status=\"401\"}",
-        m.total(
+        (
             "bp_http_requests_total",
             &[
                 ("route", "/api/auth/token"),
                 ("method", "POST"),
                 ("status", "401"),
-            ],
+            ][..],
+            1.0,
         ),
-        1.0,
-    );
-    at_least(
-        "bp_http_requests_total{route=\"/api/auth/verify-phone/request\"}",
-        m.total(
+        (
             "bp_http_requests_total",
-            &[("route", "/api/auth/verify-phone/request")],
+            &[("route", "/api/auth/verify-phone/request")][..],
+            1.0,
         ),
-        1.0,
-    );
-    at_least(
-        "bp_http_request_duration_seconds_count{route=\"/api/auth/token\"}",
-        m.total("bp_http_request_duration_seconds_count", &token_route),
-        2.0,
-    );
-    at_least(
-        "bp_logins_total{outcome=\"success\"}",
-        m.total("bp_logins_total", &[("outcome", "success")]),
-        1.0,
-    );
-    at_least(
-        "bp_logins_total{outcome=\"invalid_credentials\"}",
-        m.total("bp_logins_total", &[("outcome", "invalid_credentials")]),
-        1.0,
-    );
-    at_least(
-        "bp_refreshes_total{outcome=\"rotated\"}",
-        m.total("bp_refreshes_total", &[("outcome", "rotated")]),
-        1.0,
-    );
-    at_least(
-        "bp_resident_actors",
-        m.total("bp_resident_actors", &[]),
-        1.0,
-    );
-    at_least(
-        "bp_password_hash_queue_depth",
-        m.total("bp_password_hash_queue_depth", &[]),
-        0.0,
-    );
-    at_least(
-        "bp_password_hash_wait_seconds_count",
-        m.total("bp_password_hash_wait_seconds_count", &[]),
-        3.0,
-    );
-    at_least(
-        "bp_store_flushes_total",
-        m.total("bp_store_flushes_total", &[]),
-        1.0,
-    );
-    at_least(
-        "bp_store_flush_batch_writes_count",
-        m.total("bp_store_flush_batch_writes_count", &[]),
-        1.0,
-    );
-    at_least(
-        "bp_store_flush_batch_writes_sum",
-        m.total("bp_store_flush_batch_writes_sum", &[]),
-        1.0,
-    );
-    at_least(
-        "bp_store_flush_duration_seconds_count",
-        m.total("bp_store_flush_duration_seconds_count", &[]),
-        1.0,
-    );
-    at_least(
-        "bp_deliveries_total{channel=\"sms\",outcome=\"sent\"}",
-        m.total(
+        (
+            "bp_http_request_duration_seconds_count",
+            &[("route", "/api/auth/token")][..],
+            2.0,
+        ),
+        ("bp_logins_total", &[("outcome", "success")][..], 1.0),
+        (
+            "bp_logins_total",
+            &[("outcome", "invalid_credentials")][..],
+            1.0,
+        ),
+        ("bp_refreshes_total", &[("outcome", "rotated")][..], 1.0),
+        ("bp_resident_actors", &[][..], 1.0),
+        ("bp_password_hash_queue_depth", &[][..], 0.0),
+        ("bp_password_hash_wait_seconds_count", &[][..], 3.0),
+        ("bp_store_flushes_total", &[][..], 1.0),
+        ("bp_store_flush_batch_writes_count", &[][..], 1.0),
+        ("bp_store_flush_batch_writes_sum", &[][..], 1.0),
+        ("bp_store_flush_duration_seconds_count", &[][..], 1.0),
+        (
             "bp_deliveries_total",
-            &[("channel", "sms"), ("outcome", "sent")],
+            &[("channel", "sms"), ("outcome", "sent")][..],
+            1.0,
         ),
-        1.0,
-    );
+    ] {
+        let got = m.total(name, labels);
+        if !got.is_some_and(|v| v >= min) {
+            let shown: Vec<String> = labels.iter().map(|(k, v)| format!("{k}=\"{v}\"")).collect();
+            let what = if shown.is_empty() {
+                name.to_string()
+            } else {
+                format!("{name}{{{}}}", shown.join(","))
+            };
+            problems.push(format!("{what}: {got:?}, want >= {min}"));
+        }
+    }
     assert!(
         problems.is_empty(),
         "metrics problems:\n{}",
@@ -789,24 +555,16 @@ async fn metrics_bind_serves_them_on_a_separate_listener_only() {
         m.matching("bp_logins_total", &[])
     );
     assert!(m.types.contains_key("bp_resident_actors"));
-    let res = Client::new()
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .expect("metrics on the API port");
+    let res = app.get("/metrics").await;
     assert_eq!(res.status(), 404, "not on the API listener");
     // The API listener still works.
-    login_at(&app, &email).await;
+    full_login(&app, &email).await;
 }
 
 #[actix_web::test]
 async fn metrics_disabled_are_not_served() {
     let app = spawn_app_with(|c| c.metrics.enabled = false).await;
-    let res = Client::new()
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .expect("metrics");
+    let res = app.get("/metrics").await;
     assert_eq!(res.status(), 404);
 }
 
@@ -841,7 +599,7 @@ async fn request_id_sent_is_echoed_and_one_is_made_otherwise() {
     }
     let mut seen = HashSet::new();
     for path in ["/healthz", "/healthz", "/api/auth/me"] {
-        let res = Client::new().get(app.url(path)).send().await.expect("get");
+        let res = app.get(path).await;
         let id = request_id_of(&res).unwrap_or_else(|| panic!("{path}: an id is made"));
         assert!(!id.trim().is_empty(), "a non-empty id");
         assert!(seen.insert(id.clone()), "a fresh id per request: {id}");
@@ -860,7 +618,7 @@ async fn request_id_is_on_the_json_log_lines_of_its_request() {
     )
     .await;
     let e = email();
-    register_at(&server, &e).await;
+    server.register(&e).await;
     let res = Client::new()
         .post(server.url("/api/auth/token"))
         .header("X-Request-Id", "trace-me-42")
@@ -968,10 +726,10 @@ async fn keys_rotate_and_sighup_switch_the_signing_key_and_keep_old_tokens_valid
     let dir = tempfile::tempdir().expect("temp dir");
     let server = ServerProcess::start(dir.path(), &[]).await;
     let e = email();
-    register_at(&server, &e).await;
-    let a = login_at(&server, &e).await;
+    server.register(&e).await;
+    let a = full_login(&server, &e).await;
     let old_kid = kid_of(&a.access);
-    assert_eq!(jwks_kids(&jwks_at(&server).await), [old_kid.as_str()]);
+    assert_eq!(jwks_kids(&server.jwks().await), [old_kid.as_str()]);
     assert_eq!(key_files(dir.path()), [old_kid.as_str()]);
 
     // Key ages have one-second resolution: rotate in a later second than the first key's (a
@@ -1021,7 +779,7 @@ async fn keys_rotate_and_sighup_switch_the_signing_key_and_keep_old_tokens_valid
     assert!(hup.success());
     let deadline = Instant::now() + Duration::from_secs(15);
     let kids = loop {
-        let kids = jwks_kids(&jwks_at(&server).await);
+        let kids = jwks_kids(&server.jwks().await);
         if kids.len() >= 2 || Instant::now() > deadline {
             break kids;
         }
@@ -1039,12 +797,12 @@ async fn keys_rotate_and_sighup_switch_the_signing_key_and_keep_old_tokens_valid
     assert_eq!(sorted, files, "the JWKS lists both keys after SIGHUP");
 
     // A token signed by the old key still works; new tokens carry the new kid.
-    assert_eq!(me_at(&server, &a.access).await.status(), 200);
-    let b = login_at(&server, &e).await;
+    assert_eq!(server.me(&a.access).await.status(), 200);
+    let b = full_login(&server, &e).await;
     assert_ne!(kid_of(&b.access), old_kid);
     assert_eq!(kid_of(&b.access), new_kid);
-    assert_eq!(me_at(&server, &b.access).await.status(), 200);
-    let res = refresh_at(&server, &a.refresh).await;
+    assert_eq!(server.me(&b.access).await.status(), 200);
+    let res = server.refresh_raw(&a.refresh).await;
     assert_eq!(
         res.status(),
         200,
@@ -1095,7 +853,7 @@ async fn admin_commands_refuse_a_running_servers_data_dir_clearly() {
     let dir = tempfile::tempdir().expect("temp dir");
     let server = ServerProcess::start(dir.path(), &[]).await;
     let e = email();
-    register_at(&server, &e).await;
+    server.register(&e).await;
     let out = dir.path().join("export.jsonl");
     let out = out.to_str().expect("utf-8 path");
     for args in [
@@ -1115,7 +873,7 @@ async fn admin_commands_refuse_a_running_servers_data_dir_clearly() {
         );
     }
     // The server is unharmed and the user untouched.
-    login_at(&server, &e).await;
+    full_login(&server, &e).await;
     let status = server.terminate();
     assert!(status.success(), "{status:?}");
 }
@@ -1124,7 +882,7 @@ async fn admin_commands_refuse_a_running_servers_data_dir_clearly() {
 async fn admin_commands_on_an_unknown_email_fail() {
     let dir = tempfile::tempdir().expect("temp dir");
     let server = ServerProcess::start(dir.path(), &[]).await;
-    register_at(&server, &email()).await;
+    server.register(&email()).await;
     server.terminate();
     let nobody = "nobody@example.com";
     for args in [
@@ -1149,9 +907,9 @@ async fn admin_user_show_prints_the_account_without_secrets() {
     let dir = tempfile::tempdir().expect("temp dir");
     let server = ServerProcess::start(dir.path(), &[]).await;
     let e = email();
-    let profile = register_at(&server, &e).await;
-    let t = login_at(&server, &e).await;
-    let key = new_api_key(&server, &t.access).await;
+    let profile = server.register(&e).await;
+    let t = full_login(&server, &e).await;
+    let key = server.new_api_key(&t.access).await;
     server.terminate();
 
     let run = bp_auth_ok(dir.path(), &["admin", "user", "show", &e.to_uppercase()]);
@@ -1176,27 +934,27 @@ async fn admin_user_deactivate_and_reactivate() {
     let dir = tempfile::tempdir().expect("temp dir");
     let server = ServerProcess::start(dir.path(), &[]).await;
     let e = email();
-    register_at(&server, &e).await;
-    let t = login_at(&server, &e).await;
-    let key = new_api_key(&server, &t.access).await;
+    server.register(&e).await;
+    let t = full_login(&server, &e).await;
+    let key = server.new_api_key(&t.access).await;
     server.terminate();
 
     bp_auth_ok(dir.path(), &["admin", "user", "deactivate", &e]);
     assert_eq!(admin_show(dir.path(), &e)["status"], "deactivated");
     let server = ServerProcess::start(dir.path(), &[]).await;
     expect_error(
-        login_raw_at(&server, &e, PASSWORD).await,
+        server.login_raw(&e, PASSWORD).await,
         403,
         "account_deactivated",
     )
     .await;
     assert_ne!(
-        me_with_api_key(&server, &key).await.status(),
+        server.get_with_api_key("/api/auth/me", &key).await.status(),
         200,
         "the API key of a deactivated account is refused"
     );
     assert_ne!(
-        refresh_at(&server, &t.refresh).await.status(),
+        server.refresh_raw(&t.refresh).await.status(),
         200,
         "the sessions of a deactivated account are over"
     );
@@ -1205,8 +963,8 @@ async fn admin_user_deactivate_and_reactivate() {
     bp_auth_ok(dir.path(), &["admin", "user", "reactivate", &e]);
     assert_eq!(admin_show(dir.path(), &e)["status"], "active");
     let server = ServerProcess::start(dir.path(), &[]).await;
-    let t = login_at(&server, &e).await;
-    assert_eq!(me_json(&server, &t.access).await["status"], "active");
+    let t = full_login(&server, &e).await;
+    assert_eq!(server.profile(&t.access).await["status"], "active");
     server.terminate();
 }
 
@@ -1215,7 +973,7 @@ async fn admin_user_set_plan() {
     let dir = tempfile::tempdir().expect("temp dir");
     let server = ServerProcess::start(dir.path(), &[]).await;
     let e = email();
-    register_at(&server, &e).await;
+    server.register(&e).await;
     server.terminate();
 
     let run = bp_auth(
@@ -1228,12 +986,12 @@ async fn admin_user_set_plan() {
     assert_eq!(admin_show(dir.path(), &e)["plan"], "pro");
 
     let server = ServerProcess::start(dir.path(), &[]).await;
-    let t = login_at(&server, &e).await;
-    assert_eq!(me_json(&server, &t.access).await["plan"], "pro");
-    let res = get_bearer_at(&server, "/api/auth/me/entitlements", &t.access).await;
-    let status = res.status();
-    let ent = json_of(res).await;
-    assert_eq!(status, 200, "{ent}");
+    let t = full_login(&server, &e).await;
+    assert_eq!(server.profile(&t.access).await["plan"], "pro");
+    let res = server
+        .get_bearer("/api/auth/me/entitlements", &t.access)
+        .await;
+    let ent = expect_status(res, 200, "entitlements").await;
     assert_eq!(ent["plan"], "pro", "{ent}");
     assert!(
         ent["features"]
@@ -1249,9 +1007,9 @@ async fn admin_sessions_revoke() {
     let dir = tempfile::tempdir().expect("temp dir");
     let server = ServerProcess::start(dir.path(), &[]).await;
     let e = email();
-    register_at(&server, &e).await;
-    let t1 = login_at(&server, &e).await;
-    let t2 = login_at(&server, &e).await;
+    server.register(&e).await;
+    let t1 = full_login(&server, &e).await;
+    let t2 = full_login(&server, &e).await;
     server.terminate();
     assert_eq!(admin_show(dir.path(), &e)["live_sessions"], 2);
 
@@ -1259,21 +1017,16 @@ async fn admin_sessions_revoke() {
     assert_eq!(admin_show(dir.path(), &e)["live_sessions"], 0);
     let server = ServerProcess::start(dir.path(), &[]).await;
     for t in [&t1, &t2] {
-        expect_error(
-            refresh_at(&server, &t.refresh).await,
-            401,
-            "invalid_refresh_token",
-        )
-        .await;
+        expect_refresh_error(&server, &t.refresh, "invalid_refresh_token").await;
         assert_eq!(
-            me_at(&server, &t.access).await.status(),
+            server.me(&t.access).await.status(),
             401,
             "the access token of a revoked session"
         );
     }
     // The account itself is fine.
-    let t = login_at(&server, &e).await;
-    assert_eq!(me_at(&server, &t.access).await.status(), 200);
+    let t = full_login(&server, &e).await;
+    assert_eq!(server.me(&t.access).await.status(), 200);
     server.terminate();
 }
 
@@ -1282,8 +1035,8 @@ async fn admin_mfa_reset() {
     let dir = tempfile::tempdir().expect("temp dir");
     let server = ServerProcess::start(dir.path(), &[]).await;
     let e = email();
-    register_at(&server, &e).await;
-    let t = login_at(&server, &e).await;
+    server.register(&e).await;
+    let t = full_login(&server, &e).await;
     enrol_mfa(&server, &t.access).await;
     login_pending_at(&server, &e).await;
     server.terminate();
@@ -1293,8 +1046,8 @@ async fn admin_mfa_reset() {
     assert_eq!(admin_show(dir.path(), &e)["mfa_enabled"], false);
     let server = ServerProcess::start(dir.path(), &[]).await;
     // A plain login again, without a second factor.
-    let t = login_at(&server, &e).await;
-    assert_eq!(me_json(&server, &t.access).await["mfa_enabled"], false);
+    let t = full_login(&server, &e).await;
+    assert_eq!(server.profile(&t.access).await["mfa_enabled"], false);
     // And MFA can be enrolled afresh.
     enrol_mfa(&server, &t.access).await;
     login_pending_at(&server, &e).await;
@@ -1327,11 +1080,11 @@ async fn export_then_import_into_a_fresh_data_dir_keeps_users_api_keys_and_mfa()
     let src = tempfile::tempdir().expect("temp dir");
     let server = ServerProcess::start(src.path(), &[]).await;
     let (e1, e2) = (email(), email());
-    register_at(&server, &e1).await;
-    register_at(&server, &e2).await;
-    let t1 = login_at(&server, &e1).await;
-    let key = new_api_key(&server, &t1.access).await;
-    let t2 = login_at(&server, &e2).await;
+    server.register(&e1).await;
+    server.register(&e2).await;
+    let t1 = full_login(&server, &e1).await;
+    let key = server.new_api_key(&t1.access).await;
+    let t2 = full_login(&server, &e2).await;
     let (secret, mut auth) = enrol_mfa(&server, &t2.access).await;
     server.terminate();
 
@@ -1370,28 +1123,24 @@ async fn export_then_import_into_a_fresh_data_dir_keeps_users_api_keys_and_mfa()
     bp_auth_ok(dest.path(), &["admin", "import", "--in", export_s]);
 
     let server = ServerProcess::start(dest.path(), &[]).await;
-    let t = login_at(&server, &e1).await;
-    assert_eq!(me_json(&server, &t.access).await["email"], e1.as_str());
-    let res = me_with_api_key(&server, &key).await;
-    let status = res.status();
-    let me = json_of(res).await;
-    assert_eq!(status, 200, "the API key still authenticates: {me}");
+    let t = full_login(&server, &e1).await;
+    assert_eq!(server.profile(&t.access).await["email"], e1.as_str());
+    let res = server.get_with_api_key("/api/auth/me", &key).await;
+    let me = expect_status(res, 200, "the API key still authenticates").await;
     assert_eq!(me["email"], e1.as_str());
     // The MFA user still needs, and passes, the second factor.
     let pending = login_pending_at(&server, &e2).await;
     let code = auth.fresh_code().await;
-    let res = post_bearer_at(
-        &server,
-        "/api/auth/mfa/challenge",
-        &pending,
-        Some(&json!({ "code": code })),
-    )
-    .await;
-    let status = res.status();
-    let v = json_of(res).await;
-    assert_eq!(status, 200, "the TOTP secret survived: {v}");
+    let res = server
+        .post_bearer(
+            "/api/auth/mfa/challenge",
+            &pending,
+            Some(&json!({ "code": code })),
+        )
+        .await;
+    let v = expect_status(res, 200, "the TOTP secret survived").await;
     let t2 = Tokens::from_json(&v);
-    assert_eq!(me_json(&server, &t2.access).await["mfa_enabled"], true);
+    assert_eq!(server.profile(&t2.access).await["mfa_enabled"], true);
     server.terminate();
 
     // Only into an empty data dir.

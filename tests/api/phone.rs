@@ -1,7 +1,7 @@
 //! Phone verification: `POST /api/auth/verify-phone/request` and `/confirm`, the SMS line in the
 //! outbox, the code's limits, `PATCH /api/auth/me`'s effect on them, and a code's durability.
 
-use reqwest::{Client, Response};
+use reqwest::Client;
 use serde_json::{json, Value};
 
 use crate::helpers::*;
@@ -22,12 +22,6 @@ async fn request_code(app: &TestApp, token: &str) -> String {
     let lines = app.wait_outbox(before + 1).await;
     assert_eq!(lines.len(), before + 1, "exactly one new line");
     assert_six_digits(&lines[before]["code"], "code")
-}
-
-async fn profile(app: &TestApp, token: &str) -> Value {
-    let res = app.me(token).await;
-    assert_eq!(res.status(), 200);
-    json_of(res).await
 }
 
 #[actix_web::test]
@@ -88,7 +82,7 @@ async fn wrong_codes_count_down_and_the_last_one_voids_the_code() {
     }
     let res = app.phone_confirm(&t.access, &code).await;
     expect_error(res, 400, "code_expired").await;
-    assert_eq!(profile(&app, &t.access).await["phone_verified"], false);
+    assert_eq!(app.profile(&t.access).await["phone_verified"], false);
 }
 
 #[actix_web::test]
@@ -106,7 +100,7 @@ async fn the_right_code_verifies_the_phone() {
     assert_common_headers(res.headers());
     assert_eq!(json_of(res).await, json!({"phone_verified": true}));
 
-    let me = profile(&app, &t.access).await;
+    let me = app.profile(&t.access).await;
     assert_eq!(me["phone_verified"], true);
     assert_eq!(me["phone"], PHONE);
 
@@ -193,14 +187,7 @@ async fn request_again_within_the_resend_interval_is_rate_limited() {
     let code = request_code(&app, &t.access).await;
 
     let res = app.phone_request(&t.access).await;
-    let retry_after: u64 = res
-        .headers()
-        .get("retry-after")
-        .expect("Retry-After")
-        .to_str()
-        .unwrap()
-        .parse()
-        .expect("Retry-After in seconds");
+    let retry_after = retry_after(res.headers());
     assert!((1..=60).contains(&retry_after), "Retry-After {retry_after}");
     expect_error(res, 429, "rate_limited").await;
     assert_eq!(app.outbox().len(), 1, "nothing more was sent");
@@ -233,14 +220,7 @@ async fn the_sixth_send_in_an_hour_is_rate_limited() {
         last = request_code(&app, &t.access).await;
     }
     let res = app.phone_request(&t.access).await;
-    let retry_after: u64 = res
-        .headers()
-        .get("retry-after")
-        .expect("Retry-After")
-        .to_str()
-        .unwrap()
-        .parse()
-        .expect("Retry-After in seconds");
+    let retry_after = retry_after(res.headers());
     // The hour's first send was a moment ago.
     assert!(
         (3_500..=3_600).contains(&retry_after),
@@ -294,7 +274,7 @@ async fn a_different_phone_is_unverified_and_voids_a_pending_code() {
     let me = json_of(res).await;
     assert_eq!(me["phone"], "+447700900456");
     assert_eq!(me["phone_verified"], false);
-    assert_eq!(profile(&app, &t.access).await, me);
+    assert_eq!(app.profile(&t.access).await, me);
 
     // A code sent to it is voided by another change of number.
     let pending = request_code(&app, &t.access).await;
@@ -324,7 +304,7 @@ async fn a_different_phone_is_unverified_and_voids_a_pending_code() {
 async fn patch_me_changes_the_name_and_validates() {
     let app = spawn_app().await;
     let (e, t) = app.new_user().await;
-    let original = profile(&app, &t.access).await;
+    let original = app.profile(&t.access).await;
 
     let res = app
         .patch_me(&t.access, &json!({"full_name": "Ada Lovelace"}))
@@ -348,8 +328,7 @@ async fn patch_me_changes_the_name_and_validates() {
     let res = app
         .patch_me(&t.access, &json!({"full_name": "x".repeat(101)}))
         .await;
-    let detail = expect_validation(res).await;
-    assert_issues(&detail, &[("string_too_long", &["body", "full_name"])]);
+    expect_issues(res, &[("string_too_long", &["body", "full_name"])]).await;
 
     for bad in [
         "12345",
@@ -360,8 +339,7 @@ async fn patch_me_changes_the_name_and_validates() {
         "phone",
     ] {
         let res = app.patch_me(&t.access, &json!({"phone": bad})).await;
-        let detail = expect_validation(res).await;
-        assert_issues(&detail, &[("*", &["body", "phone"])]);
+        let detail = expect_issues(res, &[("*", &["body", "phone"])]).await;
         let kind = detail[0]["type"].as_str().unwrap();
         assert!(
             kind == "string_pattern_mismatch" || kind == "value_error",
@@ -371,23 +349,21 @@ async fn patch_me_changes_the_name_and_validates() {
 
     // Wrong types are refused, never ignored.
     let res = app.patch_me(&t.access, &json!({"full_name": 5})).await;
-    let detail = expect_validation(res).await;
-    assert_issues(&detail, &[("string_type", &["body", "full_name"])]);
+    expect_issues(res, &[("string_type", &["body", "full_name"])]).await;
     let res = app
         .patch_me(&t.access, &json!({"phone": 447700900123u64}))
         .await;
-    let detail = expect_validation(res).await;
-    assert_issues(&detail, &[("string_type", &["body", "phone"])]);
+    expect_issues(res, &[("string_type", &["body", "phone"])]).await;
 
     // Nothing above changed the profile.
-    assert_eq!(profile(&app, &t.access).await["full_name"], hundred);
+    assert_eq!(app.profile(&t.access).await["full_name"], hundred);
 
     // null clears.
     let res = app.patch_me(&t.access, &json!({"full_name": null})).await;
     assert_eq!(res.status(), 200);
     let me = json_of(res).await;
     assert!(me["full_name"].is_null(), "{me}");
-    assert!(profile(&app, &t.access).await["full_name"].is_null());
+    assert!(app.profile(&t.access).await["full_name"].is_null());
 
     // Not JSON.
     let res = Client::new()
@@ -398,8 +374,7 @@ async fn patch_me_changes_the_name_and_validates() {
         .send()
         .await
         .unwrap();
-    let detail = expect_validation(res).await;
-    assert_issues(&detail, &[("json_invalid", &["body"])]);
+    expect_issues(res, &[("json_invalid", &["body"])]).await;
 }
 
 #[actix_web::test]
@@ -413,8 +388,7 @@ async fn confirm_needs_a_code_field() {
             Some(&json!({})),
         )
         .await;
-    let detail = expect_validation(res).await;
-    assert_issues(&detail, &[("missing", &["body", "code"])]);
+    expect_issues(res, &[("missing", &["body", "code"])]).await;
     let res = app
         .post_bearer(
             "/api/auth/verify-phone/confirm",
@@ -422,18 +396,14 @@ async fn confirm_needs_a_code_field() {
             Some(&json!({"code": 123456})),
         )
         .await;
-    let detail = expect_validation(res).await;
-    assert_issues(&detail, &[("string_type", &["body", "code"])]);
+    expect_issues(res, &[("string_type", &["body", "code"])]).await;
 }
 
 #[actix_web::test]
 async fn phone_endpoints_need_a_session() {
     let app = spawn_app().await;
     let (_, t) = app.new_user_with_phone(PHONE).await;
-    let key = app.api_key(&t.access).await["key"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let key = app.new_api_key(&t.access).await;
     for path in [
         "/api/auth/verify-phone/request",
         "/api/auth/verify-phone/confirm",
@@ -459,81 +429,30 @@ async fn phone_endpoints_need_a_session() {
 
 // --- Durability across restarts, with the real binary -----------------------------------------
 
-async fn post_json_to(url: String, token: Option<&str>, body: Option<&Value>) -> Response {
-    let mut req = Client::new().post(url);
-    if let Some(t) = token {
-        req = req.bearer_auth(t);
-    }
-    if let Some(b) = body {
-        req = req.json(b);
-    }
-    req.send().await.unwrap()
-}
-
 /// Registers a user with a phone on `server`, logs in, requests a code; returns the access
 /// token and the code from the outbox.
 async fn pending_code_on(server: &ServerProcess, dir: &std::path::Path) -> (String, String) {
-    let e = email();
-    let res = post_json_to(
-        server.url("/api/auth/register"),
-        None,
-        Some(&json!({"email": e, "password": PASSWORD, "phone": PHONE})),
-    )
-    .await;
-    assert_eq!(res.status(), 201);
-    let res = Client::new()
-        .post(server.url("/api/auth/token"))
-        .form(&[("username", e.as_str()), ("password", PASSWORD)])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 200);
-    let access = Tokens::from_json(&json_of(res).await).access;
-    let res = post_json_to(
-        server.url("/api/auth/verify-phone/request"),
-        Some(&access),
-        None,
-    )
-    .await;
+    let (_, t) = server.new_user_with_phone(PHONE).await;
+    let res = server.phone_request(&t.access).await;
     assert_eq!(res.status(), 200);
     let lines = wait_outbox_len(dir, 1).await;
     let code = assert_six_digits(&lines[0]["code"], "code");
-    (access, code)
+    (t.access, code)
 }
 
 async fn confirm_after_restart(dir: &std::path::Path, access: &str, code: &str) {
     let server = ServerProcess::start(dir, &[]).await;
     // The resend interval (60 s) outlives the restart too, and its refusal voids nothing.
-    let res = post_json_to(
-        server.url("/api/auth/verify-phone/request"),
-        Some(access),
-        None,
-    )
-    .await;
+    let res = server.phone_request(access).await;
     assert!(res.headers().contains_key("retry-after"));
     expect_error(res, 429, "rate_limited").await;
     // A wrong code first: the pending code's attempts were kept too.
-    let res = post_json_to(
-        server.url("/api/auth/verify-phone/confirm"),
-        Some(access),
-        Some(&json!({"code": other_code(code)})),
-    )
-    .await;
+    let res = server.phone_confirm(access, &other_code(code)).await;
     expect_invalid_code(res, Some(4)).await;
-    let res = post_json_to(
-        server.url("/api/auth/verify-phone/confirm"),
-        Some(access),
-        Some(&json!({"code": code})),
-    )
-    .await;
+    let res = server.phone_confirm(access, code).await;
     assert_eq!(res.status(), 200);
     assert_eq!(json_of(res).await, json!({"phone_verified": true}));
-    let res = Client::new()
-        .get(server.url("/api/auth/me"))
-        .bearer_auth(access)
-        .send()
-        .await
-        .unwrap();
+    let res = server.me(access).await;
     assert_eq!(json_of(res).await["phone_verified"], true);
     assert!(server.terminate().success());
 }
@@ -568,7 +487,7 @@ async fn an_expired_code_is_refused() {
     tokio::time::sleep(std::time::Duration::from_millis(2_100)).await;
     let res = app.phone_confirm(&t.access, &code).await;
     expect_error(res, 400, "code_expired").await;
-    assert_eq!(profile(&app, &t.access).await["phone_verified"], false);
+    assert_eq!(app.profile(&t.access).await["phone_verified"], false);
 }
 
 #[actix_web::test]
@@ -588,7 +507,7 @@ async fn max_attempts_is_configurable() {
 async fn patch_me_ignores_unknown_fields_and_needs_a_body() {
     let app = spawn_app().await;
     let (e, t) = app.new_user().await;
-    let before = profile(&app, &t.access).await;
+    let before = app.profile(&t.access).await;
 
     let res = app.patch_me(&t.access, &json!({})).await;
     assert_eq!(res.status(), 200);
@@ -612,6 +531,5 @@ async fn patch_me_ignores_unknown_fields_and_needs_a_body() {
         .send()
         .await
         .unwrap();
-    let detail = expect_validation(res).await;
-    assert_issues(&detail, &[("missing", &["body"])]);
+    expect_issues(res, &[("missing", &["body"])]).await;
 }

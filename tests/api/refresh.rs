@@ -11,18 +11,21 @@ use serde_json::{json, Value};
 use crate::helpers::*;
 
 async fn post_refresh(app: &TestApp, body: &Value) -> reqwest::Response {
-    Client::new()
-        .post(app.url("/api/auth/refresh"))
-        .json(body)
-        .send()
-        .await
-        .expect("refresh")
+    app.post_json("/api/auth/refresh", body).await
 }
 
 async fn refresh_ok(app: &TestApp, token: &str) -> Tokens {
     let res = app.refresh_raw(token).await;
     assert_eq!(res.status(), 200, "refresh");
     Tokens::from_json(&json_of(res).await)
+}
+
+/// Presenting `reused`, a rotated-away token, is reuse: 401 `refresh_token_reused`; then the
+/// family's latest pair `latest` is dead too (its refresh token invalid, its session revoked).
+async fn assert_reuse_revokes_the_family(app: &TestApp, reused: &str, latest: &Tokens) {
+    expect_refresh_error(app, reused, "refresh_token_reused").await;
+    expect_refresh_error(app, &latest.refresh, "invalid_refresh_token").await;
+    expect_error(app.me(&latest.access).await, 401, "session_revoked").await;
 }
 
 /// The same token with its 32-byte secret replaced: well-formed, same user and family, unknown.
@@ -87,22 +90,12 @@ async fn reuse_revokes_the_family_and_the_session() {
     );
     expect_error(res, 401, "refresh_token_reused").await;
     // The successor belongs to the revoked family.
-    expect_error(
-        app.refresh_raw(&t2.refresh).await,
-        401,
-        "invalid_refresh_token",
-    )
-    .await;
+    expect_refresh_error(&app, &t2.refresh, "invalid_refresh_token").await;
     // Access tokens of that session stop working at once.
     expect_error(app.me(&t2.access).await, 401, "session_revoked").await;
     expect_error(app.me(&t.access).await, 401, "session_revoked").await;
     // Reusing again does not revoke anything new: the family is already gone.
-    expect_error(
-        app.refresh_raw(&t.refresh).await,
-        401,
-        "invalid_refresh_token",
-    )
-    .await;
+    expect_refresh_error(&app, &t.refresh, "invalid_refresh_token").await;
     // The user's other session is untouched.
     assert_eq!(app.me(&other.access).await.status(), 200);
     refresh_ok(&app, &other.refresh).await;
@@ -114,19 +107,7 @@ async fn reuse_of_an_older_generation_is_reuse_too() {
     let (_, t) = app.new_user().await;
     let t2 = refresh_ok(&app, &t.refresh).await;
     let t3 = refresh_ok(&app, &t2.refresh).await;
-    expect_error(
-        app.refresh_raw(&t.refresh).await,
-        401,
-        "refresh_token_reused",
-    )
-    .await;
-    expect_error(
-        app.refresh_raw(&t3.refresh).await,
-        401,
-        "invalid_refresh_token",
-    )
-    .await;
-    expect_error(app.me(&t3.access).await, 401, "session_revoked").await;
+    assert_reuse_revokes_the_family(&app, &t.refresh, &t3).await;
 }
 
 #[actix_web::test]
@@ -166,13 +147,22 @@ async fn garbage_and_unknown_tokens_are_invalid() {
 #[actix_web::test]
 async fn missing_field_or_wrong_type_is_422() {
     let app = spawn_app().await;
-    let d = expect_validation(post_refresh(&app, &json!({})).await).await;
-    assert_issues(&d, &[("missing", &["body", "refresh_token"])]);
-    let d = expect_validation(post_refresh(&app, &json!({"token": "bprt_x"})).await).await;
-    assert_issues(&d, &[("missing", &["body", "refresh_token"])]);
+    expect_issues(
+        post_refresh(&app, &json!({})).await,
+        &[("missing", &["body", "refresh_token"])],
+    )
+    .await;
+    expect_issues(
+        post_refresh(&app, &json!({"token": "bprt_x"})).await,
+        &[("missing", &["body", "refresh_token"])],
+    )
+    .await;
     for wrong in [json!(123), json!(true), json!(["bprt_x"]), json!({"t": 1})] {
-        let d = expect_validation(post_refresh(&app, &json!({"refresh_token": wrong})).await).await;
-        assert_issues(&d, &[("string_type", &["body", "refresh_token"])]);
+        expect_issues(
+            post_refresh(&app, &json!({"refresh_token": wrong})).await,
+            &[("string_type", &["body", "refresh_token"])],
+        )
+        .await;
     }
     let res = Client::new()
         .post(app.url("/api/auth/refresh"))
@@ -181,8 +171,7 @@ async fn missing_field_or_wrong_type_is_422() {
         .send()
         .await
         .expect("refresh");
-    let d = expect_validation(res).await;
-    assert_issues(&d, &[("missing", &["body"])]);
+    expect_issues(res, &[("missing", &["body"])]).await;
     let res = Client::new()
         .post(app.url("/api/auth/refresh"))
         .header("content-type", "application/json")
@@ -190,16 +179,14 @@ async fn missing_field_or_wrong_type_is_422() {
         .send()
         .await
         .expect("refresh");
-    let d = expect_validation(res).await;
-    assert_issues(&d, &[("json_invalid", &["body"])]);
+    expect_issues(res, &[("json_invalid", &["body"])]).await;
     let res = Client::new()
         .post(app.url("/api/auth/refresh"))
         .form(&[("refresh_token", "bprt_x")])
         .send()
         .await
         .expect("refresh");
-    let d = expect_validation(res).await;
-    assert_issues(&d, &[("json_invalid", &["body"])]);
+    expect_issues(res, &[("json_invalid", &["body"])]).await;
 }
 
 #[actix_web::test]
@@ -250,19 +237,7 @@ async fn grace_period_replays_the_successor_until_it_is_used() {
     assert_eq!(app.me(&retry.access).await.status(), 200);
     // Once the successor has been used, the old token is reuse.
     let second = refresh_ok(&app, &first.refresh).await;
-    expect_error(
-        app.refresh_raw(&t.refresh).await,
-        401,
-        "refresh_token_reused",
-    )
-    .await;
-    expect_error(
-        app.refresh_raw(&second.refresh).await,
-        401,
-        "invalid_refresh_token",
-    )
-    .await;
-    expect_error(app.me(&second.access).await, 401, "session_revoked").await;
+    assert_reuse_revokes_the_family(&app, &t.refresh, &second).await;
 }
 
 #[actix_web::test]
@@ -270,12 +245,7 @@ async fn without_grace_a_retry_is_reuse() {
     let app = spawn_app().await;
     let (_, t) = app.new_user().await;
     refresh_ok(&app, &t.refresh).await;
-    expect_error(
-        app.refresh_raw(&t.refresh).await,
-        401,
-        "refresh_token_reused",
-    )
-    .await;
+    expect_refresh_error(&app, &t.refresh, "refresh_token_reused").await;
 }
 
 #[actix_web::test]
@@ -283,12 +253,7 @@ async fn parallel_refreshes_of_one_token_have_one_winner() {
     let app = spawn_app().await;
     let (_, t) = app.new_user().await;
     let results = join_all((0..20).map(|_| async {
-        let res = Client::new()
-            .post(app.url("/api/auth/refresh"))
-            .json(&json!({"refresh_token": t.refresh}))
-            .send()
-            .await
-            .expect("refresh");
+        let res = post_refresh(&app, &json!({"refresh_token": t.refresh})).await;
         let status = res.status().as_u16();
         (status, json_of(res).await)
     }))
@@ -317,27 +282,19 @@ async fn parallel_refreshes_of_one_token_have_one_winner() {
         "at least one reuse: {results:?}"
     );
     let winner = Tokens::from_json(winners[0]);
-    expect_error(
-        app.refresh_raw(&winner.refresh).await,
-        401,
-        "invalid_refresh_token",
-    )
-    .await;
+    expect_refresh_error(&app, &winner.refresh, "invalid_refresh_token").await;
     expect_error(app.me(&winner.access).await, 401, "session_revoked").await;
 }
 
 #[actix_web::test]
 async fn streamed_body_over_16_kib_is_413() {
     let app = spawn_app().await;
-    let mut chunks = vec![br#"{"refresh_token": ""#.to_vec()];
-    chunks.extend((0..5).map(|_| vec![b'x'; 4096]));
-    chunks.push(br#""}"#.to_vec());
-    let raw = chunked_request(
+    let raw = chunked_post(
         app.port,
-        "POST /api/auth/refresh HTTP/1.1\r\nContent-Type: application/json",
-        &chunks,
+        "/api/auth/refresh",
+        "application/json",
+        &oversized_chunks(br#"{"refresh_token": ""#, br#""}"#),
     )
     .await;
-    assert_eq!(raw_status(&raw), 413, "{raw}");
-    assert!(raw.contains(r#""code":"payload_too_large""#), "{raw}");
+    expect_raw_error(&raw, 413, "payload_too_large");
 }

@@ -2,7 +2,6 @@
 //! limits, passwords kept exactly as sent, and concurrent registrations of one address.
 
 use futures_util::future::join_all;
-use reqwest::Client;
 use serde_json::{json, Value};
 
 use crate::helpers::*;
@@ -49,21 +48,6 @@ fn assert_profile_shape(p: &Value) {
         (-5..=120).contains(&age),
         "created_at is about now: {created}"
     );
-}
-
-/// Posts raw bytes with a content type.
-async fn post_raw(
-    app: &TestApp,
-    content_type: &str,
-    body: impl Into<reqwest::Body>,
-) -> reqwest::Response {
-    Client::new()
-        .post(app.url("/api/auth/register"))
-        .header("content-type", content_type)
-        .body(body)
-        .send()
-        .await
-        .expect("register")
 }
 
 #[actix_web::test]
@@ -128,19 +112,22 @@ async fn same_email_in_other_case_is_taken() {
 #[actix_web::test]
 async fn missing_fields_are_both_reported() {
     let app = spawn_app().await;
-    let d = expect_validation(app.register_raw(&json!({})).await).await;
-    assert_issues(
-        &d,
+    let d = expect_issues(
+        app.register_raw(&json!({})).await,
         &[
             ("missing", &["body", "email"]),
             ("missing", &["body", "password"]),
         ],
-    );
+    )
+    .await;
     for entry in &d {
         assert_eq!(entry["msg"], "Field required", "{entry}");
     }
-    let d = expect_validation(app.register_raw(&json!({"email": email()})).await).await;
-    assert_issues(&d, &[("missing", &["body", "password"])]);
+    expect_issues(
+        app.register_raw(&json!({"email": email()})).await,
+        &[("missing", &["body", "password"])],
+    )
+    .await;
 }
 
 #[actix_web::test]
@@ -153,12 +140,12 @@ async fn invalid_email_is_422() {
         "ada@example",
         "a b@example.com",
     ] {
-        let d = expect_validation(
+        expect_issues(
             app.register_raw(&json!({"email": bad, "password": PASSWORD}))
                 .await,
+            &[("value_error", &["body", "email"])],
         )
         .await;
-        assert_issues(&d, &[("value_error", &["body", "email"])]);
     }
 }
 
@@ -167,23 +154,23 @@ async fn email_longer_than_254_is_422() {
     let app = spawn_app().await;
     let long = format!("{}@{}.example.com", "a".repeat(64), "b".repeat(180));
     assert!(long.len() > 254);
-    let d = expect_validation(
+    expect_issues(
         app.register_raw(&json!({"email": long, "password": PASSWORD}))
             .await,
+        &[("*", &["body", "email"])],
     )
     .await;
-    assert_issues(&d, &[("*", &["body", "email"])]);
 }
 
 #[actix_web::test]
 async fn password_of_seven_is_too_short() {
     let app = spawn_app().await;
-    let d = expect_validation(
+    expect_issues(
         app.register_raw(&json!({"email": email(), "password": "zq7#Kp2"}))
             .await,
+        &[("string_too_short", &["body", "password"])],
     )
     .await;
-    assert_issues(&d, &[("string_too_short", &["body", "password"])]);
 }
 
 #[actix_web::test]
@@ -191,12 +178,12 @@ async fn password_of_129_code_points_is_too_long() {
     let app = spawn_app().await;
     // Two-byte characters: the limit counts code points, not bytes.
     let long = "é".repeat(129);
-    let d = expect_validation(
+    expect_issues(
         app.register_raw(&json!({"email": email(), "password": long}))
             .await,
+        &[("string_too_long", &["body", "password"])],
     )
     .await;
-    assert_issues(&d, &[("string_too_long", &["body", "password"])]);
     // 128 is the longest accepted, even though it is 256 bytes.
     let e = email();
     let res = app
@@ -209,12 +196,12 @@ async fn password_of_129_code_points_is_too_long() {
 async fn common_passwords_are_refused_in_any_case() {
     let app = spawn_app().await;
     for common in ["password1", "qwertyuiop", "QwertyUIOP", "PASSWORD1"] {
-        let d = expect_validation(
+        expect_issues(
             app.register_raw(&json!({"email": email(), "password": common}))
                 .await,
+            &[("value_error", &["body", "password"])],
         )
         .await;
-        assert_issues(&d, &[("value_error", &["body", "password"])]);
     }
 }
 
@@ -223,25 +210,25 @@ async fn password_equal_to_email_in_other_case_is_refused() {
     let app = spawn_app().await;
     let id = uuid::Uuid::now_v7().simple().to_string();
     let e = format!("Grace-{id}@Example.com");
-    let d = expect_validation(
+    expect_issues(
         app.register_raw(&json!({"email": e, "password": e.to_uppercase()}))
             .await,
+        &[("value_error", &["body", "password"])],
     )
     .await;
-    assert_issues(&d, &[("value_error", &["body", "password"])]);
 }
 
 #[actix_web::test]
 async fn full_name_of_101_characters_is_too_long() {
     let app = spawn_app().await;
-    let d = expect_validation(
+    expect_issues(
         app.register_raw(
             &json!({"email": email(), "password": PASSWORD, "full_name": "n".repeat(101)}),
         )
         .await,
+        &[("string_too_long", &["body", "full_name"])],
     )
     .await;
-    assert_issues(&d, &[("string_too_long", &["body", "full_name"])]);
     // 100 is fine.
     let res = app
         .register_raw(
@@ -261,12 +248,12 @@ async fn bad_phone_is_422() {
         "+44 7700 900123",
         "phone",
     ] {
-        let d = expect_validation(
+        expect_issues(
             app.register_raw(&json!({"email": email(), "password": PASSWORD, "phone": bad}))
                 .await,
+            &[("*", &["body", "phone"])],
         )
         .await;
-        assert_issues(&d, &[("*", &["body", "phone"])]);
     }
 }
 
@@ -279,52 +266,53 @@ async fn email_of_wrong_json_type_is_string_type() {
         json!(["a@example.com"]),
         json!({"a": 1}),
     ] {
-        let d = expect_validation(
+        expect_issues(
             app.register_raw(&json!({"email": wrong, "password": PASSWORD}))
                 .await,
+            &[("string_type", &["body", "email"])],
         )
         .await;
-        assert_issues(&d, &[("string_type", &["body", "email"])]);
     }
 }
 
 #[actix_web::test]
 async fn every_invalid_field_is_reported_at_once() {
     let app = spawn_app().await;
-    let d = expect_validation(
+    expect_issues(
         app.register_raw(&json!({
             "email": "nope", "password": "short", "full_name": "n".repeat(101), "phone": "12"
         }))
         .await,
-    )
-    .await;
-    assert_issues(
-        &d,
         &[
             ("value_error", &["body", "email"]),
             ("string_too_short", &["body", "password"]),
             ("string_too_long", &["body", "full_name"]),
             ("*", &["body", "phone"]),
         ],
-    );
+    )
+    .await;
 }
 
 #[actix_web::test]
 async fn non_json_content_type_is_json_invalid() {
     let app = spawn_app().await;
     let body = json!({"email": email(), "password": PASSWORD}).to_string();
-    let d = expect_validation(post_raw(&app, "text/plain", body.clone()).await).await;
-    assert_issues(&d, &[("json_invalid", &["body"])]);
-    let d = expect_validation(
-        post_raw(
-            &app,
+    expect_issues(
+        app.post_body("/api/auth/register", "text/plain", body.clone())
+            .await,
+        &[("json_invalid", &["body"])],
+    )
+    .await;
+    expect_issues(
+        app.post_body(
+            "/api/auth/register",
             "application/x-www-form-urlencoded",
             "email=a%40example.com&password=x",
         )
         .await,
+        &[("json_invalid", &["body"])],
     )
     .await;
-    assert_issues(&d, &[("json_invalid", &["body"])]);
 }
 
 #[actix_web::test]
@@ -336,16 +324,24 @@ async fn malformed_json_is_json_invalid() {
         "not json",
         r#"{"email":"a@example.com",}"#,
     ] {
-        let d = expect_validation(post_raw(&app, "application/json", bad).await).await;
-        assert_issues(&d, &[("json_invalid", &["body"])]);
+        expect_issues(
+            app.post_body("/api/auth/register", "application/json", bad)
+                .await,
+            &[("json_invalid", &["body"])],
+        )
+        .await;
     }
 }
 
 #[actix_web::test]
 async fn empty_body_is_missing_body() {
     let app = spawn_app().await;
-    let d = expect_validation(post_raw(&app, "application/json", "").await).await;
-    assert_issues(&d, &[("missing", &["body"])]);
+    expect_issues(
+        app.post_body("/api/auth/register", "application/json", "")
+            .await,
+        &[("missing", &["body"])],
+    )
+    .await;
 }
 
 #[actix_web::test]
@@ -353,7 +349,9 @@ async fn body_over_16_kib_is_413() {
     let app = spawn_app().await;
     let body = json!({"email": email(), "password": PASSWORD, "full_name": "x".repeat(20 * 1024)})
         .to_string();
-    let res = post_raw(&app, "application/json", body).await;
+    let res = app
+        .post_body("/api/auth/register", "application/json", body)
+        .await;
     expect_error(res, 413, "payload_too_large").await;
 }
 
@@ -404,12 +402,12 @@ async fn eight_emoji_are_eight_characters() {
     let res = app.login_raw(&e, emoji).await;
     assert_eq!(res.status(), 200);
     // Seven emoji are too short although they are 28 bytes.
-    let d = expect_validation(
+    expect_issues(
         app.register_raw(&json!({"email": email(), "password": "🔑🎲🌵🚲🧩🪁🦉"}))
             .await,
+        &[("string_too_short", &["body", "password"])],
     )
     .await;
-    assert_issues(&d, &[("string_too_short", &["body", "password"])]);
 }
 
 /// `s` with the case of its ASCII letters flipped where `mask`'s bits say.
@@ -436,19 +434,16 @@ async fn parallel_registrations_of_one_email_create_one_user() {
     let variants: Vec<String> = (0..20).map(|i| recase(&base, i)).collect();
     let distinct: std::collections::HashSet<&String> = variants.iter().collect();
     assert_eq!(distinct.len(), 20);
-    let url = app.url("/api/auth/register");
-    let results = join_all(variants.iter().map(|e| {
-        let url = url.clone();
-        async move {
-            let res = Client::new()
-                .post(url)
-                .json(&json!({"email": e, "password": PASSWORD}))
-                .send()
-                .await
-                .expect("register");
-            let status = res.status().as_u16();
-            (status, json_of(res).await)
-        }
+    let app = &app;
+    let results = join_all(variants.iter().map(|e| async move {
+        let res = app
+            .post_json(
+                "/api/auth/register",
+                &json!({"email": e, "password": PASSWORD}),
+            )
+            .await;
+        let status = res.status().as_u16();
+        (status, json_of(res).await)
     }))
     .await;
     let created: Vec<&Value> = results
@@ -471,21 +466,18 @@ async fn parallel_registrations_of_one_email_create_one_user() {
 #[actix_web::test]
 async fn streamed_body_over_16_kib_is_413() {
     let app = spawn_app().await;
-    let mut chunks = vec![format!(
+    let head = format!(
         r#"{{"email": "{}", "password": "{PASSWORD}", "full_name": ""#,
         email()
-    )
-    .into_bytes()];
-    chunks.extend((0..5).map(|_| vec![b'x'; 4096]));
-    chunks.push(br#""}"#.to_vec());
-    let raw = chunked_request(
+    );
+    let raw = chunked_post(
         app.port,
-        "POST /api/auth/register HTTP/1.1\r\nContent-Type: application/json",
-        &chunks,
+        "/api/auth/register",
+        "application/json",
+        &oversized_chunks(head.as_bytes(), br#""}"#),
     )
     .await;
-    assert_eq!(raw_status(&raw), 413, "{raw}");
-    assert!(raw.contains(r#""code":"payload_too_large""#), "{raw}");
+    expect_raw_error(&raw, 413, "payload_too_large");
     assert!(
         raw.to_ascii_lowercase()
             .contains("x-content-type-options: nosniff"),
@@ -500,9 +492,10 @@ async fn streamed_body_under_the_limit_is_read() {
         .to_string()
         .into_bytes();
     let (a, b) = body.split_at(10);
-    let raw = chunked_request(
+    let raw = chunked_post(
         app.port,
-        "POST /api/auth/register HTTP/1.1\r\nContent-Type: application/json",
+        "/api/auth/register",
+        "application/json",
         &[a.to_vec(), b.to_vec()],
     )
     .await;
@@ -512,16 +505,9 @@ async fn streamed_body_under_the_limit_is_read() {
 #[actix_web::test]
 async fn optional_fields_of_the_wrong_type_are_422() {
     let app = spawn_app().await;
-    let d = expect_validation(
-        app.register_raw(&json!({"email": email(), "password": PASSWORD, "full_name": 5, "phone": ["+447700900123"]}))
-            .await,
-    )
-    .await;
-    assert_issues(
-        &d,
-        &[
+    expect_issues(app.register_raw(&json!({"email": email(), "password": PASSWORD, "full_name": 5, "phone": ["+447700900123"]}))
+            .await, &[
             ("string_type", &["body", "full_name"]),
             ("string_type", &["body", "phone"]),
-        ],
-    );
+        ]).await;
 }

@@ -2,89 +2,20 @@
 //! configuration errors that stop the start with a message naming the culprit.
 
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 use reqwest::Client;
-use serde_json::{json, Value};
+use serde_json::json;
 
 use crate::helpers::*;
 
-async fn register(server: &ServerProcess, email: &str) -> Value {
-    let res = Client::new()
-        .post(server.url("/api/auth/register"))
-        .json(&json!({"email": email, "password": PASSWORD}))
-        .send()
-        .await
-        .expect("register");
-    assert_eq!(res.status(), 201);
-    json_of(res).await
-}
-
-async fn login_raw(server: &ServerProcess, email: &str) -> reqwest::Response {
-    Client::new()
-        .post(server.url("/api/auth/token"))
-        .form(&[("username", email), ("password", PASSWORD)])
-        .send()
-        .await
-        .expect("login")
-}
-
-async fn login(server: &ServerProcess, email: &str) -> Tokens {
-    let res = login_raw(server, email).await;
-    assert_eq!(res.status(), 200, "login");
-    Tokens::from_json(&json_of(res).await)
-}
-
-async fn refresh(server: &ServerProcess, token: &str) -> reqwest::Response {
-    Client::new()
-        .post(server.url("/api/auth/refresh"))
-        .json(&json!({"refresh_token": token}))
-        .send()
-        .await
-        .expect("refresh")
-}
-
-async fn me(server: &ServerProcess, token: &str) -> reqwest::Response {
-    Client::new()
-        .get(server.url("/api/auth/me"))
-        .bearer_auth(token)
-        .send()
-        .await
-        .expect("me")
-}
-
-async fn jwks(server: &ServerProcess) -> Value {
-    let res = Client::new()
-        .get(server.url("/.well-known/jwks.json"))
-        .send()
-        .await
-        .expect("jwks");
-    assert_eq!(res.status(), 200);
-    json_of(res).await
-}
-
-/// Runs the binary to completion (it is expected to stop by itself), killing it after 30 s.
-fn run_to_exit(mut cmd: Command) -> Output {
-    cmd.stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = cmd.spawn().expect("spawn bp-auth");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if child.try_wait().expect("try_wait").is_some() {
-            return child.wait_with_output().expect("output");
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let out = child.wait_with_output().expect("output");
-            panic!(
-                "bp-auth kept running; stderr: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+/// Runs `cmd` (a start that is expected to fail) to completion, killing it after 30 s; asserts
+/// it exits non-zero and returns its stderr.
+fn failed_start_stderr(cmd: Command) -> String {
+    let out = run_to_exit(cmd, Duration::from_secs(30));
+    assert!(!out.status.success(), "non-zero exit: {:?}", out.status);
+    String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
 /// `bp-auth serve` on a throwaway data dir and a free port, run from `cwd`.
@@ -104,36 +35,28 @@ async fn acknowledged_changes_survive_sigkill() {
     let dir = tempfile::tempdir().expect("temp dir");
     let server = ServerProcess::start(dir.path(), &[]).await;
     let e = email();
-    let profile = register(&server, &e).await;
-    let t = login(&server, &e).await;
-    let res = refresh(&server, &t.refresh).await;
+    let profile = server.register(&e).await;
+    let t = server.login(&e).await;
+    let res = server.refresh_raw(&t.refresh).await;
     assert_eq!(res.status(), 200);
     let rotated = Tokens::from_json(&json_of(res).await);
     // No drain, no flush: what was answered 2xx must already be on disk.
     server.kill();
 
     let server = ServerProcess::start(dir.path(), &[]).await;
-    let again = login(&server, &e).await;
-    let res = me(&server, &again.access).await;
+    let again = server.login(&e).await;
+    let res = server.me(&again.access).await;
     assert_eq!(res.status(), 200);
     assert_eq!(json_of(res).await["id"], profile["id"]);
     // The rotation was kept: the new token works...
-    let res = refresh(&server, &rotated.refresh).await;
+    let res = server.refresh_raw(&rotated.refresh).await;
     assert_eq!(res.status(), 200, "the rotated token survived the crash");
     // ...and the old one is a reuse.
-    expect_error(
-        refresh(&server, &t.refresh).await,
-        401,
-        "refresh_token_reused",
-    )
-    .await;
+    expect_refresh_error(&server, &t.refresh, "refresh_token_reused").await;
     // The email is still taken.
-    let res = Client::new()
-        .post(server.url("/api/auth/register"))
-        .json(&json!({"email": e.to_uppercase(), "password": PASSWORD}))
-        .send()
-        .await
-        .expect("register");
+    let res = server
+        .register_raw(&json!({"email": e.to_uppercase(), "password": PASSWORD}))
+        .await;
     expect_error(res, 409, "email_taken").await;
 }
 
@@ -142,8 +65,8 @@ async fn revocation_survives_sigkill() {
     let dir = tempfile::tempdir().expect("temp dir");
     let server = ServerProcess::start(dir.path(), &[]).await;
     let e = email();
-    register(&server, &e).await;
-    let t = login(&server, &e).await;
+    server.register(&e).await;
+    let t = server.login(&e).await;
     let res = Client::new()
         .post(server.url("/api/auth/logout"))
         .bearer_auth(&t.access)
@@ -154,13 +77,8 @@ async fn revocation_survives_sigkill() {
     server.kill();
 
     let server = ServerProcess::start(dir.path(), &[]).await;
-    expect_error(me(&server, &t.access).await, 401, "session_revoked").await;
-    expect_error(
-        refresh(&server, &t.refresh).await,
-        401,
-        "invalid_refresh_token",
-    )
-    .await;
+    expect_error(server.me(&t.access).await, 401, "session_revoked").await;
+    expect_refresh_error(&server, &t.refresh, "invalid_refresh_token").await;
 }
 
 #[actix_web::test]
@@ -168,15 +86,15 @@ async fn sigterm_exits_cleanly_and_keeps_the_signing_key() {
     let dir = tempfile::tempdir().expect("temp dir");
     let server = ServerProcess::start(dir.path(), &[]).await;
     let e = email();
-    register(&server, &e).await;
-    let t = login(&server, &e).await;
-    let before = jwks(&server).await;
+    server.register(&e).await;
+    let t = server.login(&e).await;
+    let before = server.jwks().await;
     let kid = jwt_header(&t.access)["kid"].clone();
     let status = server.terminate();
     assert!(status.success(), "SIGTERM exits 0: {status:?}");
 
     let server = ServerProcess::start(dir.path(), &[]).await;
-    let after = jwks(&server).await;
+    let after = server.jwks().await;
     assert_eq!(before, after, "the same published keys");
     assert!(
         after["keys"]
@@ -186,8 +104,8 @@ async fn sigterm_exits_cleanly_and_keeps_the_signing_key() {
             .any(|k| k["kid"] == kid),
         "the token's kid is still published"
     );
-    assert_eq!(me(&server, &t.access).await.status(), 200);
-    let res = refresh(&server, &t.refresh).await;
+    assert_eq!(server.me(&t.access).await.status(), 200);
+    let res = server.refresh_raw(&t.refresh).await;
     assert_eq!(res.status(), 200);
     let t2 = Tokens::from_json(&json_of(res).await);
     assert_eq!(
@@ -231,9 +149,7 @@ async fn unknown_key_in_the_config_file_stops_the_start() {
     .expect("write config");
     let mut cmd = serve_command(dir.path());
     cmd.arg("--config").arg(&config);
-    let out = run_to_exit(cmd);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "non-zero exit: {:?}", out.status);
+    let stderr = failed_start_stderr(cmd);
     assert!(
         stderr.contains("rotate_every"),
         "stderr names the key: {stderr}"
@@ -247,9 +163,7 @@ async fn unknown_section_in_the_config_file_stops_the_start() {
     std::fs::write(&config, "[tokenz]\naccess_ttl_seconds = 60\n").expect("write config");
     let mut cmd = serve_command(dir.path());
     cmd.arg("--config").arg(&config);
-    let out = run_to_exit(cmd);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "non-zero exit: {:?}", out.status);
+    let stderr = failed_start_stderr(cmd);
     assert!(stderr.contains("tokenz"), "stderr names the key: {stderr}");
 }
 
@@ -257,9 +171,7 @@ async fn unknown_section_in_the_config_file_stops_the_start() {
 async fn implicit_config_toml_in_the_working_directory_is_read() {
     let dir = tempfile::tempdir().expect("temp dir");
     std::fs::write(dir.path().join("config.toml"), "[refresh]\nrotate = 1\n").expect("write");
-    let out = run_to_exit(serve_command(dir.path()));
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "non-zero exit: {:?}", out.status);
+    let stderr = failed_start_stderr(serve_command(dir.path()));
     assert!(stderr.contains("rotate"), "stderr names the key: {stderr}");
 }
 
@@ -268,9 +180,7 @@ async fn missing_config_file_named_on_the_command_line_stops_the_start() {
     let dir = tempfile::tempdir().expect("temp dir");
     let mut cmd = serve_command(dir.path());
     cmd.arg("--config").arg(dir.path().join("absent.toml"));
-    let out = run_to_exit(cmd);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "non-zero exit: {:?}", out.status);
+    let stderr = failed_start_stderr(cmd);
     assert!(
         stderr.contains("absent.toml"),
         "stderr names the file: {stderr}"
@@ -282,9 +192,7 @@ async fn environment_value_of_the_wrong_type_stops_the_start() {
     let dir = tempfile::tempdir().expect("temp dir");
     let mut cmd = serve_command(dir.path());
     cmd.env("BP_AUTH__TOKENS__ACCESS_TTL_SECONDS", "soon");
-    let out = run_to_exit(cmd);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "non-zero exit: {:?}", out.status);
+    let stderr = failed_start_stderr(cmd);
     assert!(
         stderr.contains("access_ttl_seconds"),
         "stderr names the key: {stderr}"
@@ -296,9 +204,7 @@ async fn unknown_environment_key_stops_the_start() {
     let dir = tempfile::tempdir().expect("temp dir");
     let mut cmd = serve_command(dir.path());
     cmd.env("BP_AUTH__REFRESH__ROTATE", "false");
-    let out = run_to_exit(cmd);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "non-zero exit: {:?}", out.status);
+    let stderr = failed_start_stderr(cmd);
     assert!(
         stderr.to_lowercase().contains("rotate"),
         "stderr names the key: {stderr}"
@@ -311,8 +217,8 @@ async fn environment_overrides_the_access_lifetime() {
     let server =
         ServerProcess::start(dir.path(), &[("BP_AUTH__TOKENS__ACCESS_TTL_SECONDS", "60")]).await;
     let e = email();
-    register(&server, &e).await;
-    let res = login_raw(&server, &e).await;
+    server.register(&e).await;
+    let res = server.login_raw(&e, PASSWORD).await;
     assert_eq!(res.status(), 200);
     let cookie = bp_token_cookie(res.headers());
     let body = json_of(res).await;
@@ -334,10 +240,10 @@ async fn environment_turns_rotation_off() {
     )
     .await;
     let e = email();
-    register(&server, &e).await;
-    let t = login(&server, &e).await;
+    server.register(&e).await;
+    let t = server.login(&e).await;
     for _ in 0..2 {
-        let res = refresh(&server, &t.refresh).await;
+        let res = server.refresh_raw(&t.refresh).await;
         assert_eq!(res.status(), 200);
         assert_eq!(json_of(res).await["refresh_token"], t.refresh.as_str());
     }

@@ -4,26 +4,14 @@
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
+use bp_auth::domain::ids::{SessionId, UserId};
 use bp_auth::domain::time::Timestamp;
 use bp_auth::domain::tokens::{KeyPair, Keyring};
-use ed25519_dalek::Signer;
 use hmac::{Hmac, Mac};
-use reqwest::Client;
 use serde_json::{json, Value};
 use sha2::Sha256;
 
 use crate::helpers::*;
-
-fn b64(v: &Value) -> String {
-    URL_SAFE_NO_PAD.encode(v.to_string())
-}
-
-/// A compact JWS of `header` and `claims` signed with `pair`'s Ed25519 key.
-fn sign_with(pair: &KeyPair, header: &Value, claims: &Value) -> String {
-    let signing_input = format!("{}.{}", b64(header), b64(claims));
-    let sig = pair.signing.sign(signing_input.as_bytes());
-    format!("{signing_input}.{}", URL_SAFE_NO_PAD.encode(sig.to_bytes()))
-}
 
 fn genuine_header(kid: &str) -> Value {
     json!({"alg": "EdDSA", "typ": "at+jwt", "kid": kid})
@@ -35,14 +23,6 @@ async fn setup() -> (TestApp, String, KeyPair) {
     let (_, t) = app.new_user().await;
     let pair = signing_key(app.data_dir.path());
     (app, t.access, pair)
-}
-
-async fn assert_invalid(app: &TestApp, token: &str, what: &str) {
-    let res = app.me(token).await;
-    let status = res.status().as_u16();
-    assert_eq!(status, 401, "{what}: got {status}");
-    let body = expect_error(res, 401, "invalid_token").await;
-    assert_eq!(body["code"], "invalid_token", "{what}");
 }
 
 #[actix_web::test]
@@ -63,11 +43,11 @@ async fn changed_payload_with_the_original_signature() {
     let mut claims = jwt_claims(&token);
     claims["role"] = json!("admin");
     let forged = format!("{}.{}.{}", parts[0], b64(&claims), parts[2]);
-    assert_invalid(&app, &forged, "role changed").await;
+    assert_invalid_token(&app, &forged, "role changed").await;
     let mut claims = jwt_claims(&token);
     claims["exp"] = json!(claims["exp"].as_i64().unwrap_or(0) + 86_400);
     let forged = format!("{}.{}.{}", parts[0], b64(&claims), parts[2]);
-    assert_invalid(&app, &forged, "exp extended").await;
+    assert_invalid_token(&app, &forged, "exp extended").await;
 }
 
 #[actix_web::test]
@@ -77,23 +57,16 @@ async fn alg_none_with_an_empty_signature() {
     for alg in ["none", "None", "NONE"] {
         let header = json!({"alg": alg, "typ": "at+jwt", "kid": pair.kid});
         let forged = format!("{}.{}.", b64(&header), b64(&claims));
-        assert_invalid(&app, &forged, alg).await;
+        assert_invalid_token(&app, &forged, alg).await;
         let two_segments = format!("{}.{}", b64(&header), b64(&claims));
-        assert_invalid(&app, &two_segments, alg).await;
+        assert_invalid_token(&app, &two_segments, alg).await;
     }
 }
 
 #[actix_web::test]
 async fn hs256_signed_with_the_public_key() {
     let (app, token, _) = setup().await;
-    let jwks = json_of(
-        Client::new()
-            .get(app.url("/.well-known/jwks.json"))
-            .send()
-            .await
-            .expect("jwks"),
-    )
-    .await;
+    let jwks = json_of(app.get("/.well-known/jwks.json").await).await;
     let jwk = &jwks["keys"][0];
     let x = URL_SAFE_NO_PAD
         .decode(jwk["x"].as_str().expect("x"))
@@ -104,7 +77,7 @@ async fn hs256_signed_with_the_public_key() {
     mac.update(signing_input.as_bytes());
     let sig = URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes());
     let forged = format!("{signing_input}.{sig}");
-    assert_invalid(&app, &forged, "HS256 keyed with the public key").await;
+    assert_invalid_token(&app, &forged, "HS256 keyed with the public key").await;
 }
 
 #[actix_web::test]
@@ -113,10 +86,10 @@ async fn unknown_kid_signed_with_the_real_key() {
     let claims = jwt_claims(&token);
     for kid in ["unknown", "../x", "../../keys/server", "", "0"] {
         let header = json!({"alg": "EdDSA", "typ": "at+jwt", "kid": kid});
-        assert_invalid(&app, &sign_with(&pair, &header, &claims), kid).await;
+        assert_invalid_token(&app, &sign_with(&pair, &header, &claims), kid).await;
     }
     let header = json!({"alg": "EdDSA", "typ": "at+jwt"});
-    assert_invalid(&app, &sign_with(&pair, &header, &claims), "no kid").await;
+    assert_invalid_token(&app, &sign_with(&pair, &header, &claims), "no kid").await;
 }
 
 #[actix_web::test]
@@ -127,7 +100,7 @@ async fn embedded_jwk_does_not_pick_the_key() {
     // The attacker's own kid and key, offered in the header.
     let header =
         json!({"alg": "EdDSA", "typ": "at+jwt", "kid": attacker.kid, "jwk": attacker.jwk()});
-    assert_invalid(
+    assert_invalid_token(
         &app,
         &sign_with(&attacker, &header, &claims),
         "own kid + jwk",
@@ -135,7 +108,7 @@ async fn embedded_jwk_does_not_pick_the_key() {
     .await;
     // The server's kid with the attacker's key embedded.
     let header = json!({"alg": "EdDSA", "typ": "at+jwt", "kid": pair.kid, "jwk": attacker.jwk()});
-    assert_invalid(
+    assert_invalid_token(
         &app,
         &sign_with(&attacker, &header, &claims),
         "real kid + jwk",
@@ -143,7 +116,7 @@ async fn embedded_jwk_does_not_pick_the_key() {
     .await;
     // A jku pointing elsewhere.
     let header = json!({"alg": "EdDSA", "typ": "at+jwt", "kid": attacker.kid, "jku": "http://127.0.0.1:1/jwks.json"});
-    assert_invalid(&app, &sign_with(&attacker, &header, &claims), "jku").await;
+    assert_invalid_token(&app, &sign_with(&attacker, &header, &claims), "jku").await;
 }
 
 #[actix_web::test]
@@ -155,11 +128,11 @@ async fn one_bit_flipped_in_the_signature() {
         let mut s = sig.clone();
         s[bit / 8] ^= 1 << (bit % 8);
         let forged = format!("{}.{}", &token[..dot], URL_SAFE_NO_PAD.encode(&s));
-        assert_invalid(&app, &forged, &format!("bit {bit}")).await;
+        assert_invalid_token(&app, &forged, &format!("bit {bit}")).await;
     }
     // Truncated and extended signatures.
-    assert_invalid(&app, &token[..token.len() - 4], "truncated").await;
-    assert_invalid(&app, &format!("{token}AAAA"), "extended").await;
+    assert_invalid_token(&app, &token[..token.len() - 4], "truncated").await;
+    assert_invalid_token(&app, &format!("{token}AAAA"), "extended").await;
 }
 
 #[actix_web::test]
@@ -169,7 +142,7 @@ async fn wrong_audience_or_issuer() {
     let now = Timestamp(now_secs());
     let other_aud = Keyring::new(pair.clone(), vec![], "bp-auth".into(), "other".into(), 30);
     let c = other_aud.claims(sub, tid, Some(sid), "owner", now, 900);
-    assert_invalid(&app, &other_aud.sign(&c, "at+jwt"), "aud other").await;
+    assert_invalid_token(&app, &other_aud.sign(&c, "at+jwt"), "aud other").await;
     let other_iss = Keyring::new(
         pair.clone(),
         vec![],
@@ -178,7 +151,7 @@ async fn wrong_audience_or_issuer() {
         30,
     );
     let c = other_iss.claims(sub, tid, Some(sid), "owner", now, 900);
-    assert_invalid(&app, &other_iss.sign(&c, "at+jwt"), "iss other").await;
+    assert_invalid_token(&app, &other_iss.sign(&c, "at+jwt"), "iss other").await;
     // The same forgery with the right audience and issuer is accepted: only aud/iss differed.
     let right = forging_keyring(&app);
     let c = right.claims(sub, tid, Some(sid), "owner", now, 900);
@@ -192,16 +165,16 @@ async fn wrong_typ_is_refused() {
     let ring = forging_keyring(&app);
     let now = Timestamp(now_secs());
     let with_sid = ring.claims(sub, tid, Some(sid), "owner", now, 300);
-    assert_invalid(&app, &ring.sign(&with_sid, "mfa+jwt"), "mfa+jwt with sid").await;
+    assert_invalid_token(&app, &ring.sign(&with_sid, "mfa+jwt"), "mfa+jwt with sid").await;
     let pending = ring.claims(sub, tid, None, "owner", now, 300);
-    assert_invalid(&app, &ring.sign(&pending, "mfa+jwt"), "mfa+jwt").await;
+    assert_invalid_token(&app, &ring.sign(&pending, "mfa+jwt"), "mfa+jwt").await;
     let claims = jwt_claims(&token);
     for typ in ["JWT", "at+JWT", "jwt"] {
         let header = json!({"alg": "EdDSA", "typ": typ, "kid": pair.kid});
-        assert_invalid(&app, &sign_with(&pair, &header, &claims), typ).await;
+        assert_invalid_token(&app, &sign_with(&pair, &header, &claims), typ).await;
     }
     let header = json!({"alg": "EdDSA", "kid": pair.kid});
-    assert_invalid(&app, &sign_with(&pair, &header, &claims), "no typ").await;
+    assert_invalid_token(&app, &sign_with(&pair, &header, &claims), "no typ").await;
 }
 
 #[actix_web::test]
@@ -209,7 +182,7 @@ async fn unknown_critical_header_is_refused() {
     let (app, token, pair) = setup().await;
     let header =
         json!({"alg": "EdDSA", "typ": "at+jwt", "kid": pair.kid, "crit": ["exp"], "exp": 1});
-    assert_invalid(
+    assert_invalid_token(
         &app,
         &sign_with(&pair, &header, &jwt_claims(&token)),
         "crit",
@@ -244,7 +217,7 @@ async fn signature_is_checked_before_expiry() {
     let mut sig = URL_SAFE_NO_PAD.decode(&expired[dot + 1..]).expect("sig");
     sig[10] ^= 0x01;
     let forged = format!("{}.{}", &expired[..dot], URL_SAFE_NO_PAD.encode(&sig));
-    assert_invalid(&app, &forged, "expired with a bad signature").await;
+    assert_invalid_token(&app, &forged, "expired with a bad signature").await;
 }
 
 #[actix_web::test]
@@ -278,25 +251,17 @@ async fn genuine_signature_for_an_unknown_user_or_session_is_401() {
     let ring = forging_keyring(&app);
     let now = Timestamp(now_secs());
     let (sub, tid, _) = session_of(&token);
-    let c = ring.claims(
-        bp_auth::domain::ids::UserId::generate(),
-        tid,
-        Some(bp_auth::domain::ids::SessionId::generate()),
-        "owner",
-        now,
-        900,
-    );
-    let res = app.me(&ring.sign(&c, "at+jwt")).await;
+    let signed_for = |sub: UserId, sid: SessionId| {
+        ring.sign(
+            &ring.claims(sub, tid, Some(sid), "owner", now, 900),
+            "at+jwt",
+        )
+    };
+    let res = app
+        .me(&signed_for(UserId::generate(), SessionId::generate()))
+        .await;
     assert_eq!(res.status(), 401, "unknown user");
-    let c = ring.claims(
-        sub,
-        tid,
-        Some(bp_auth::domain::ids::SessionId::generate()),
-        "owner",
-        now,
-        900,
-    );
-    let res = app.me(&ring.sign(&c, "at+jwt")).await;
+    let res = app.me(&signed_for(sub, SessionId::generate())).await;
     assert_eq!(res.status(), 401, "unknown session");
 }
 
@@ -311,7 +276,7 @@ async fn malformed_claims_are_401_not_500() {
         json!({"iss": "bp-auth", "aud": "blitzpulse", "sub": "not-a-uuid", "tid": "x", "sid": "y", "role": "owner", "iat": 0, "exp": 1, "jti": "z"}),
         json!({"iss": "bp-auth", "aud": "blitzpulse", "exp": "tomorrow"}),
     ] {
-        assert_invalid(
+        assert_invalid_token(
             &app,
             &sign_with(&pair, &header, &claims),
             &claims.to_string(),
@@ -325,18 +290,14 @@ async fn malformed_claims_are_401_not_500() {
         URL_SAFE_NO_PAD.encode("{}"),
         URL_SAFE_NO_PAD.encode([0u8; 64])
     );
-    assert_invalid(&app, &forged, "header not JSON").await;
-    assert_invalid(&app, "%%%.%%%.%%%", "not base64").await;
+    assert_invalid_token(&app, &forged, "header not JSON").await;
+    assert_invalid_token(&app, "%%%.%%%.%%%", "not base64").await;
 }
 
 #[actix_web::test]
 async fn jwks_lists_the_signing_key() {
     let (app, token, pair) = setup().await;
-    let res = Client::new()
-        .get(app.url("/.well-known/jwks.json"))
-        .send()
-        .await
-        .expect("jwks");
+    let res = app.get("/.well-known/jwks.json").await;
     assert_eq!(res.status(), 200);
     assert_common_headers(res.headers());
     let jwks = json_of(res).await;
@@ -364,13 +325,6 @@ async fn data_dir_keyring_loads_and_matches_the_jwks() {
     let (app, token, _) = setup().await;
     let ring = app.keyring();
     assert_eq!(json!(ring.active_kid()), jwt_header(&token)["kid"]);
-    let jwks = json_of(
-        Client::new()
-            .get(app.url("/.well-known/jwks.json"))
-            .send()
-            .await
-            .expect("jwks"),
-    )
-    .await;
+    let jwks = json_of(app.get("/.well-known/jwks.json").await).await;
     assert_eq!(ring.jwks(), jwks);
 }

@@ -3,7 +3,6 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
 
 use bp_auth::config::DeliveryKind;
 use hmac::{Hmac, Mac};
@@ -203,22 +202,6 @@ fn assert_signed_delivery(r: &Received) -> Value {
     body
 }
 
-async fn wait_received(receiver: &Receiver, n: usize) -> Vec<Received> {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let got = receiver.received();
-        if got.len() >= n {
-            return got;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the receiver got {} requests after 5 s, expected {n}",
-            got.len()
-        );
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-}
-
 #[actix_web::test]
 async fn phone_codes_are_posted_signed() {
     let receiver = Receiver::start(0).await;
@@ -272,7 +255,7 @@ async fn reactivation_codes_are_posted_signed() {
         .post_json("/api/auth/reactivate/request", &json!({"email": e}))
         .await;
     assert_eq!(res.status(), 204);
-    let got = wait_received(&receiver, 1).await;
+    let got = wait_for_len("the receiver's requests", 1, || receiver.received()).await;
     let body = assert_signed_delivery(&got[0]);
     assert_eq!(body["channel"], "email");
     assert_eq!(body["purpose"], "reactivate");
