@@ -202,6 +202,9 @@ impl Application {
         .client_request_timeout(Duration::from_secs(10))
         .client_disconnect_timeout(Duration::from_secs(2))
         .shutdown_timeout(10)
+        // actix-server stops at once, dropping requests in flight, on SIGINT (and SIGQUIT);
+        // the contract wants SIGINT to drain like SIGTERM, so the signals are ours.
+        .disable_signals()
         .listen(listener)
         .map_err(|e| StartupError::Bind(config.server.bind.clone(), e))?
         .run();
@@ -235,8 +238,10 @@ impl Application {
             handle
         });
         let keys_task = actix_web::rt::spawn(watch_keys(self.state.clone(), self.config.clone()));
+        let signals_task = actix_web::rt::spawn(drain_on_signal(self.server.handle()));
         let result = self.server.await;
         keys_task.abort();
+        signals_task.abort();
         if let Some(h) = metrics {
             h.stop(true).await;
         }
@@ -245,6 +250,25 @@ impl Application {
         tracing::info!("bp-auth stopped; store flushed");
         result
     }
+}
+
+/// SIGTERM or SIGINT: stop accepting, let requests in flight finish (up to the shutdown
+/// timeout), then return from `run_until_stopped`, which flushes the store.
+async fn drain_on_signal(server: actix_web::dev::ServerHandle) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::error!("cannot listen for SIGTERM/SIGINT; stop the server another way");
+        return;
+    };
+    let name = tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    };
+    tracing::info!(signal = name, "draining requests in flight, then stopping");
+    server.stop(true).await;
 }
 
 /// Reloads the signing keys from the data dir: on SIGHUP (after `bp-auth keys rotate`), and

@@ -150,10 +150,11 @@ impl<'a> Fields<'a> {
         self.errors.push(FieldError::body(&[name], kind, msg));
     }
 
-    /// A required string.
+    /// A required string. JSON `null` is a value of the wrong type, as pydantic says, not an
+    /// absent field.
     pub fn string(&mut self, name: &str) -> Option<&'a str> {
         match self.obj.get(name) {
-            None | Some(Value::Null) => {
+            None => {
                 self.push(name, "missing", "Field required");
                 None
             }

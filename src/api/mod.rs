@@ -21,111 +21,113 @@ pub mod verification;
 pub mod verifier;
 
 use actix_web::dev::HttpServiceFactory;
+use actix_web::http::Method;
 use actix_web::{web, FromRequest, Handler, HttpResponse, Responder};
 
 use error::ApiError;
 pub use state::AppState;
 
-fn resource<F, Args>(
-    path: &str,
-    method: fn() -> actix_web::Route,
-    handler: F,
-) -> impl HttpServiceFactory
+fn resource<F, Args>(path: &str, method: Method, handler: F) -> impl HttpServiceFactory
 where
     F: Handler<Args>,
     Args: FromRequest + 'static,
     F::Output: Responder + 'static,
 {
+    let allow = method.to_string();
     web::resource(path)
-        .route(method().to(handler))
-        .default_service(web::to(method_not_allowed))
+        .route(web::method(method).to(handler))
+        .default_service(web::to(move || method_not_allowed(allow.clone())))
 }
 
 /// Registers `/metrics` (on the API listener, or alone on a separate one).
 pub fn metrics_route(cfg: &mut web::ServiceConfig) {
-    cfg.service(resource("/metrics", web::get, meta::metrics));
+    cfg.service(resource("/metrics", Method::GET, meta::metrics));
 }
 
 /// Registers every API route.
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(resource(
         "/api/auth/register",
-        web::post,
+        Method::POST,
         register::register,
     ))
-    .service(resource("/api/auth/token", web::post, login::login))
-    .service(resource("/api/auth/refresh", web::post, sessions::refresh))
-    .service(resource("/api/auth/logout", web::post, sessions::logout))
+    .service(resource("/api/auth/token", Method::POST, login::login))
+    .service(resource(
+        "/api/auth/refresh",
+        Method::POST,
+        sessions::refresh,
+    ))
+    .service(resource("/api/auth/logout", Method::POST, sessions::logout))
     .service(
         web::resource("/api/auth/me")
             .route(web::get().to(account::me))
             .route(web::patch().to(account::patch_me))
-            .default_service(web::to(method_not_allowed)),
+            .default_service(web::to(|| method_not_allowed("GET, PATCH".into()))),
     )
     .service(resource(
         "/api/auth/me/entitlements",
-        web::get,
+        Method::GET,
         account::entitlements,
     ))
     .service(resource(
         "/api/auth/api-key",
-        web::get,
+        Method::GET,
         account::get_api_key,
     ))
     .service(resource(
         "/api/auth/api-key/rotate",
-        web::post,
+        Method::POST,
         account::rotate_api_key,
     ))
     .service(resource(
         "/api/auth/deactivate",
-        web::post,
+        Method::POST,
         account::deactivate,
     ))
     .service(resource(
         "/api/auth/verify-phone/request",
-        web::post,
+        Method::POST,
         verification::phone_request,
     ))
     .service(resource(
         "/api/auth/verify-phone/confirm",
-        web::post,
+        Method::POST,
         verification::phone_confirm,
     ))
     .service(resource(
         "/api/auth/reactivate/request",
-        web::post,
+        Method::POST,
         verification::reactivate_request,
     ))
     .service(resource(
         "/api/auth/reactivate/confirm",
-        web::post,
+        Method::POST,
         verification::reactivate_confirm,
     ))
     .service(resource(
         "/api/auth/mfa/totp/setup",
-        web::post,
+        Method::POST,
         mfa::totp_setup,
     ))
     .service(resource(
         "/api/auth/mfa/totp/verify",
-        web::post,
+        Method::POST,
         mfa::totp_verify,
     ))
     .service(resource(
         "/api/auth/mfa/totp/disable",
-        web::post,
+        Method::POST,
         mfa::totp_disable,
     ))
     .service(resource(
         "/api/auth/mfa/challenge",
-        web::post,
+        Method::POST,
         mfa::challenge,
     ))
-    .service(resource("/.well-known/jwks.json", web::get, meta::jwks))
-    .service(resource("/openapi.json", web::get, openapi::serve))
-    .service(resource("/healthz", web::get, meta::healthz))
-    .service(resource("/readyz", web::get, meta::readyz));
+    .service(resource("/.well-known/jwks.json", Method::GET, meta::jwks))
+    .service(resource("/openapi.json", Method::GET, openapi::serve))
+    .service(resource("/healthz", Method::GET, meta::healthz))
+    .service(resource("/readyz", Method::GET, meta::readyz));
 }
 
 /// 404 for every unknown path, in the contract's shape.
@@ -133,6 +135,11 @@ pub async fn not_found() -> HttpResponse {
     actix_web::ResponseError::error_response(&ApiError::NotFound)
 }
 
-async fn method_not_allowed() -> HttpResponse {
-    actix_web::ResponseError::error_response(&ApiError::MethodNotAllowed)
+/// 405 with `Allow` naming the path's methods (RFC 9110).
+async fn method_not_allowed(allow: String) -> HttpResponse {
+    let mut res = actix_web::ResponseError::error_response(&ApiError::MethodNotAllowed);
+    if let Ok(v) = actix_web::http::header::HeaderValue::from_str(&allow) {
+        res.headers_mut().insert(actix_web::http::header::ALLOW, v);
+    }
+    res
 }

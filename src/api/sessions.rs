@@ -115,7 +115,7 @@ pub async fn refresh(
 #[utoipa::path(
     post, path = "/api/auth/logout", tag = "auth", summary = "Logout",
     description = "Clear the auth cookie and revoke the current access-token session. Best-effort by design: the cookie clear path runs even when the presented token is stale or invalid.",
-    request_body(content = LogoutRequest, content_type = "application/json"),
+    request_body(content = Option<LogoutRequest>, content_type = "application/json", description = "Optional: an empty body counts as `{}`."),
     responses(
         (status = 204, description = "Successful Response"),
         BodyErrors,

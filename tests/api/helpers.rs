@@ -485,9 +485,18 @@ impl ServerProcess {
     }
 
     /// SIGTERM, then the exit status.
-    pub fn terminate(mut self) -> std::process::ExitStatus {
+    pub fn terminate(self) -> std::process::ExitStatus {
+        self.signal("-TERM")
+    }
+
+    /// SIGINT (Ctrl-C), then the exit status.
+    pub fn interrupt(self) -> std::process::ExitStatus {
+        self.signal("-INT")
+    }
+
+    fn signal(mut self, which: &str) -> std::process::ExitStatus {
         let _ = Command::new("kill")
-            .arg("-TERM")
+            .arg(which)
             .arg(self.child.id().to_string())
             .status();
         self.child.wait().expect("wait")

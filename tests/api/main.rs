@@ -1,6 +1,7 @@
 //! Integration tests: one binary, one module per area, each test against a real server.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod abuse;
 mod api_keys;
 mod crash;
 mod deactivation;

@@ -21,9 +21,11 @@ impl UserState {
         Ok(phone)
     }
 
+    /// Once the phone is verified no code is pending any more: a confirm then is
+    /// `code_expired`, like any code that is no longer good.
     pub fn confirm_phone(&mut self, hash: &[u8; 32], now: Timestamp) -> Result<(), DomainError> {
         if self.phone_verified {
-            return Err(DomainError::PhoneAlreadyVerified);
+            return Err(DomainError::CodeExpired);
         }
         self.phone_code.confirm(hash, now)?;
         self.phone_verified = true;
