@@ -158,7 +158,17 @@ fn hex(bytes: &[u8]) -> String {
 /// key hashes, encrypted TOTP secrets. The signing, server and data keys are not included:
 /// back up `<data_dir>/keys/` beside the export.
 pub fn export(store: &dyn Store, out: &Path) -> Result<usize, AdminError> {
-    let mut w = BufWriter::new(File::create(out)?);
+    // The export holds password hashes and sealed secrets: owner-only, whatever the umask.
+    let file = {
+        use std::os::unix::fs::OpenOptionsExt;
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(out)?
+    };
+    let mut w = BufWriter::new(file);
     let mut write = |line: &Line| -> Result<(), AdminError> {
         serde_json::to_writer(&mut w, line).map_err(|e| AdminError::Invalid(e.to_string()))?;
         w.write_all(b"\n")?;

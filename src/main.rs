@@ -196,6 +196,9 @@ fn admin_command(config: &Config, command: AdminCommand) -> Result<(), String> {
 }
 
 fn main() -> ExitCode {
+    // Everything bp-auth writes (sled's files, keys, the outbox, exports) holds secrets or
+    // their hashes: owner-only, whatever umask the operator's shell had.
+    rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
     let cli = Cli::parse();
     let result = load_config(&cli.common).and_then(|config| match cli.command {
         None => serve(config, None),

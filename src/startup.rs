@@ -54,9 +54,13 @@ pub struct Application {
     directory: Directory,
 }
 
+/// Creates the data dir if needed and makes it owner-only (`0700`): it holds the keys and
+/// every user's snapshot.
 fn ensure_data_dir(dir: &Path) -> Result<(), StartupError> {
-    std::fs::create_dir_all(dir)
-        .map_err(|e| StartupError::DataDir(dir.display().to_string(), e.to_string()))
+    use std::os::unix::fs::PermissionsExt;
+    let fail = |e: std::io::Error| StartupError::DataDir(dir.display().to_string(), e.to_string());
+    std::fs::create_dir_all(dir).map_err(fail)?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(fail)
 }
 
 /// The keyring from the data dir's keys.

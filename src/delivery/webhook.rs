@@ -1,6 +1,8 @@
 //! Delivery through an HTTP webhook: the outbox line's JSON POSTed to `delivery.webhook_url`,
-//! with `X-BP-Signature: sha256=<hex HMAC-SHA256 of the body under delivery.webhook_secret>`, a
-//! timeout per attempt and `delivery.webhook_retries` retries on failure or a non-2xx answer.
+//! with `X-BP-Timestamp: <unix seconds>` and `X-BP-Signature: sha256=<hex HMAC-SHA256 of
+//! "<timestamp>.<body>" under delivery.webhook_secret>` (the timestamp is signed so that a
+//! receiver can refuse a captured delivery replayed later), a timeout per attempt and
+//! `delivery.webhook_retries` retries on failure or a non-2xx answer.
 
 use std::time::Duration;
 
@@ -11,6 +13,7 @@ use super::{DeliveryError, Message, SendFuture, Sender};
 use crate::config::DeliveryConfig;
 
 pub const SIGNATURE_HEADER: &str = "x-bp-signature";
+pub const TIMESTAMP_HEADER: &str = "x-bp-timestamp";
 
 pub struct Webhook {
     client: reqwest::Client,
@@ -39,12 +42,13 @@ impl Webhook {
     }
 }
 
-/// `sha256=<hex>` of `body` under `secret`.
-pub fn signature(secret: &[u8], body: &[u8]) -> String {
+/// `sha256=<hex>` of `"<timestamp>.<body>"` under `secret`.
+pub fn signature(secret: &[u8], timestamp: i64, body: &[u8]) -> String {
     let mut mac = match Hmac::<Sha256>::new_from_slice(secret) {
         Ok(m) => m,
         Err(_) => return String::new(),
     };
+    mac.update(format!("{timestamp}.").as_bytes());
     mac.update(body);
     let hex: String = mac
         .finalize()
@@ -63,16 +67,18 @@ impl Sender for Webhook {
         let retries = self.retries;
         Box::pin(async move {
             let body = serde_json::to_vec(&message).map_err(|e| DeliveryError(e.to_string()))?;
-            let sig = signature(&secret, &body);
             let mut last = String::new();
             for attempt in 0..=retries {
                 if attempt > 0 {
                     tokio::time::sleep(Duration::from_millis(100 * u64::from(attempt))).await;
                 }
+                // Each attempt is stamped when it leaves, so a retry is not refused as stale.
+                let timestamp = crate::clock::now().0;
                 let sent = client
                     .post(&url)
                     .header("content-type", "application/json")
-                    .header(SIGNATURE_HEADER, &sig)
+                    .header(TIMESTAMP_HEADER, timestamp.to_string())
+                    .header(SIGNATURE_HEADER, signature(&secret, timestamp, &body))
                     .body(body.clone())
                     .send()
                     .await;
@@ -96,11 +102,32 @@ mod tests {
     use super::*;
 
     #[test]
-    fn signature_is_hex_hmac_sha256() {
-        // RFC 4231 test case 2.
+    fn signature_is_hex_hmac_sha256_of_timestamp_dot_body() {
+        // RFC 4231 test case 2, with the message split as "<timestamp>.<body>".
         assert_eq!(
-            signature(b"Jefe", b"what do ya want for nothing?"),
+            signature(b"Jefe", 0, b"what do ya want for nothing?"),
+            hex_hmac(b"Jefe", b"0.what do ya want for nothing?")
+        );
+        assert_eq!(
+            hex_hmac(b"Jefe", b"what do ya want for nothing?"),
             "sha256=5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
         );
+        assert_ne!(
+            signature(b"Jefe", 1, b"{}"),
+            signature(b"Jefe", 2, b"{}"),
+            "the timestamp is signed"
+        );
+    }
+
+    fn hex_hmac(secret: &[u8], msg: &[u8]) -> String {
+        let mut mac = Hmac::<Sha256>::new_from_slice(secret).unwrap();
+        mac.update(msg);
+        let hex: String = mac
+            .finalize()
+            .into_bytes()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        format!("sha256={hex}")
     }
 }

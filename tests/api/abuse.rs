@@ -106,3 +106,57 @@ async fn sigint_drains_requests_in_flight() {
     );
     assert!(status.success(), "SIGINT exits 0: {status:?}");
 }
+
+/// Every file under `dir` (and `dir` itself) with a mode that lets group or others in.
+fn open_to_others(dir: &std::path::Path) -> Vec<String> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut found = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(path) = stack.pop() {
+        let meta = std::fs::metadata(&path).expect("metadata");
+        if meta.permissions().mode() & 0o077 != 0 {
+            found.push(format!(
+                "{} {:o}",
+                path.display(),
+                meta.permissions().mode()
+            ));
+        }
+        if meta.is_dir() {
+            for entry in std::fs::read_dir(&path).expect("read_dir") {
+                stack.push(entry.expect("entry").path());
+            }
+        }
+    }
+    found
+}
+
+/// The data dir is `0700` and everything the server and the CLI write in it or export is
+/// owner-only, even when the operator's umask would let others read.
+#[actix_web::test]
+async fn the_data_dir_and_every_file_written_are_owner_only() {
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let data = tmp.path().join("data");
+    // A pre-existing, world-readable data dir is tightened too.
+    std::fs::create_dir(&data).expect("mkdir");
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    }
+    let server = ServerProcess::start(&data, &[]).await;
+    let (_, t) = server.new_user_with_phone("+447700900123").await;
+    assert_eq!(server.phone_request(&t.access).await.status(), 200);
+    assert!(server.terminate().success());
+    assert!(data.join("outbox.jsonl").exists(), "the outbox was written");
+    assert_eq!(open_to_others(&data), Vec::<String>::new());
+
+    let export = tmp.path().join("export.jsonl");
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_bp-auth"));
+    cmd.args(["admin", "export", "--out"])
+        .arg(&export)
+        .arg("--data-dir")
+        .arg(&data)
+        .current_dir(&data);
+    let out = run_to_exit(cmd, Duration::from_secs(30));
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(open_to_others(&export), Vec::<String>::new());
+}

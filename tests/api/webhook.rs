@@ -143,9 +143,11 @@ async fn serve(
     stream.shutdown().await
 }
 
-/// `sha256=` and the hex HMAC-SHA256 of `body` under `secret`, computed here.
-fn expected_signature(secret: &str, body: &[u8]) -> String {
+/// `sha256=` and the hex HMAC-SHA256 of `"<timestamp>.<body>"` under `secret`, computed here.
+fn expected_signature(secret: &str, timestamp: &str, body: &[u8]) -> String {
     let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+    mac.update(timestamp.as_bytes());
+    mac.update(b".");
     mac.update(body);
     let hex: String = mac
         .finalize()
@@ -179,10 +181,19 @@ fn assert_signed_delivery(r: &Received) -> Value {
             .is_some_and(|v| v.starts_with("application/json")),
         "{r:?}"
     );
+    let timestamp = r
+        .header("x-bp-timestamp")
+        .expect("X-BP-Timestamp")
+        .to_string();
+    let sent_at: i64 = timestamp.parse().expect("unix seconds");
+    assert!(
+        (sent_at - now_secs()).abs() <= 5,
+        "X-BP-Timestamp is the time of sending: {timestamp}"
+    );
     assert_eq!(
         r.header("x-bp-signature"),
-        Some(expected_signature(SECRET, &r.body).as_str()),
-        "X-BP-Signature is the HMAC of the body as sent"
+        Some(expected_signature(SECRET, &timestamp, &r.body).as_str()),
+        "X-BP-Signature is the HMAC of \"<timestamp>.<body>\" as sent"
     );
     let body = r.json();
     let mut keys: Vec<&str> = body
