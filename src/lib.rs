@@ -31,7 +31,7 @@
 //! - [`keys`]: signing keys and the server keys in the data dir.
 //! - [`hashing`]: the bounded argon2id pool.
 //! - [`delivery`]: sending verification codes (outbox, webhook, log).
-//! - [`metrics`]: the Prometheus registry.
+//! - `metrics`: the Prometheus registry (private: only the layers inside use it).
 //! - [`telemetry`]: the tracing subscriber and the per-request span.
 //!
 //! Dependencies point one way: `domain` ← `store` ← `actors` ← `api` ← `startup`, checked by
@@ -46,7 +46,7 @@ pub mod delivery;
 pub mod domain;
 pub mod hashing;
 pub mod keys;
-pub mod metrics;
+mod metrics;
 pub mod startup;
 pub mod store;
 pub mod telemetry;
