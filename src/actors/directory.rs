@@ -4,7 +4,7 @@
 //! The directory owns the map user id → actor address and the arbiters the actors run on (one
 //! per core by default), chosen by user id so placement is stable and the HTTP workers stay
 //! free for parsing and token checks. What it shares with the actors (views, caches, store,
-//! keys) is [`Shared`].
+//! keys) is `Shared` (`actors/shared.rs`).
 
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};

@@ -76,7 +76,7 @@ impl ApiKey {
         NewKey { secret, record }
     }
 
-    /// Whether a use at `now` is worth recording (see [`TOUCH_EVERY_SECONDS`]).
+    /// Whether a use at `now` is worth recording (see `TOUCH_EVERY_SECONDS`).
     pub fn touch_due(&self, now: Timestamp) -> bool {
         self.last_used_at
             .is_none_or(|t| now.0 - t.0 >= TOUCH_EVERY_SECONDS)

@@ -1,9 +1,9 @@
 //! One user's whole state: the profile, the password hash and the live sessions. This is what a
 //! user actor owns, what it publishes to readers, and what it snapshots to the store.
 //!
-//! The rules that change it live beside it, one file per area: [`sessions`] (login, refresh,
-//! logout), [`mfa`] (TOTP enrolment and the login challenge), [`api_key`], [`profile`],
-//! [`phone`] (verification codes) and [`status`] (deactivation and reactivation).
+//! The rules that change it live beside it, one file per area: `sessions` (login, refresh,
+//! logout), `mfa` (TOTP enrolment and the login challenge), `api_key`, `profile`,
+//! `phone` (verification codes) and `status` (deactivation and reactivation).
 
 use serde::{Deserialize, Serialize};
 
