@@ -50,13 +50,14 @@ impl AppState {
             .user_by_api_key(&digest)?
             .ok_or(DomainError::InvalidToken)?;
         let user = self.directory.view(user_id)?;
-        let Some(user) = user.filter(|u| u.usable_api_key(&digest).is_some()) else {
-            self.directory.forget_api_key(&digest);
-            return Err(DomainError::InvalidToken.into());
+        let touch = match user.as_ref().and_then(|u| u.usable_api_key(&digest)) {
+            Some(k) => k.touch_due(clock::now()),
+            None => {
+                self.directory.forget_api_key(&digest);
+                return Err(DomainError::InvalidToken.into());
+            }
         };
-        let touch = user
-            .usable_api_key(&digest)
-            .is_some_and(|k| k.touch_due(clock::now()));
+        let user = user.ok_or(DomainError::InvalidToken)?;
         if touch {
             self.directory.tell(user.id, TouchApiKey { digest });
         }

@@ -69,32 +69,11 @@ impl Deref for Verifier {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::ids::{SessionId, TenantId, UserId};
-    use crate::domain::tokens::KeyPair;
-
-    const NOW: Timestamp = Timestamp(1_800_000_000);
-
-    fn access(r: &Keyring, ttl: u64) -> String {
-        let c = r.claims(
-            UserId::generate(),
-            TenantId::generate(),
-            Some(SessionId::generate()),
-            "owner",
-            NOW,
-            ttl,
-        );
-        r.sign(&c, TYP_ACCESS)
-    }
+    use crate::domain::tokens::fixtures::{access, ring, NOW};
 
     #[test]
     fn cached_verification_agrees_and_still_expires() {
-        let r = Verifier::new(Keyring::new(
-            KeyPair::from_seed(&[7; 32]),
-            vec![],
-            "bp-auth".into(),
-            "blitzpulse".into(),
-            30,
-        ));
+        let r = Verifier::new(ring());
         let t = access(&r, 60);
         let first = r.verify_access_cached(&t, NOW).unwrap();
         assert_eq!(r.verify_access_cached(&t, NOW).unwrap(), first);

@@ -308,13 +308,14 @@ impl Keyring {
     }
 }
 
+/// A keyring and tokens for tests elsewhere in the crate (the verifier's cache).
 #[cfg(test)]
-mod tests {
+pub(crate) mod fixtures {
     use super::*;
 
-    const NOW: Timestamp = Timestamp(1_800_000_000);
+    pub(crate) const NOW: Timestamp = Timestamp(1_800_000_000);
 
-    fn ring() -> Keyring {
+    pub(crate) fn ring() -> Keyring {
         Keyring::new(
             KeyPair::from_seed(&[1; 32]),
             vec![],
@@ -324,7 +325,8 @@ mod tests {
         )
     }
 
-    fn access(ring: &Keyring, ttl: u64) -> String {
+    /// An access token of a fresh session, issued at [`NOW`] for `ttl` seconds.
+    pub(crate) fn access(ring: &Keyring, ttl: u64) -> String {
         let c = ring.claims(
             UserId::generate(),
             TenantId::generate(),
@@ -335,6 +337,12 @@ mod tests {
         );
         ring.sign(&c, TYP_ACCESS)
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fixtures::*;
+    use super::*;
 
     fn reencode(
         token: &str,
