@@ -17,6 +17,7 @@ use bp_auth::actors::{Directory, DirectoryConfig};
 use bp_auth::api::verifier::Verifier;
 use bp_auth::config::{Config, DeliveryConfig, DeliveryKind, StorageConfig};
 use bp_auth::domain::apikey::{self, ApiKey};
+use bp_auth::domain::backoff::AttemptRules;
 use bp_auth::domain::codes::CodePolicy;
 use bp_auth::domain::credentials::Email;
 use bp_auth::domain::ids::{SessionId, TenantId, UserId};
@@ -265,6 +266,7 @@ fn directory_with_user(store: Arc<SledStore>, config: &Config) -> (Directory, Us
             idle: Duration::from_secs(600),
             phone_codes: codes(600),
             reactivate_codes: codes(900),
+            attempts: AttemptRules::new(true, 10, 10, 900, 2),
         },
         cores,
     );

@@ -129,6 +129,9 @@ pub struct PasswordConfig {
     pub hash_threads: usize,
     /// Hashes allowed to wait for a thread before requests are shed with 503.
     pub max_queue: usize,
+    /// Hashes one account may have queued or running at once; more answer 429, so that one
+    /// client cannot fill the queue every other login needs. Holds even with rate limits off.
+    pub max_in_flight_per_account: u32,
 }
 
 impl Default for PasswordConfig {
@@ -140,6 +143,7 @@ impl Default for PasswordConfig {
             argon2_parallelism: 1,
             hash_threads: 0,
             max_queue: 64,
+            max_in_flight_per_account: 2,
         }
     }
 }
@@ -153,6 +157,13 @@ pub struct RateLimitConfig {
     pub window_seconds: u64,
     /// Registrations one client address may make per window.
     pub registrations_per_ip: u32,
+    /// Wrong second-factor answers one account may give per window, across pending tokens.
+    pub mfa_failures_per_account: u32,
+    /// IPv6 clients are counted by this prefix (a /64 is one subscriber's network).
+    pub ipv6_prefix: u8,
+    /// Slots of every table keyed by client input (addresses, unknown emails): memory stays
+    /// fixed however many keys an attacker names; colliding keys share a count.
+    pub max_tracked_addresses: usize,
 }
 
 impl Default for RateLimitConfig {
@@ -163,6 +174,9 @@ impl Default for RateLimitConfig {
             login_failures_per_ip: 50,
             window_seconds: 900,
             registrations_per_ip: 20,
+            mfa_failures_per_account: 10,
+            ipv6_prefix: 64,
+            max_tracked_addresses: 100_000,
         }
     }
 }
@@ -363,6 +377,15 @@ impl Config {
         }
         if self.codes.max_attempts == 0 {
             return bad("codes.max_attempts must be at least 1");
+        }
+        if self.password.max_in_flight_per_account == 0 {
+            return bad("password.max_in_flight_per_account must be at least 1");
+        }
+        if self.rate_limit.ipv6_prefix == 0 || self.rate_limit.ipv6_prefix > 128 {
+            return bad("rate_limit.ipv6_prefix must be between 1 and 128");
+        }
+        if !(1..=10_000_000).contains(&self.rate_limit.max_tracked_addresses) {
+            return bad("rate_limit.max_tracked_addresses must be between 1 and 10000000");
         }
         Ok(())
     }

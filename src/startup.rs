@@ -125,6 +125,11 @@ impl Application {
         };
         let delivery = delivery::from_config(&config.delivery, &data_dir)
             .map_err(|e| StartupError::Delivery(e.to_string()))?;
+        let throttle = api::throttle::Throttle::new(
+            &config.rate_limit,
+            &config.server,
+            config.password.max_in_flight_per_account,
+        );
         let directory = Directory::new(
             store.clone(),
             (server_key, data_key),
@@ -134,6 +139,7 @@ impl Application {
                 idle: Duration::from_secs(config.storage.actor_idle_seconds.max(1)),
                 phone_codes: code_policy(codes.phone_ttl_seconds),
                 reactivate_codes: code_policy(codes.reactivate_ttl_seconds),
+                attempts: throttle.rules(),
             },
             cores,
         );
@@ -154,7 +160,7 @@ impl Application {
         let state = web::Data::new(AppState {
             directory: directory.clone(),
             hashes,
-            throttle: api::throttle::Throttle::new(&config.rate_limit, &config.server),
+            throttle,
             config: config.clone(),
             keyring: ArcSwap::from_pointee(Verifier::new(keyring)),
         });
@@ -243,9 +249,11 @@ impl Application {
         });
         let keys_task = actix_web::rt::spawn(watch_keys(self.state.clone(), self.config.clone()));
         let signals_task = actix_web::rt::spawn(drain_on_signal(self.server.handle()));
+        let prune_task = actix_web::rt::spawn(prune_limiters(self.state.clone()));
         let result = self.server.await;
         keys_task.abort();
         signals_task.abort();
+        prune_task.abort();
         if let Some(h) = metrics {
             h.stop(true).await;
         }
@@ -253,6 +261,16 @@ impl Application {
         self.store.close();
         tracing::info!("bp-auth stopped; store flushed");
         result
+    }
+}
+
+/// Every minute, drops the rate limiters' keys that are back at rest, so their memory follows
+/// recent traffic rather than its peak (their number is bounded by the throttle's slots anyway).
+async fn prune_limiters(state: web::Data<AppState>) {
+    let mut every = tokio::time::interval(Duration::from_secs(60));
+    loop {
+        every.tick().await;
+        state.throttle.prune();
     }
 }
 

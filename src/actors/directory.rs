@@ -17,6 +17,7 @@ use super::messages::{ActorError, Done, RetireIfIdle};
 use super::shared::Shared;
 use super::user::UserActor;
 use crate::delivery::Sender;
+use crate::domain::backoff::AttemptRules;
 use crate::domain::codes::CodePolicy;
 use crate::domain::error::DomainError;
 use crate::domain::ids::UserId;
@@ -32,6 +33,8 @@ pub struct DirectoryConfig {
     pub idle: Duration,
     pub phone_codes: CodePolicy,
     pub reactivate_codes: CodePolicy,
+    /// Limits on password checks and second-factor answers per account.
+    pub attempts: AttemptRules,
 }
 
 /// Why the directory could not give a verdict: the one error type of this layer, so that the
@@ -303,6 +306,7 @@ mod tests {
     use super::*;
     use crate::config::Durability;
     use crate::delivery::log::LogSender;
+    use crate::domain::backoff::AttemptRules;
     use crate::domain::codes::CodePolicy;
     use crate::domain::credentials::Email;
     use crate::domain::secrets::DataKey;
@@ -389,6 +393,7 @@ mod tests {
                 idle: Duration::from_secs(600),
                 phone_codes: codes,
                 reactivate_codes: codes,
+                attempts: AttemptRules::new(true, 10, 10, 900, 2),
             },
             1,
         );

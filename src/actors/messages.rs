@@ -7,6 +7,7 @@ use actix::Message;
 use std::sync::Arc;
 
 use crate::domain::apikey::ApiKey;
+use crate::domain::backoff::Settled;
 use crate::domain::error::DomainError;
 use crate::domain::ids::{SessionId, TenantId, TokenId};
 use crate::domain::secrets::RefreshToken;
@@ -200,3 +201,14 @@ pub struct AnswerMfa {
 #[derive(Debug, Clone, Message)]
 #[rtype(result = "bool")]
 pub struct RetireIfIdle;
+
+/// Reserve one password check of this account before the hash runs: refused with
+/// `RateLimited` while the account is over its failures or has too many checks in flight.
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "Reply<()>")]
+pub struct ReservePassword;
+
+/// Settle a reserved password check (sent without waiting: nothing is written).
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "Reply<()>")]
+pub struct SettlePassword(pub Settled);

@@ -16,6 +16,7 @@ use super::messages::*;
 use super::shared::Shared;
 use crate::clock;
 use crate::delivery::{self, Channel, Purpose};
+use crate::domain::backoff::Attempts;
 use crate::domain::codes::{self, CodePolicy};
 use crate::domain::error::DomainError;
 use crate::domain::ids::TokenId;
@@ -32,6 +33,11 @@ pub struct UserActor {
     dir: Arc<Shared>,
     /// Set once the actor has left the directory; it then refuses every message.
     retired: bool,
+    /// Password checks of this account, in memory: an actor with a live window or a check in
+    /// flight is never retired, so the count lasts as long as it matters.
+    passwords: Attempts,
+    /// Wrong second-factor answers, across pending tokens.
+    second_factors: Attempts,
 }
 
 /// What a rule decided: the changed copy of the state (if anything changed), the index
@@ -49,7 +55,53 @@ impl UserActor {
             activity,
             dir,
             retired: false,
+            passwords: Attempts::default(),
+            second_factors: Attempts::default(),
         }
+    }
+
+    /// An answer that changed nothing.
+    fn unchanged<T>(&self, value: Result<T, DomainError>) -> Reply<T> {
+        if self.retired {
+            return Err(ActorError::Retired);
+        }
+        Ok(Done {
+            value,
+            state: self.state.clone(),
+            ticket: None,
+        })
+    }
+
+    /// Whether the attempt counters hold nothing worth keeping at `now`.
+    fn attempts_quiet(&self, now: Timestamp) -> bool {
+        let rules = self.dir.config.attempts;
+        let mfa = rules.mfa.unwrap_or(rules.account_or_unlimited());
+        self.passwords.is_quiet(&rules.account_or_unlimited(), now)
+            && self.second_factors.is_quiet(&mfa, now)
+    }
+
+    /// Runs a second-factor `rule` under the account's limit of wrong answers: refused while
+    /// over it (the right code too), a wrong code counted, a right one clearing the count.
+    fn second_factor<T>(
+        &mut self,
+        rule: impl FnOnce(&mut UserState, &mut Vec<IndexChange>, Timestamp) -> Result<T, DomainError>,
+    ) -> Reply<T> {
+        let now = clock::now();
+        let limit = self.dir.config.attempts.mfa;
+        if let Some(limit) = &limit {
+            if let Err(e) = self.second_factors.check(limit, now) {
+                return self.unchanged(Err(e));
+            }
+        }
+        let reply = self.apply(rule);
+        if let (Some(limit), Ok(done)) = (&limit, &reply) {
+            match &done.value {
+                Err(DomainError::InvalidCode { .. }) => self.second_factors.fail(limit, now),
+                Ok(_) => self.second_factors.reset(),
+                Err(_) => {}
+            }
+        }
+        reply
     }
 
     fn subject(&self) -> Subject {
@@ -203,10 +255,38 @@ impl Handler<RetireIfIdle> for UserActor {
         let last = self.activity.load(Ordering::Relaxed);
         if !self.retired
             && self.dir.uptime_secs().saturating_sub(last) >= self.dir.config.idle.as_secs()
+            && self.attempts_quiet(clock::now())
         {
             self.retire(ctx);
         }
         self.retired
+    }
+}
+
+impl Handler<ReservePassword> for UserActor {
+    type Result = Reply<()>;
+
+    fn handle(&mut self, _: ReservePassword, _: &mut Context<Self>) -> Self::Result {
+        if self.retired {
+            return Err(ActorError::Retired);
+        }
+        self.activity
+            .store(self.dir.uptime_secs(), Ordering::Relaxed);
+        let rules = self.dir.config.attempts;
+        let value =
+            self.passwords
+                .reserve(rules.account.as_ref(), rules.max_in_flight, clock::now());
+        self.unchanged(value)
+    }
+}
+
+impl Handler<SettlePassword> for UserActor {
+    type Result = Reply<()>;
+
+    fn handle(&mut self, msg: SettlePassword, _: &mut Context<Self>) -> Self::Result {
+        let rule = self.dir.config.attempts.account_or_unlimited();
+        self.passwords.settle(&rule, msg.0, clock::now());
+        self.unchanged(Ok(()))
     }
 }
 
@@ -416,7 +496,7 @@ impl Handler<MfaVerify> for UserActor {
         let totp = self.totp();
         let codes = mfa::new_recovery_codes();
         let hashes = codes.iter().map(|c| self.recovery_hash(c)).collect();
-        self.apply(|s, _, now| {
+        self.second_factor(|s, _, now| {
             s.mfa_enable(totp.as_ref(), &msg.code, hashes, now)?;
             Ok(codes)
         })
@@ -428,7 +508,7 @@ impl Handler<MfaDisable> for UserActor {
 
     fn handle(&mut self, msg: MfaDisable, _: &mut Context<Self>) -> Self::Result {
         let totp = self.totp();
-        self.apply(|s, _, now| s.mfa_disable(totp.as_ref(), &msg.code, now))
+        self.second_factor(|s, _, now| s.mfa_disable(totp.as_ref(), &msg.code, now))
     }
 }
 
@@ -449,7 +529,7 @@ impl Handler<AnswerMfa> for UserActor {
         let recovery = msg.recovery_code.as_deref().map(|c| self.recovery_hash(c));
         let policy = self.dir.config.policy;
         let subject = self.subject();
-        self.apply(|s, _, now| {
+        self.second_factor(|s, _, now| {
             s.mfa_answer(msg.jti, totp.as_ref(), msg.code.as_deref(), recovery, now)?;
             let (session, refresh, refresh_expires_at) =
                 s.open_session(random_32(), &policy, now)?;

@@ -9,10 +9,11 @@ use super::audit;
 use super::authn::authenticate;
 use super::error::ApiError;
 use super::extract::json_body;
+use super::passwords::{self, Account};
 use super::respond::{clearing_cookie, no_store, BodyErrors, ErrorBody, Profile};
 use super::AppState;
 use crate::actors::messages::{Deactivate, GetApiKey, KeyIssued, PatchProfile, RotateApiKey};
-use crate::domain::credentials::{parse_full_name, parse_phone, NewPassword};
+use crate::domain::credentials::{parse_full_name, parse_phone};
 use crate::domain::entitlements::{if_none_match_hits, Entitlements};
 use crate::domain::user::ProfilePatch;
 use crate::domain::DomainError;
@@ -196,6 +197,7 @@ pub struct DeactivateRequest {
         (status = 401, description = "Not authenticated", body = ErrorBody),
         (status = 403, description = "Wrong password (`invalid_credentials`), `session_required` or `origin_not_allowed`", body = ErrorBody),
         BodyErrors,
+        (status = 429, description = "Too many wrong passwords for the account, or too many checks of it in flight (`rate_limited`)", body = ErrorBody),
         (status = 503, description = "Overloaded", body = ErrorBody),
     ),
     security(("bearer" = []), ("cookie" = []))
@@ -210,10 +212,8 @@ pub async fn deactivate(
         f.string("password").map(str::to_string)
     })
     .await?;
-    let phc = Some(std::sync::Arc::<str>::from(
-        caller.user.password_hash.as_str(),
-    ));
-    if !NewPassword::may_match(&password) || !state.hashes.verify(&password, phc).await? {
+    let account = Account::Known(caller.user.id, &caller.user.password_hash);
+    if !passwords::check(&state, &req, account, &password).await? {
         return Err(ApiError::WithStatus(
             actix_web::http::StatusCode::FORBIDDEN,
             DomainError::InvalidCredentials,

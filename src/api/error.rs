@@ -76,6 +76,15 @@ pub enum ApiError {
 }
 
 impl ApiError {
+    /// A `429`, whatever carried it.
+    pub fn is_rate_limited(&self) -> bool {
+        matches!(
+            self,
+            Self::Domain(DomainError::RateLimited { .. })
+                | Self::WithStatus(_, DomainError::RateLimited { .. })
+        )
+    }
+
     pub fn validation(e: FieldError) -> Self {
         Self::Validation(vec![e])
     }

@@ -1,8 +1,6 @@
 //! Login (the OAuth2 password flow): a new session, or an MFA-pending token when the user has
 //! a second factor.
 
-use std::sync::Arc;
-
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -10,12 +8,13 @@ use utoipa::ToSchema;
 use super::audit;
 use super::error::{ApiError, FieldError};
 use super::extract::{form_fields, read_body};
+use super::passwords::{self, Account};
 use super::respond::{no_store, BodyErrors, TokenResponse};
 use super::sessions::token_response;
 use super::AppState;
 use crate::actors::messages::{BeginMfa, OpenSession};
 use crate::clock;
-use crate::domain::credentials::{Email, NewPassword};
+use crate::domain::credentials::Email;
 use crate::domain::ids::UserId;
 use crate::domain::tokens::TYP_MFA_PENDING;
 use crate::domain::user::Status;
@@ -92,35 +91,33 @@ pub async fn login(
 ) -> Result<HttpResponse, ApiError> {
     let body = read_body(&req, payload).await?;
     let (username, password) = login_fields(&form_fields(&req, &body))?;
-    let now = clock::now();
-    let ip = state.throttle.client_ip(&req);
-    let account = username.to_lowercase();
-    state
-        .throttle
-        .login_allowed(&account, ip, now)
-        .inspect_err(|_| login_outcome("rate_limited"))?;
-    // A password longer than registration allows can never match: refuse it without hashing.
-    if !NewPassword::may_match(&password) {
-        state.throttle.login_failed(&account, ip, now);
-        login_outcome("invalid_credentials");
-        return Err(DomainError::InvalidCredentials.into());
-    }
-    let user = match Email::parse(&username) {
-        Ok(email) => match state.directory.user_by_email(email.key())? {
+    // Whatever spelling named it, an account is counted as itself, and an unknown email as
+    // what it parses to (trimmed and lowercased) so that variants share one count too.
+    let parsed = Email::parse(&username).ok();
+    let unknown_key = parsed
+        .as_ref()
+        .map_or_else(|| username.trim().to_lowercase(), |e| e.key().to_string());
+    let user = match parsed {
+        Some(email) => match state.directory.user_by_email(email.key())? {
             Some(id) => state.directory.view(id)?,
             None => None,
         },
-        Err(_) => None,
+        None => None,
     };
-    // Unknown users are checked against a dummy hash: the same cost and the same answer.
-    let phc = user
-        .as_ref()
-        .map(|u| Arc::<str>::from(u.password_hash.as_str()));
-    let matched = state.hashes.verify(&password, phc).await?;
+    let account = match &user {
+        Some(u) => Account::Known(u.id, &u.password_hash),
+        None => Account::Unknown(&unknown_key),
+    };
+    let matched = passwords::check(&state, &req, account, &password)
+        .await
+        .inspect_err(|e| {
+            if e.is_rate_limited() {
+                login_outcome("rate_limited");
+            }
+        })?;
     let user = match user {
         Some(u) if matched => u,
         other => {
-            state.throttle.login_failed(&account, ip, now);
             audit::record(
                 &state,
                 &req,
@@ -132,7 +129,6 @@ pub async fn login(
             return Err(DomainError::InvalidCredentials.into());
         }
     };
-    state.throttle.login_succeeded(&account);
     if user.status != Status::Active {
         login_outcome("account_deactivated");
         return Err(DomainError::AccountDeactivated.into());

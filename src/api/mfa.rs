@@ -86,6 +86,7 @@ async fn totp_setup_inner(
         (status = 403, description = "`session_required` or `origin_not_allowed`", body = ErrorBody),
         (status = 409, description = "Already enabled (`mfa_already_enabled`)", body = ErrorBody),
         BodyErrors,
+        (status = 429, description = "Too many wrong codes for the account (`rate_limited`)", body = ErrorBody),
     ),
     security(("bearer" = []), ("cookie" = []))
 )]
@@ -128,6 +129,7 @@ async fn totp_verify_inner(
         (status = 401, description = "Not authenticated", body = ErrorBody),
         (status = 403, description = "`session_required` or `origin_not_allowed`", body = ErrorBody),
         BodyErrors,
+        (status = 429, description = "Too many wrong codes for the account (`rate_limited`)", body = ErrorBody),
     ),
     security(("bearer" = []), ("cookie" = []))
 )]
@@ -165,7 +167,7 @@ async fn totp_disable_inner(
         (status = 200, description = "Signed in", body = TokenResponse),
         (status = 401, description = "`invalid_code`, `invalid_token`, `token_expired` or `not_authenticated`", body = ErrorBody),
         BodyErrors,
-        (status = 429, description = "Too many attempts from this client", body = ErrorBody),
+        (status = 429, description = "Too many attempts from this client, or too many wrong answers for the account across its pending tokens (`rate_limited`)", body = ErrorBody),
     ),
     security(("bearer" = []))
 )]

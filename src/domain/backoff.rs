@@ -68,6 +68,124 @@ impl Backoff {
     }
 }
 
+/// How a reserved attempt ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Settled {
+    /// The secret was wrong, or the caller went away before knowing (errs towards counting).
+    Failed,
+    /// The secret was right: the window is reset.
+    Succeeded,
+    /// Nothing was checked (the hashing pool shed the job): the attempt is given back.
+    Released,
+}
+
+/// A key's password attempts: its failure window, plus the attempts reserved and not yet
+/// settled. Checking and counting are one step ([`Attempts::reserve`]) taken *before* the
+/// slow check of the secret, so N parallel guesses cannot all pass a check that sees none of
+/// the others: an attempt in flight counts as a failure until it is settled.
+///
+/// ```text
+///   reserve: refused if in_flight >= max_in_flight (always),
+///            or failures + in_flight >= limit (when limited); else in_flight += 1
+///   settle:  in_flight -= 1; a failure is recorded, a success resets the window
+/// ```
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Attempts {
+    window: Option<FailureWindow>,
+    in_flight: u32,
+}
+
+impl Attempts {
+    /// Reserves one attempt at `now`. `rule` is `None` when rate limits are off; the cap on
+    /// attempts in flight holds regardless.
+    pub fn reserve(
+        &mut self,
+        rule: Option<&Backoff>,
+        max_in_flight: u32,
+        now: Timestamp,
+    ) -> Result<(), DomainError> {
+        if self.in_flight >= max_in_flight {
+            return Err(DomainError::RateLimited { retry_after: 1 });
+        }
+        if let Some(rule) = rule {
+            if let Some(w) = self.window.filter(|w| !rule.is_over(w, now)) {
+                rule.check(Some(&w), now)?;
+                if w.count.saturating_add(self.in_flight) >= rule.limit {
+                    return Err(DomainError::RateLimited { retry_after: 1 });
+                }
+            } else if self.in_flight >= rule.limit {
+                return Err(DomainError::RateLimited { retry_after: 1 });
+            }
+        }
+        self.in_flight += 1;
+        Ok(())
+    }
+
+    /// Settles one reserved attempt.
+    pub fn settle(&mut self, rule: &Backoff, outcome: Settled, now: Timestamp) {
+        self.in_flight = self.in_flight.saturating_sub(1);
+        match outcome {
+            Settled::Failed => self.fail(rule, now),
+            Settled::Succeeded => self.window = None,
+            Settled::Released => {}
+        }
+    }
+
+    /// Counts a failure that needed no reservation (decided in one step by the caller).
+    pub fn fail(&mut self, rule: &Backoff, now: Timestamp) {
+        let w = self.window.get_or_insert(Backoff::first(now));
+        rule.record(w, now);
+    }
+
+    /// Forgets the failures (a right answer given in one step).
+    pub fn reset(&mut self) {
+        self.window = None;
+    }
+
+    /// `Err(RateLimited)` while the window is full (for checks decided in one step).
+    pub fn check(&self, rule: &Backoff, now: Timestamp) -> Result<(), DomainError> {
+        rule.check(self.window.as_ref(), now)
+    }
+
+    /// Whether nothing is left to remember at `now`: no attempt in flight, no live window.
+    pub fn is_quiet(&self, rule: &Backoff, now: Timestamp) -> bool {
+        self.in_flight == 0 && self.window.is_none_or(|w| rule.is_over(&w, now))
+    }
+}
+
+/// The rules for password attempts, enforced by the user actors for accounts and by
+/// the API's tables for emails that name none.
+#[derive(Debug, Clone, Copy)]
+pub struct AttemptRules {
+    /// Failures per account in the window; `None` when rate limits are off.
+    pub account: Option<Backoff>,
+    /// Wrong second-factor answers per account in the window; `None` when rate limits are off.
+    pub mfa: Option<Backoff>,
+    /// Hashes one account may have queued or running (always enforced).
+    pub max_in_flight: u32,
+}
+
+impl AttemptRules {
+    /// `enabled` is `rate_limit.enabled`; the limits count within `window` seconds.
+    pub fn new(enabled: bool, account: u32, mfa: u32, window: u64, max_in_flight: u32) -> Self {
+        let limited = |limit| enabled.then_some(Backoff { limit, window });
+        Self {
+            account: limited(account),
+            mfa: limited(mfa),
+            max_in_flight,
+        }
+    }
+
+    /// The rule a settlement records under: the configured one, or (limits off) one that
+    /// never refuses, so that only the cap in flight is kept.
+    pub fn account_or_unlimited(&self) -> Backoff {
+        self.account.unwrap_or(Backoff {
+            limit: u32::MAX,
+            window: 1,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -93,5 +211,54 @@ mod tests {
         b.record(&mut w, T0.plus(60));
         assert_eq!(w.count, 1, "a failure after the window starts a new one");
         assert!(b.check(None, T0).is_ok());
+    }
+
+    const RULE: Backoff = Backoff {
+        limit: 10,
+        window: 900,
+    };
+
+    #[test]
+    fn parallel_reservations_cannot_pass_the_limit_together() {
+        let mut a = Attempts::default();
+        let mut granted = 0;
+        for _ in 0..30 {
+            if a.reserve(Some(&RULE), 100, T0).is_ok() {
+                granted += 1;
+            }
+        }
+        assert_eq!(granted, 10, "attempts in flight count as failures");
+        for _ in 0..10 {
+            a.settle(&RULE, Settled::Failed, T0);
+        }
+        assert!(matches!(
+            a.reserve(Some(&RULE), 100, T0.plus(1)),
+            Err(DomainError::RateLimited { retry_after: 899 })
+        ));
+        assert!(a.reserve(Some(&RULE), 100, T0.plus(900)).is_ok());
+    }
+
+    #[test]
+    fn the_cap_in_flight_holds_without_a_limit() {
+        let mut a = Attempts::default();
+        assert!(a.reserve(None, 2, T0).is_ok());
+        assert!(a.reserve(None, 2, T0).is_ok());
+        assert!(a.reserve(None, 2, T0).is_err());
+        a.settle(&RULE, Settled::Failed, T0);
+        assert!(a.reserve(None, 2, T0).is_ok());
+    }
+
+    #[test]
+    fn success_resets_and_quiet_means_forgettable() {
+        let mut a = Attempts::default();
+        assert!(a.is_quiet(&RULE, T0));
+        a.reserve(Some(&RULE), 2, T0).unwrap();
+        assert!(!a.is_quiet(&RULE, T0));
+        a.settle(&RULE, Settled::Failed, T0);
+        assert!(!a.is_quiet(&RULE, T0.plus(899)));
+        assert!(a.is_quiet(&RULE, T0.plus(900)));
+        a.reserve(Some(&RULE), 2, T0).unwrap();
+        a.settle(&RULE, Settled::Succeeded, T0);
+        assert_eq!(a, Attempts::default());
     }
 }

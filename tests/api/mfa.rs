@@ -12,22 +12,22 @@ use serde_json::{json, Value};
 
 use crate::helpers::*;
 
-const SETUP: &str = "/api/auth/mfa/totp/setup";
-const VERIFY: &str = "/api/auth/mfa/totp/verify";
-const DISABLE: &str = "/api/auth/mfa/totp/disable";
-const CHALLENGE: &str = "/api/auth/mfa/challenge";
+pub(crate) const SETUP: &str = "/api/auth/mfa/totp/setup";
+pub(crate) const VERIFY: &str = "/api/auth/mfa/totp/verify";
+pub(crate) const DISABLE: &str = "/api/auth/mfa/totp/disable";
+pub(crate) const CHALLENGE: &str = "/api/auth/mfa/challenge";
 
 // ---------------------------------------------------------------------------------------------
 // Requests.
 // ---------------------------------------------------------------------------------------------
 
 /// `POST /api/auth/mfa/challenge` with `Authorization: Bearer <pending>`.
-async fn challenge(app: &TestApp, pending: &str, body: &Value) -> Response {
+pub(crate) async fn challenge(app: &TestApp, pending: &str, body: &Value) -> Response {
     app.post_bearer(CHALLENGE, pending, Some(body)).await
 }
 
 /// Setup: asserts the answer's shape; returns the secret.
-async fn setup(app: &TestApp, email: &str, access: &str) -> String {
+pub(crate) async fn setup(app: &TestApp, email: &str, access: &str) -> String {
     let res = app.post_bearer(SETUP, access, None).await;
     assert_eq!(res.status(), 200, "setup");
     assert_no_store(res.headers());
@@ -64,7 +64,7 @@ async fn setup(app: &TestApp, email: &str, access: &str) -> String {
 
 /// A user with MFA enabled: returns the email, the access token of the session it enrolled
 /// in, its authenticator (whose last step is the one verify used) and the recovery codes.
-async fn enrolled_user(app: &TestApp) -> (String, Tokens, Authenticator, Vec<String>) {
+pub(crate) async fn enrolled_user(app: &TestApp) -> (String, Tokens, Authenticator, Vec<String>) {
     let (email, tokens) = app.new_user().await;
     let secret = setup(app, &email, &tokens.access).await;
     let mut auth = Authenticator::new(&secret);
@@ -106,7 +106,7 @@ fn recovery_codes(v: &Value) -> Vec<String> {
 }
 
 /// Logs in a user with MFA: asserts the MFA-pending answer; returns the pending token.
-async fn login_pending(app: &TestApp, email: &str) -> String {
+pub(crate) async fn login_pending(app: &TestApp, email: &str) -> String {
     let res = app.login_raw(email, PASSWORD).await;
     assert_eq!(res.status(), 200, "login of an enrolled user");
     let headers = res.headers().clone();
