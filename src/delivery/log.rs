@@ -13,7 +13,7 @@ impl Sender for LogSender {
             channel = ?message.channel,
             to = %message.to,
             purpose = ?message.purpose,
-            code = %message.code,
+            code = message.code.as_deref().unwrap_or("-"),
             user = %message.user_id,
             "development delivery (delivery.kind = \"log\")"
         );

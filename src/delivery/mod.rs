@@ -33,6 +33,13 @@ pub enum Channel {
 pub enum Purpose {
     VerifyPhone,
     Reactivate,
+    VerifyEmail,
+    PasswordReset,
+    ChangeEmail,
+    /// A notification (no code): the password was changed or reset.
+    PasswordChanged,
+    /// A notification (no code) to the old address: the account's email was changed.
+    EmailChanged,
 }
 
 impl Purpose {
@@ -42,6 +49,11 @@ impl Purpose {
         match self {
             Self::VerifyPhone => "verify_phone",
             Self::Reactivate => "reactivate",
+            Self::VerifyEmail => "verify_email",
+            Self::PasswordReset => "password_reset",
+            Self::ChangeEmail => "change_email",
+            Self::PasswordChanged => "password_changed",
+            Self::EmailChanged => "email_changed",
         }
     }
 }
@@ -52,7 +64,8 @@ pub struct Message {
     pub channel: Channel,
     pub to: String,
     pub purpose: Purpose,
-    pub code: String,
+    /// `None` for notifications, which carry no code (`"code": null` in the outbox).
+    pub code: Option<String>,
     pub user_id: String,
     pub sent_at: String,
 }
@@ -80,7 +93,25 @@ impl Message {
             channel,
             to: to.to_string(),
             purpose,
-            code: code.to_string(),
+            code: Some(code.to_string()),
+            user_id: user.to_string(),
+            sent_at: now.rfc3339(),
+        }
+    }
+
+    /// A message without a code, telling the account's owner that something changed.
+    pub fn notification(
+        channel: Channel,
+        to: &str,
+        purpose: Purpose,
+        user: UserId,
+        now: Timestamp,
+    ) -> Self {
+        Self {
+            channel,
+            to: to.to_string(),
+            purpose,
+            code: None,
             user_id: user.to_string(),
             sent_at: now.rfc3339(),
         }
