@@ -139,7 +139,7 @@ fn snapshot(c: &mut Criterion) {
         b.iter(|| codec::encode(black_box(&user)).expect("encode"))
     });
     g.bench_function("decode", |b| {
-        b.iter(|| codec::decode::<UserState>(black_box(&bytes)).expect("decode"))
+        b.iter(|| codec::decode_user(black_box(&bytes)).expect("decode"))
     });
     g.finish();
 }
@@ -266,6 +266,8 @@ fn directory_with_user(store: Arc<SledStore>, config: &Config) -> (Directory, Us
             idle: Duration::from_secs(600),
             phone_codes: codes(600),
             reactivate_codes: codes(900),
+            email_codes: codes(900),
+            reset_codes: codes(900),
             attempts: AttemptRules::new(true, 10, 10, 900, 2),
         },
         cores,

@@ -25,6 +25,7 @@ pub struct Config {
     pub password: PasswordConfig,
     pub rate_limit: RateLimitConfig,
     pub codes: CodesConfig,
+    pub registration: RegistrationConfig,
     pub cors: CorsConfig,
     pub storage: StorageConfig,
     pub log: LogConfig,
@@ -183,12 +184,31 @@ impl Default for RateLimitConfig {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
+pub struct RegistrationConfig {
+    /// Email a verification code to every new account.
+    pub send_verification_email: bool,
+}
+
+impl Default for RegistrationConfig {
+    fn default() -> Self {
+        Self {
+            send_verification_email: true,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct CodesConfig {
     pub resend_seconds: u64,
     pub sends_per_hour: u32,
     pub max_attempts: u32,
     pub phone_ttl_seconds: u64,
     pub reactivate_ttl_seconds: u64,
+    /// Lifetime of email verification and email change codes.
+    pub email_ttl_seconds: u64,
+    /// Lifetime of password reset codes.
+    pub reset_ttl_seconds: u64,
 }
 
 impl Default for CodesConfig {
@@ -199,6 +219,8 @@ impl Default for CodesConfig {
             max_attempts: 5,
             phone_ttl_seconds: 600,
             reactivate_ttl_seconds: 900,
+            email_ttl_seconds: 900,
+            reset_ttl_seconds: 900,
         }
     }
 }

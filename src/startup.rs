@@ -139,6 +139,8 @@ impl Application {
                 idle: Duration::from_secs(config.storage.actor_idle_seconds.max(1)),
                 phone_codes: code_policy(codes.phone_ttl_seconds),
                 reactivate_codes: code_policy(codes.reactivate_ttl_seconds),
+                email_codes: code_policy(codes.email_ttl_seconds),
+                reset_codes: code_policy(codes.reset_ttl_seconds),
                 attempts: throttle.rules(),
             },
             cores,

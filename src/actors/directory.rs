@@ -33,6 +33,8 @@ pub struct DirectoryConfig {
     pub idle: Duration,
     pub phone_codes: CodePolicy,
     pub reactivate_codes: CodePolicy,
+    pub email_codes: CodePolicy,
+    pub reset_codes: CodePolicy,
     /// Limits on password checks and second-factor answers per account.
     pub attempts: AttemptRules,
 }
@@ -157,6 +159,17 @@ impl Directory {
             shared.api_keys.insert(*digest, id);
         }
         Ok(found)
+    }
+
+    /// Delivers a message outside any change (a notification after a change was made durable);
+    /// a failure is logged, never answered: the change it tells of has happened.
+    pub fn notify(&self, message: crate::delivery::Message) {
+        let send = self.inner.shared.delivery.send(message);
+        actix::spawn(async move {
+            if let Err(e) = send.await {
+                tracing::warn!(error = %e, "notification could not be delivered");
+            }
+        });
     }
 
     /// Forgets a cached API-key digest that no longer matches its user.
@@ -393,6 +406,8 @@ mod tests {
                 idle: Duration::from_secs(600),
                 phone_codes: codes,
                 reactivate_codes: codes,
+                email_codes: codes,
+                reset_codes: codes,
                 attempts: AttemptRules::new(true, 10, 10, 900, 2),
             },
             1,

@@ -8,12 +8,13 @@ use std::sync::Arc;
 
 use crate::domain::apikey::ApiKey;
 use crate::domain::backoff::Settled;
+use crate::domain::credentials::Email;
 use crate::domain::error::DomainError;
 use crate::domain::ids::{SessionId, TenantId, TokenId};
 use crate::domain::secrets::RefreshToken;
 use crate::domain::sessions::RefreshGrant;
 use crate::domain::time::Timestamp;
-use crate::domain::user::{ProfilePatch, UserState};
+use crate::domain::user::{EmailMoved, ProfilePatch, UserState};
 use crate::store::{StoreError, Ticket};
 
 /// A rule's verdict, the state after it, and, if a snapshot was written, its commit ticket.
@@ -212,3 +213,52 @@ pub struct ReservePassword;
 #[derive(Debug, Clone, Message)]
 #[rtype(result = "Reply<()>")]
 pub struct SettlePassword(pub Settled);
+
+/// Replace the password (the caller checked the current one and hashed the new one).
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "Reply<()>")]
+pub struct ChangePassword {
+    pub hash: String,
+    /// The session the change was made from: it stays.
+    pub current: SessionId,
+    pub revoke_others: bool,
+}
+
+/// Email a password reset code if the account is active; `false` if nothing was sent.
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "Reply<bool>")]
+pub struct RequestPasswordReset;
+
+/// Set a new password (already hashed) with a reset code.
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "Reply<()>")]
+pub struct ResetPassword {
+    pub code: String,
+    pub hash: String,
+}
+
+/// Email a verification code to the account's address.
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "Reply<CodeSent>")]
+pub struct RequestEmailCode;
+
+/// Check an email verification code.
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "Reply<()>")]
+pub struct ConfirmEmail {
+    pub code: String,
+}
+
+/// Email a code to a new address (the caller checked the password).
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "Reply<CodeSent>")]
+pub struct RequestEmailChange {
+    pub new_email: Email,
+}
+
+/// Confirm the change of address with the code sent to the new one.
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "Reply<EmailMoved>")]
+pub struct ConfirmEmailChange {
+    pub code: String,
+}

@@ -23,8 +23,8 @@ use crate::domain::ids::TokenId;
 use crate::domain::mfa;
 use crate::domain::secrets::random_32;
 use crate::domain::time::Timestamp;
-use crate::domain::user::UserState;
-use crate::store::IndexChange;
+use crate::domain::user::{EmailMoved, UserState};
+use crate::store::{IndexChange, StoreError};
 
 pub struct UserActor {
     state: Arc<UserState>,
@@ -541,5 +541,105 @@ impl Handler<AnswerMfa> for UserActor {
                 issued_at: now,
             })
         })
+    }
+}
+
+impl Handler<ChangePassword> for UserActor {
+    type Result = Reply<()>;
+
+    fn handle(&mut self, msg: ChangePassword, _: &mut Context<Self>) -> Self::Result {
+        self.apply(|s, _, _| {
+            s.change_password(msg.hash, msg.current, msg.revoke_others);
+            Ok(())
+        })
+    }
+}
+
+impl Handler<RequestPasswordReset> for UserActor {
+    type Result = AtomicResponse<Self, Reply<bool>>;
+
+    fn handle(&mut self, _: RequestPasswordReset, _: &mut Context<Self>) -> Self::Result {
+        let policy: CodePolicy = self.dir.config.reset_codes;
+        self.issue_code(Purpose::PasswordReset, |s, hash, now| {
+            let issued = s.request_password_reset(hash, &policy, now);
+            let to = issued.then(|| (Channel::Email, s.email.clone()));
+            Ok((to, issued))
+        })
+    }
+}
+
+impl Handler<ResetPassword> for UserActor {
+    type Result = Reply<()>;
+
+    fn handle(&mut self, msg: ResetPassword, _: &mut Context<Self>) -> Self::Result {
+        let hash = self.code_hash(Purpose::PasswordReset.as_str(), &msg.code);
+        self.apply(|s, _, now| s.reset_password(&hash, msg.hash, now))
+    }
+}
+
+impl Handler<RequestEmailCode> for UserActor {
+    type Result = AtomicResponse<Self, Reply<CodeSent>>;
+
+    fn handle(&mut self, _: RequestEmailCode, _: &mut Context<Self>) -> Self::Result {
+        let policy: CodePolicy = self.dir.config.email_codes;
+        self.issue_code(Purpose::VerifyEmail, |s, hash, now| {
+            let to = s.request_email_code(hash, &policy, now)?;
+            let sent = CodeSent {
+                destination: delivery::mask_email(&to),
+                expires_in: policy.ttl,
+                resend_after: policy.resend,
+            };
+            Ok((Some((Channel::Email, to)), sent))
+        })
+    }
+}
+
+impl Handler<ConfirmEmail> for UserActor {
+    type Result = Reply<()>;
+
+    fn handle(&mut self, msg: ConfirmEmail, _: &mut Context<Self>) -> Self::Result {
+        let hash = self.code_hash(Purpose::VerifyEmail.as_str(), &msg.code);
+        self.apply(|s, _, now| s.confirm_email(&hash, now))
+    }
+}
+
+impl Handler<RequestEmailChange> for UserActor {
+    type Result = AtomicResponse<Self, Reply<CodeSent>>;
+
+    fn handle(&mut self, msg: RequestEmailChange, _: &mut Context<Self>) -> Self::Result {
+        let policy: CodePolicy = self.dir.config.email_codes;
+        self.issue_code(Purpose::ChangeEmail, |s, hash, now| {
+            let to = s.request_email_change(&msg.new_email, hash, &policy, now)?;
+            let sent = CodeSent {
+                destination: delivery::mask_email(&to),
+                expires_in: policy.ttl,
+                resend_after: policy.resend,
+            };
+            Ok((Some((Channel::Email, to)), sent))
+        })
+    }
+}
+
+impl Handler<ConfirmEmailChange> for UserActor {
+    type Result = Reply<EmailMoved>;
+
+    /// The new address is claimed in the same write as the snapshot; if another user claimed it
+    /// first, the write is refused and the answer is `email_taken`, with nothing changed.
+    fn handle(&mut self, msg: ConfirmEmailChange, _: &mut Context<Self>) -> Self::Result {
+        let hash = self.code_hash(Purpose::ChangeEmail.as_str(), &msg.code);
+        let decision = self.decide(|s, index, now| {
+            let moved = s.confirm_email_change(&hash, now)?;
+            index.push(IndexChange::EmailMove {
+                from: moved.old_key.clone(),
+                to: moved.new_key.clone(),
+            });
+            Ok(moved)
+        })?;
+        match self.commit(decision) {
+            Err(ActorError::Store(StoreError::EmailTaken)) => {
+                self.unchanged(Err(DomainError::EmailTaken))
+            }
+            other => other,
+        }
     }
 }

@@ -117,7 +117,10 @@ fn domain_status(d: &DomainError) -> StatusCode {
         | D::InvalidRefreshToken
         | D::RefreshTokenReused => StatusCode::UNAUTHORIZED,
         D::SessionRequired | D::AccountDeactivated | D::OriginNotAllowed => StatusCode::FORBIDDEN,
-        D::EmailTaken | D::PhoneAlreadyVerified | D::MfaAlreadyEnabled => StatusCode::CONFLICT,
+        D::EmailTaken
+        | D::PhoneAlreadyVerified
+        | D::EmailAlreadyVerified
+        | D::MfaAlreadyEnabled => StatusCode::CONFLICT,
         D::InvalidCode { .. } | D::CodeExpired | D::NoPhone | D::MfaNotSetUp | D::MfaNotEnabled => {
             StatusCode::BAD_REQUEST
         }

@@ -156,9 +156,26 @@ pub fn mask(destination: &str) -> String {
         .collect()
 }
 
+/// `ada@example.com` → `a***@example.com`: the first character and the domain kept.
+pub fn mask_email(address: &str) -> String {
+    match address.rsplit_once('@') {
+        Some((local, domain)) => {
+            let first: String = local.chars().take(1).collect();
+            format!("{first}***@{domain}")
+        }
+        None => mask(address),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn masks_emails_like_the_contract() {
+        assert_eq!(mask_email("ada@example.com"), "a***@example.com");
+        assert_eq!(mask_email("x@y.org"), "x***@y.org");
+    }
 
     #[test]
     fn masks_like_the_contract() {

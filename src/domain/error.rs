@@ -33,6 +33,8 @@ pub enum DomainError {
     NoPhone,
     #[error("Phone already verified")]
     PhoneAlreadyVerified,
+    #[error("Email already verified")]
+    EmailAlreadyVerified,
     #[error("Two-factor authentication is not set up")]
     MfaNotSetUp,
     #[error("Two-factor authentication is already enabled")]
@@ -64,6 +66,7 @@ impl DomainError {
             Self::InvalidCode { .. } => "invalid_code",
             Self::CodeExpired => "code_expired",
             Self::NoPhone => "no_phone",
+            Self::EmailAlreadyVerified => "email_already_verified",
             Self::PhoneAlreadyVerified => "phone_already_verified",
             Self::MfaNotSetUp => "mfa_not_set_up",
             Self::MfaAlreadyEnabled => "mfa_already_enabled",

@@ -4,6 +4,7 @@
 
 pub mod codec;
 pub mod commit;
+mod legacy;
 pub mod sled;
 
 use std::path::Path;
@@ -23,6 +24,9 @@ pub enum StoreError {
     Corrupt(String),
     #[error("the data directory is in use by another bp-auth process")]
     Locked,
+    /// An email index claim found the address taken by another user; nothing was written.
+    #[error("the email is taken by another user")]
+    EmailTaken,
 }
 
 /// A change to a cross-user index that must land atomically with a snapshot.
@@ -34,6 +38,9 @@ pub enum IndexChange {
     ApiKeyDelete([u8; 32]),
     /// The user's tenant record changed (its plan, say).
     Tenant,
+    /// The user's address changed: claim `to` (refused with [`StoreError::EmailTaken`] if
+    /// another user has it) and release `from`.
+    EmailMove { from: String, to: String },
 }
 
 /// What registration's atomic claim of an email found.

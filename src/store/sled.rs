@@ -92,7 +92,7 @@ impl Store for SledStore {
     fn load_user(&self, id: UserId) -> Result<Option<UserState>, StoreError> {
         self.users
             .get(id.as_bytes())?
-            .map(|bytes| codec::decode(&bytes))
+            .map(|bytes| codec::decode_user(&bytes))
             .transpose()
     }
 
@@ -133,8 +133,8 @@ impl Store for SledStore {
             self.users.insert(state.id.as_bytes(), snapshot)?;
         } else {
             let tenant = codec::encode(&state.tenant)?;
-            (&self.users, &self.api_keys, &self.tenants)
-                .transaction(|(users, api_keys, tenants)| {
+            (&self.users, &self.api_keys, &self.tenants, &self.emails)
+                .transaction(|(users, api_keys, tenants, emails)| {
                     for change in index {
                         match change {
                             IndexChange::ApiKeyPut(d) => {
@@ -145,6 +145,17 @@ impl Store for SledStore {
                             }
                             IndexChange::Tenant => {
                                 tenants.insert(state.tenant.id.as_bytes(), tenant.as_slice())?;
+                            }
+                            IndexChange::EmailMove { from, to } => {
+                                if let Some(owner) = emails.get(to.as_bytes())? {
+                                    if owner.as_ref() != state.id.as_bytes() {
+                                        return Err(ConflictableTransactionError::Abort(
+                                            StoreError::EmailTaken,
+                                        ));
+                                    }
+                                }
+                                emails.insert(to.as_bytes(), state.id.as_bytes())?;
+                                emails.remove(from.as_bytes())?;
                             }
                         }
                     }
@@ -200,6 +211,14 @@ mod tests {
             flush_every_ms: 500,
             actor_idle_seconds: 600,
         };
+        // sled's own background thread of a store just dropped can hold the lock a moment
+        // longer on a loaded machine; a real restart is a new process.
+        for _ in 0..100 {
+            match SledStore::open(dir, &cfg) {
+                Err(StoreError::Locked) => std::thread::sleep(std::time::Duration::from_millis(20)),
+                other => return other.unwrap(),
+            }
+        }
         SledStore::open(dir, &cfg).unwrap()
     }
 
@@ -241,5 +260,39 @@ mod tests {
             .unwrap();
         assert_eq!(store.user_by_api_key(&[1; 32]).unwrap(), None);
         assert_eq!(store.user_ids().unwrap(), vec![a.id]);
+    }
+
+    #[test]
+    fn an_email_move_claims_the_new_address_or_changes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path());
+        let mut a = user("ada@example.com");
+        let b = user("bob@example.com");
+        store.create_user(&a).unwrap();
+        store.create_user(&b).unwrap();
+        let before = store.load_user(a.id).unwrap();
+        a.email_key = "bob@example.com".into();
+        let to_b = IndexChange::EmailMove {
+            from: "ada@example.com".into(),
+            to: "bob@example.com".into(),
+        };
+        assert!(matches!(
+            store.save_user(&a, &[to_b]),
+            Err(StoreError::EmailTaken)
+        ));
+        assert_eq!(
+            store.load_user(a.id).unwrap(),
+            before,
+            "the snapshot did not land"
+        );
+        assert_eq!(store.user_by_email("bob@example.com").unwrap(), Some(b.id));
+        a.email_key = "ada@example.org".into();
+        let to_free = IndexChange::EmailMove {
+            from: "ada@example.com".into(),
+            to: "ada@example.org".into(),
+        };
+        store.save_user(&a, &[to_free]).unwrap();
+        assert_eq!(store.user_by_email("ada@example.org").unwrap(), Some(a.id));
+        assert_eq!(store.user_by_email("ada@example.com").unwrap(), None);
     }
 }

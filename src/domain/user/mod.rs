@@ -3,17 +3,21 @@
 //!
 //! The rules that change it live beside it, one file per area: `sessions` (login, refresh,
 //! logout), `mfa` (TOTP enrolment and the login challenge), `api_key`, `profile`,
-//! `phone` (verification codes) and `status` (deactivation and reactivation).
+//! `phone` (verification codes), `email` (verification and change of address), `password`
+//! (change and reset) and `status` (deactivation and reactivation).
 
 use serde::{Deserialize, Serialize};
 
 mod api_key;
+mod email;
 mod mfa;
+mod password;
 mod phone;
 mod profile;
 mod sessions;
 mod status;
 
+pub use email::EmailMoved;
 pub use profile::ProfilePatch;
 
 use super::apikey::ApiKey;
@@ -90,6 +94,21 @@ pub struct UserState {
     pub reactivate_code: CodeSlot,
     /// Counts the snapshots written; bumped by the actor whenever the state changed.
     pub revision: u64,
+    /// Whether the owner of `email` has shown a code sent to it (since format version 2; users
+    /// from before count as unverified).
+    pub email_verified: bool,
+    pub email_code: CodeSlot,
+    pub reset_code: CodeSlot,
+    /// A change of address waiting for the code sent to the new one.
+    pub email_change: EmailChange,
+}
+
+/// The address a change is waiting to confirm, and the code sent to it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EmailChange {
+    /// The new address as given; claimed only when the code is confirmed.
+    pub new_email: Option<String>,
+    pub code: CodeSlot,
 }
 
 /// What registration asks for, already parsed.
@@ -133,6 +152,10 @@ impl UserState {
             phone_code: CodeSlot::default(),
             reactivate_code: CodeSlot::default(),
             revision: 0,
+            email_verified: false,
+            email_code: CodeSlot::default(),
+            reset_code: CodeSlot::default(),
+            email_change: EmailChange::default(),
         }
     }
 
