@@ -44,7 +44,7 @@ enum LogoutBy {
 
 #[derive(Debug, Clone)]
 enum Op {
-    Login([u8; 32]),
+    Login,
     /// The current token of session `pick`.
     RefreshCurrent(usize),
     /// The token just rotated away (a replay, within or outside the grace period).
@@ -60,7 +60,7 @@ enum Op {
 fn op() -> impl Strategy<Value = Op> {
     let pick = any::<usize>();
     prop_oneof![
-        3 => any::<[u8; 32]>().prop_map(Op::Login),
+        3 => Just(Op::Login),
         6 => pick.prop_map(Op::RefreshCurrent),
         2 => pick.prop_map(Op::Reuse),
         2 => (pick, any::<usize>()).prop_map(|(p, b)| Op::RefreshOld(p, b)),
@@ -208,10 +208,10 @@ impl Harness {
 
     fn step(&mut self, op: &Op) -> Result<(), TestCaseError> {
         match op {
-            Op::Login(secret) => {
+            Op::Login => {
                 let (sid, token, expires) = self
                     .state
-                    .open_session(*secret, &self.policy, self.now)
+                    .open_session(&self.key, &self.policy, self.now)
                     .map_err(|e| TestCaseError::fail(format!("login: {e:?}")))?;
                 prop_assert_eq!(token.generation, 0);
                 prop_assert_eq!(token.session, sid);
@@ -354,8 +354,8 @@ proptest! {
 fn a_worked_sequence() {
     let mut h = Harness::new(0);
     let ops = [
-        Op::Login([1; 32]),
-        Op::Login([2; 32]),
+        Op::Login,
+        Op::Login,
         Op::RefreshCurrent(0),
         Op::RefreshCurrent(0),
         Op::RefreshCurrent(1),
@@ -364,7 +364,7 @@ fn a_worked_sequence() {
         Op::RefreshCurrent(1),               // session 1 unaffected
         Op::Logout(LogoutBy::Refresh(1, 1)), // an old genuine token of session 1 ends it
         Op::RefreshCurrent(1),
-        Op::Login([3; 32]),
+        Op::Login,
         Op::Wait(1_001), // past the refresh lifetime
         Op::RefreshCurrent(2),
     ];

@@ -15,7 +15,7 @@ impl UserState {
     /// Opens a session after a successful password check (made by the caller).
     pub fn open_session(
         &mut self,
-        secret: [u8; 32],
+        key: &ServerKey,
         policy: &SessionPolicy,
         now: Timestamp,
     ) -> Result<(SessionId, RefreshToken, Timestamp), DomainError> {
@@ -23,7 +23,7 @@ impl UserState {
             return Err(DomainError::AccountDeactivated);
         }
         self.prune(now);
-        let (session, token) = Session::open(self.id, secret, policy, now);
+        let (session, token) = Session::open(self.id, key, policy, now);
         let out = (session.id, token, session.expires_at());
         self.sessions.push(session);
         Ok(out)
@@ -103,7 +103,7 @@ mod tests {
     fn reuse_revokes_the_session() {
         let key = ServerKey::from_bytes([1; 32]);
         let mut u = user();
-        let (sid, t0, _) = u.open_session([2; 32], &policy(), T0).unwrap();
+        let (sid, t0, _) = u.open_session(&key, &policy(), T0).unwrap();
         let _t1 = u.refresh(&t0, &key, &policy(), T0).unwrap();
         assert_eq!(
             u.refresh(&t0, &key, &policy(), T0).unwrap_err(),
@@ -119,10 +119,11 @@ mod tests {
 
     #[test]
     fn deactivated_users_cannot_log_in() {
+        let key = ServerKey::from_bytes([1; 32]);
         let mut u = user();
         u.status = Status::Deactivated;
         assert_eq!(
-            u.open_session([2; 32], &policy(), T0).unwrap_err(),
+            u.open_session(&key, &policy(), T0).unwrap_err(),
             DomainError::AccountDeactivated
         );
     }
@@ -131,7 +132,7 @@ mod tests {
     fn logout_by_refresh_token_needs_a_genuine_token() {
         let key = ServerKey::from_bytes([1; 32]);
         let mut u = user();
-        let (sid, t0, _) = u.open_session([2; 32], &policy(), T0).unwrap();
+        let (sid, t0, _) = u.open_session(&key, &policy(), T0).unwrap();
         let mut forged = t0.clone();
         forged.secret[0] ^= 1;
         u.logout(None, Some(&forged), false, &key);
@@ -144,8 +145,8 @@ mod tests {
     fn everywhere_ends_all_sessions_and_expired_ones_are_pruned() {
         let key = ServerKey::from_bytes([1; 32]);
         let mut u = user();
-        u.open_session([2; 32], &policy(), T0).unwrap();
-        u.open_session([3; 32], &policy(), T0.plus(500)).unwrap();
+        u.open_session(&key, &policy(), T0).unwrap();
+        u.open_session(&key, &policy(), T0.plus(500)).unwrap();
         u.prune(T0.plus(1_000));
         assert_eq!(u.sessions.len(), 1);
         u.logout(None, None, true, &key);
