@@ -62,6 +62,7 @@ fn session_policy(config: &Config) -> SessionPolicy {
         session_max: config.tokens.session_max_seconds,
         rotation_enabled: config.refresh.rotation_enabled,
         reuse_grace: config.refresh.reuse_grace_seconds,
+        max_sessions: config.tokens.max_sessions_per_user,
     }
 }
 

@@ -13,6 +13,8 @@
 //!                        │
 //!                        │ refresh(gen < n, genuine) outside grace ──▶ REVOKED (refresh_token_reused)
 //!                        │ logout / deactivation                   ──▶ REVOKED
+//!                        │ a login past tokens.max_sessions_per_user,
+//!                        │   this session the least recently used  ──▶ REVOKED
 //!                        │ refresh token or session max age        ──▶ EXPIRED
 //!                        ▼
 //!            REVOKED / EXPIRED: the session is dropped from the state; any token of it,
@@ -66,17 +68,20 @@ pub struct Session {
     pub current_hash: [u8; 32],
     /// When the current refresh token stops working.
     pub refresh_expires_at: Timestamp,
-    /// When the current generation was issued: the start of the grace period of its predecessor.
+    /// When the current generation was issued: the start of the grace period of its predecessor,
+    /// and the last use that counts for `tokens.max_sessions_per_user`.
     pub rotated_at: Timestamp,
 }
 
-/// Session lifetimes and rotation policy, from the configuration.
+/// Session lifetimes, rotation policy and the cap on sessions, from the configuration.
 #[derive(Debug, Clone, Copy)]
 pub struct SessionPolicy {
     pub refresh_ttl: u64,
     pub session_max: u64,
     pub rotation_enabled: bool,
     pub reuse_grace: u64,
+    /// Live sessions one user may have; a login past it ends the least recently used.
+    pub max_sessions: usize,
 }
 
 /// What a presented token is to a family, if it is one of its genuine tokens.
@@ -274,6 +279,7 @@ mod tests {
             session_max: 5_000,
             rotation_enabled: rotation,
             reuse_grace: grace,
+            max_sessions: 100,
         }
     }
 

@@ -11,7 +11,8 @@
 //! - any token of a gone (revoked or expired) session, and any forged token, is
 //!   `InvalidRefreshToken` and changes nothing;
 //! - logout revokes the session named by the access token's `sid` and the family of a genuine
-//!   refresh token, and nothing else; `everywhere` revokes them all.
+//!   refresh token, and nothing else; `everywhere` revokes them all;
+//! - a login while `MAX_SESSIONS` are live ends the one least recently logged in or rotated.
 
 use bp_auth::domain::credentials::Email;
 use bp_auth::domain::ids::SessionId;
@@ -26,6 +27,8 @@ use proptest::test_runner::TestCaseError;
 const T0: Timestamp = Timestamp(1_800_000_000);
 const REFRESH_TTL: u64 = 1_000;
 const SESSION_MAX: u64 = 3_000;
+/// Small, so that the generated sequences reach it.
+const MAX_SESSIONS: usize = 4;
 
 /// How a logout names what to end.
 #[derive(Debug, Clone)]
@@ -121,6 +124,7 @@ impl Harness {
                 session_max: SESSION_MAX,
                 rotation_enabled: true,
                 reuse_grace: grace,
+                max_sessions: MAX_SESSIONS,
             },
             now: T0,
             state,
@@ -209,6 +213,17 @@ impl Harness {
     fn step(&mut self, op: &Op) -> Result<(), TestCaseError> {
         match op {
             Op::Login => {
+                let now = self.now;
+                let live = self.model.iter().filter(|m| m.live(now));
+                if live.clone().count() >= MAX_SESSIONS {
+                    // The first of the least recently used, in login order, as the state keeps it.
+                    let lru = live.min_by_key(|m| m.rotated_at).map(|m| m.sid);
+                    for m in &mut self.model {
+                        if Some(m.sid) == lru {
+                            m.revoked = true;
+                        }
+                    }
+                }
                 let (sid, token, expires) = self
                     .state
                     .open_session(&self.key, &self.policy, self.now)
