@@ -74,6 +74,8 @@ pub struct TokensConfig {
     pub session_max_seconds: u64,
     /// Make a new signing key when the active one is this old (0 = only by `bp-auth keys rotate`).
     pub key_rotation_days: u64,
+    /// Live sessions one user may have; a login past it ends the least recently used one.
+    pub max_sessions_per_user: usize,
 }
 
 impl Default for TokensConfig {
@@ -87,6 +89,7 @@ impl Default for TokensConfig {
             leeway_seconds: 30,
             session_max_seconds: 7_776_000,
             key_rotation_days: 0,
+            max_sessions_per_user: 100,
         }
     }
 }
@@ -394,6 +397,9 @@ impl Config {
         if self.tokens.access_ttl_seconds == 0 || self.tokens.refresh_ttl_seconds == 0 {
             return bad("tokens.access_ttl_seconds and refresh_ttl_seconds must be positive");
         }
+        if self.tokens.max_sessions_per_user == 0 {
+            return bad("tokens.max_sessions_per_user must be at least 1");
+        }
         if !self.plans.contains_key("free") {
             return bad("plans.free must exist: every registration starts on it");
         }
@@ -454,6 +460,7 @@ mod tests {
         assert_eq!(c.tokens.access_ttl_seconds, 900);
         assert_eq!(c.tokens.refresh_ttl_seconds, 2_592_000);
         assert_eq!(c.tokens.leeway_seconds, 30);
+        assert_eq!(c.tokens.max_sessions_per_user, 100);
         assert!(c.refresh.rotation_enabled);
         assert_eq!(c.password.argon2_memory_kib, 19_456);
         assert_eq!(c.storage.durability, Durability::Flush);
@@ -476,6 +483,14 @@ mod tests {
     fn unknown_key_is_named() {
         let err = with_env(&[("BP_AUTH__REFRESH__ROTATE", "false")]).unwrap_err();
         assert!(err.to_string().contains("rotate"), "{err}");
+    }
+
+    #[test]
+    fn a_user_may_have_at_least_one_session() {
+        let err = with_env(&[("BP_AUTH__TOKENS__MAX_SESSIONS_PER_USER", "0")]).unwrap_err();
+        assert!(err.to_string().contains("max_sessions_per_user"), "{err}");
+        let c = with_env(&[("BP_AUTH__TOKENS__MAX_SESSIONS_PER_USER", "3")]).unwrap();
+        assert_eq!(c.tokens.max_sessions_per_user, 3);
     }
 
     #[test]

@@ -115,6 +115,7 @@ impl Application {
             session_max: config.tokens.session_max_seconds,
             rotation_enabled: config.refresh.rotation_enabled,
             reuse_grace: config.refresh.reuse_grace_seconds,
+            max_sessions: config.tokens.max_sessions_per_user,
         };
         let codes = &config.codes;
         let code_policy = |ttl| CodePolicy {

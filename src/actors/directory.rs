@@ -402,6 +402,7 @@ mod tests {
                     session_max: 10_000,
                     rotation_enabled: true,
                     reuse_grace: 0,
+                    max_sessions: 100,
                 },
                 idle: Duration::from_secs(600),
                 phone_codes: codes,

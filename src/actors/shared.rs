@@ -62,7 +62,7 @@ pub(crate) struct Shared {
     /// user's view on every use, and dropped when the key is rotated.
     pub(crate) api_keys: DashMap<[u8; 32], UserId>,
     pub(crate) delivery: Arc<dyn Sender>,
-    /// Derives refresh successors and code hashes (see `domain::secrets`).
+    /// Derives refresh-token secrets and code hashes (see `domain::secrets`).
     pub(crate) key: ServerKey,
     /// Seals TOTP secrets at rest.
     pub(crate) data_key: DataKey,

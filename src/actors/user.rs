@@ -21,7 +21,6 @@ use crate::domain::codes::{self, CodePolicy};
 use crate::domain::error::DomainError;
 use crate::domain::ids::TokenId;
 use crate::domain::mfa;
-use crate::domain::secrets::random_32;
 use crate::domain::time::Timestamp;
 use crate::domain::user::{EmailMoved, UserState};
 use crate::store::{IndexChange, StoreError};
@@ -295,10 +294,10 @@ impl Handler<OpenSession> for UserActor {
 
     fn handle(&mut self, _: OpenSession, _: &mut Context<Self>) -> Self::Result {
         let policy = self.dir.config.policy;
+        let key = self.dir.key.clone();
         let subject = self.subject();
         self.apply(|s, _, now| {
-            let (session, refresh, refresh_expires_at) =
-                s.open_session(random_32(), &policy, now)?;
+            let (session, refresh, refresh_expires_at) = s.open_session(&key, &policy, now)?;
             Ok(Opened {
                 session,
                 refresh,
@@ -528,11 +527,11 @@ impl Handler<AnswerMfa> for UserActor {
         let totp = self.totp();
         let recovery = msg.recovery_code.as_deref().map(|c| self.recovery_hash(c));
         let policy = self.dir.config.policy;
+        let key = self.dir.key.clone();
         let subject = self.subject();
         self.second_factor(|s, _, now| {
             s.mfa_answer(msg.jti, totp.as_ref(), msg.code.as_deref(), recovery, now)?;
-            let (session, refresh, refresh_expires_at) =
-                s.open_session(random_32(), &policy, now)?;
+            let (session, refresh, refresh_expires_at) = s.open_session(&key, &policy, now)?;
             Ok(Opened {
                 session,
                 refresh,

@@ -27,9 +27,9 @@ pub fn sha256(data: &[u8]) -> [u8; 32] {
     Sha256::digest(data).into()
 }
 
-/// The server's own secret, kept in the data dir beside the signing keys. It derives refresh
-/// successors (so a retried rotation can be answered without storing any token) and keys the
-/// hashes of short codes.
+/// The server's own secret, kept in the data dir beside the signing keys. It derives the secrets
+/// of refresh tokens (so any generation can be recognised, and a retried rotation answered,
+/// without storing any token) and keys the hashes of short codes.
 #[derive(Clone)]
 pub struct ServerKey([u8; 32]);
 
@@ -58,14 +58,10 @@ impl ServerKey {
         mac.finalize().into_bytes().into()
     }
 
-    /// The secret of the refresh token that follows `secret` (generation `next_gen`).
-    pub fn refresh_successor(&self, sid: SessionId, next_gen: u32, secret: &[u8; 32]) -> [u8; 32] {
-        self.mac(&[
-            b"bprt-successor-v1",
-            sid.as_bytes(),
-            &next_gen.to_be_bytes(),
-            secret,
-        ])
+    /// The secret of generation `generation` of the refresh family `sid`: a PRF of the two
+    /// under this key, so checking any generation costs one HMAC.
+    pub fn refresh_secret(&self, sid: SessionId, generation: u32) -> [u8; 32] {
+        self.mac(&[b"bprt-v2", sid.as_bytes(), &generation.to_be_bytes()])
     }
 
     /// The stored form of a short code, bound to its purpose and owner.
@@ -135,7 +131,7 @@ impl DataKey {
 /// A refresh token as presented: `bprt_` + base64url(user ‖ session ‖ generation ‖ secret).
 ///
 /// The user and session let the server route it to its owner's actor without an index; the
-/// generation says where in its family's chain it stands; the 256-bit secret is what proves it.
+/// generation says which of its family's tokens it is; the 256-bit secret is what proves it.
 #[derive(Clone, PartialEq, Eq)]
 pub struct RefreshToken {
     pub user: UserId,
@@ -248,21 +244,18 @@ mod tests {
     }
 
     #[test]
-    fn successors_depend_on_key_session_and_generation() {
+    fn refresh_secrets_depend_on_key_session_and_generation() {
         let k = ServerKey::from_bytes([1; 32]);
         let sid = SessionId::generate();
-        let s = [9; 32];
-        assert_eq!(
-            k.refresh_successor(sid, 1, &s),
-            k.refresh_successor(sid, 1, &s)
+        assert_eq!(k.refresh_secret(sid, 1), k.refresh_secret(sid, 1));
+        assert_ne!(k.refresh_secret(sid, 1), k.refresh_secret(sid, 2));
+        assert_ne!(
+            k.refresh_secret(sid, 1),
+            k.refresh_secret(SessionId::generate(), 1)
         );
         assert_ne!(
-            k.refresh_successor(sid, 1, &s),
-            k.refresh_successor(sid, 2, &s)
-        );
-        assert_ne!(
-            k.refresh_successor(sid, 1, &s),
-            ServerKey::from_bytes([2; 32]).refresh_successor(sid, 1, &s)
+            k.refresh_secret(sid, 1),
+            ServerKey::from_bytes([2; 32]).refresh_secret(sid, 1)
         );
     }
 }

@@ -1,6 +1,6 @@
 //! Sessions and their refresh-token families.
 //!
-//! A session is one login. It owns exactly one refresh family: a chain of tokens in which each
+//! A session is one login. It owns exactly one refresh family: a sequence of tokens in which each
 //! rotation issues generation `n + 1` and retires generation `n`. The session id (`sid`) is in
 //! every access token it issues, so revoking the session ends the access tokens at once.
 //!
@@ -11,28 +11,49 @@
 //!                        │   └───┘ refresh(gen n-1) within the grace period, successor unused:
 //!                        │         the same gen n is answered again (a lost response retried)
 //!                        │
-//!                        │ refresh(gen < n) outside grace  ──▶ REVOKED (answer: refresh_token_reused)
-//!                        │ logout / deactivation            ──▶ REVOKED
-//!                        │ refresh token or session max age ──▶ EXPIRED
+//!                        │ refresh(gen < n, genuine) outside grace ──▶ REVOKED (refresh_token_reused)
+//!                        │ logout / deactivation                   ──▶ REVOKED
+//!                        │ a login past tokens.max_sessions_per_user,
+//!                        │   this session the least recently used  ──▶ REVOKED
+//!                        │ refresh token or session max age        ──▶ EXPIRED
 //!                        ▼
 //!            REVOKED / EXPIRED: the session is dropped from the state; any token of it,
 //!            access or refresh, is then refused (`session_revoked` / `invalid_refresh_token`)
+//!
+//!   Any token that is not genuine (forged secret, a generation above n, another session's id)
+//!   is `invalid_refresh_token` and changes nothing.
 //! ```
 //!
-//! Only the hash of the current generation's secret is stored. Successors are derived with the
-//! server key (`secret[n+1] = HMAC(key, sid ‖ n+1 ‖ secret[n])`), so an older token is proven
-//! genuine by walking the chain forward to the stored hash: reuse is detected for every old
-//! token without keeping a list of them, and a retry in the grace period gets the same successor.
+//! # Deriving the secrets
+//!
+//! The secret of generation `g` is `HMAC(server_key, "bprt-v2" ‖ sid ‖ g)`
+//! ([`ServerKey::refresh_secret`]), and only the SHA-256 of the current one is stored. Deciding
+//! what a presented token is therefore costs a bounded amount of work whatever generation it
+//! claims: one SHA-256 for the current generation, one HMAC for an older one (plus one of each to
+//! answer a grace replay). That matters because a refresh runs on the actor threads every user
+//! shares, and anyone who has seen one token of a session can claim any generation of it.
+//!
+//! Reuse is still detected for every older generation, without a list of spent tokens: an older
+//! token is genuine iff its secret equals the derivation for its generation.
+//!
+//! The database alone still cannot mint a token: it holds a hash of the current secret, and
+//! every secret needs the server key, which never leaves `keys/`. An earlier derivation chained
+//! the secrets (`secret[n+1] = HMAC(key, sid ‖ n+1 ‖ secret[n])`), so that even the key could
+//! not produce a session's next token without its current one; but whoever holds `keys/` also
+//! holds the signing keys and can sign access tokens for any session directly, so the chain
+//! bought nothing, and recognising an old token cost a walk of up to 20,000 HMACs.
+//!
+//! Sessions opened under the chain keep working: their current token is recognised by its hash
+//! like any other and rotates into this derivation. Their older tokens, and the one just rotated
+//! away from the chain, were never derivations, so they are merely invalid (no reuse detection and
+//! no grace replay for them); from the first rotation on, the session is like any other.
 
 use serde::{Deserialize, Serialize};
+use subtle::ConstantTimeEq;
 
 use super::ids::{SessionId, UserId};
 use super::secrets::{sha256, RefreshToken, ServerKey};
 use super::time::Timestamp;
-
-/// The longest chain walked to recognise an old token. A session refreshed every 15 minutes for
-/// 90 days is 8,640 generations; older tokens than this are simply invalid.
-const MAX_CHAIN_WALK: u32 = 20_000;
 
 /// One live login.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -47,28 +68,39 @@ pub struct Session {
     pub current_hash: [u8; 32],
     /// When the current refresh token stops working.
     pub refresh_expires_at: Timestamp,
-    /// When the current generation was issued: the start of the grace period of its predecessor.
+    /// When the current generation was issued: the start of the grace period of its predecessor,
+    /// and the last use that counts for `tokens.max_sessions_per_user`.
     pub rotated_at: Timestamp,
 }
 
-/// Session lifetimes and rotation policy, from the configuration.
+/// Session lifetimes, rotation policy and the cap on sessions, from the configuration.
 #[derive(Debug, Clone, Copy)]
 pub struct SessionPolicy {
     pub refresh_ttl: u64,
     pub session_max: u64,
     pub rotation_enabled: bool,
     pub reuse_grace: u64,
+    /// Live sessions one user may have; a login past it ends the least recently used.
+    pub max_sessions: usize,
+}
+
+/// What a presented token is to a family, if it is one of its genuine tokens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Standing {
+    Current,
+    Spent,
 }
 
 impl Session {
     /// Opens a session; returns it and its first refresh token.
     pub fn open(
         user: UserId,
-        secret: [u8; 32],
+        key: &ServerKey,
         policy: &SessionPolicy,
         now: Timestamp,
     ) -> (Self, RefreshToken) {
         let id = SessionId::generate();
+        let secret = key.refresh_secret(id, 0);
         let max_expires_at = now.plus(policy.session_max);
         let session = Self {
             id,
@@ -101,26 +133,29 @@ impl Session {
     /// Whether `token` is a genuine token of this family (current or older), without deciding
     /// anything. Used by logout, which revokes a family only for its own tokens.
     pub fn recognises(&self, token: &RefreshToken, key: &ServerKey) -> bool {
-        self.walk_to_current(token, key).is_some()
+        self.standing(token, key).is_some()
     }
 
-    /// The secret that `token` leads to at the current generation, if `token` is genuine.
-    fn walk_to_current(&self, token: &RefreshToken, key: &ServerKey) -> Option<[u8; 32]> {
-        if token.session != self.id || token.generation > self.generation {
+    /// One SHA-256 or one HMAC, whatever the token claims.
+    fn standing(&self, token: &RefreshToken, key: &ServerKey) -> Option<Standing> {
+        if token.session != self.id {
             return None;
         }
-        if self.generation - token.generation > MAX_CHAIN_WALK {
-            return None;
-        }
-        let mut secret = token.secret;
-        for gen in token.generation + 1..=self.generation {
-            secret = key.refresh_successor(self.id, gen, &secret);
-        }
-        bool::from(subtle::ConstantTimeEq::ct_eq(
-            &sha256(&secret)[..],
-            &self.current_hash[..],
-        ))
-        .then_some(secret)
+        // The current generation is checked against its stored hash rather than derived, so
+        // that the current token of a session opened before the derivation changed still works.
+        let (standing, genuine) = match token.generation.cmp(&self.generation) {
+            std::cmp::Ordering::Equal => (Standing::Current, self.holds_current(&token.secret)),
+            std::cmp::Ordering::Less => {
+                let derived = key.refresh_secret(self.id, token.generation);
+                (Standing::Spent, bool::from(derived.ct_eq(&token.secret)))
+            }
+            std::cmp::Ordering::Greater => return None,
+        };
+        genuine.then_some(standing)
+    }
+
+    fn holds_current(&self, secret: &[u8; 32]) -> bool {
+        bool::from(sha256(secret).ct_eq(&self.current_hash))
     }
 
     /// Applies the refresh rules to a presented token. On `Err(Reused)` the caller must revoke
@@ -135,10 +170,10 @@ impl Session {
         if !self.is_live(now) {
             return Err(RefreshError::Invalid);
         }
-        let Some(current_secret) = self.walk_to_current(token, key) else {
+        let Some(standing) = self.standing(token, key) else {
             return Err(RefreshError::Invalid);
         };
-        if token.generation == self.generation {
+        if standing == Standing::Current {
             if !policy.rotation_enabled {
                 return Ok(RefreshGrant {
                     token: token.clone(),
@@ -150,7 +185,7 @@ impl Session {
                 .generation
                 .checked_add(1)
                 .ok_or(RefreshError::Invalid)?;
-            let next = key.refresh_successor(self.id, next_gen, &current_secret);
+            let next = key.refresh_secret(self.id, next_gen);
             self.generation = next_gen;
             self.current_hash = sha256(&next);
             self.refresh_expires_at = now.plus(policy.refresh_ttl).min(self.max_expires_at);
@@ -173,12 +208,18 @@ impl Session {
             && just_rotated
             && now.0 <= self.rotated_at.0.saturating_add(policy.reuse_grace as i64)
         {
+            let current = key.refresh_secret(self.id, self.generation);
+            // A session whose current token predates the derivation cannot answer it again:
+            // the successor its client was handed is not one the key can reproduce.
+            if !self.holds_current(&current) {
+                return Err(RefreshError::Invalid);
+            }
             return Ok(RefreshGrant {
                 token: RefreshToken {
                     user: token.user,
                     session: self.id,
                     generation: self.generation,
-                    secret: current_secret,
+                    secret: current,
                 },
                 expires_at: self.expires_at(),
                 outcome: RefreshOutcome::GraceReplay,
@@ -238,13 +279,39 @@ mod tests {
             session_max: 5_000,
             rotation_enabled: rotation,
             reuse_grace: grace,
+            max_sessions: 100,
         }
     }
 
     fn setup() -> (ServerKey, Session, RefreshToken) {
         let key = ServerKey::from_bytes([3; 32]);
-        let (s, t) = Session::open(UserId::generate(), [5; 32], &policy(true, 0), T0);
+        let (s, t) = Session::open(UserId::generate(), &key, &policy(true, 0), T0);
         (key, s, t)
+    }
+
+    /// The session as if it had been rotated up to `generation`, and its current token.
+    fn at_generation(
+        key: &ServerKey,
+        s: &mut Session,
+        t0: &RefreshToken,
+        generation: u32,
+    ) -> RefreshToken {
+        let secret = key.refresh_secret(s.id, generation);
+        s.generation = generation;
+        s.current_hash = sha256(&secret);
+        RefreshToken {
+            generation,
+            secret,
+            ..t0.clone()
+        }
+    }
+
+    #[test]
+    fn the_first_token_is_generation_0_of_the_derivation() {
+        let (key, s, t0) = setup();
+        assert_eq!(t0.generation, 0);
+        assert_eq!(t0.secret, key.refresh_secret(s.id, 0));
+        assert_eq!(s.current_hash, sha256(&t0.secret));
     }
 
     #[test]
@@ -278,26 +345,154 @@ mod tests {
     }
 
     #[test]
-    fn forged_or_foreign_tokens_are_invalid_not_reuse() {
-        let (key, mut s, t0) = setup();
+    fn reuse_is_detected_however_old_the_token() {
+        let (key, s, t0) = setup();
         let p = policy(true, 0);
-        s.refresh(&t0, &key, &p, T0).unwrap();
-        let mut forged = t0.clone();
-        forged.secret[0] ^= 1;
-        assert_eq!(
-            s.refresh(&forged, &key, &p, T0).unwrap_err(),
-            RefreshError::Invalid
-        );
-        let mut future = t0.clone();
-        future.generation = 9;
+        for spent in [0, 1, 25_000, 49_999] {
+            let mut s = s.clone();
+            let _current = at_generation(&key, &mut s, &t0, 50_000);
+            let old = RefreshToken {
+                generation: spent,
+                secret: key.refresh_secret(s.id, spent),
+                ..t0.clone()
+            };
+            assert!(s.recognises(&old, &key), "gen {spent}");
+            assert_eq!(
+                s.refresh(&old, &key, &p, T0).unwrap_err(),
+                RefreshError::Reused,
+                "gen {spent}"
+            );
+        }
+    }
+
+    #[test]
+    fn forged_tokens_of_any_generation_are_invalid_and_change_nothing() {
+        let (key, mut s, t0) = setup();
+        let p = policy(true, 30);
+        let current = at_generation(&key, &mut s, &t0, 50_000);
+        let before = s.clone();
+        for claimed in [0, 1, 25_000, 49_999, 50_000, 50_001, u32::MAX] {
+            let mut forged = RefreshToken {
+                generation: claimed,
+                ..current.clone()
+            };
+            forged.secret[claimed as usize % 32] ^= 1;
+            assert!(!s.recognises(&forged, &key), "gen {claimed}");
+            assert_eq!(
+                s.refresh(&forged, &key, &p, T0).unwrap_err(),
+                RefreshError::Invalid,
+                "gen {claimed}"
+            );
+            assert_eq!(s, before, "gen {claimed}");
+        }
+        // Genuine secrets of a generation above the current one were never issued.
+        let future = RefreshToken {
+            generation: 50_001,
+            secret: key.refresh_secret(s.id, 50_001),
+            ..current.clone()
+        };
         assert_eq!(
             s.refresh(&future, &key, &p, T0).unwrap_err(),
             RefreshError::Invalid
         );
+        assert_eq!(s, before);
+        assert_eq!(
+            s.refresh(&current, &key, &p, T0).unwrap().outcome,
+            RefreshOutcome::Rotated
+        );
+    }
+
+    #[test]
+    fn tokens_of_another_session_or_key_are_invalid() {
+        let (key, mut s, t0) = setup();
+        let p = policy(true, 0);
+        s.refresh(&t0, &key, &p, T0).unwrap();
         let other_key = ServerKey::from_bytes([4; 32]);
         assert_eq!(
             s.refresh(&t0, &other_key, &p, T0).unwrap_err(),
             RefreshError::Invalid
+        );
+        // Another session's genuine token, sent with this session's id.
+        let (other, other_t0) = Session::open(t0.user, &key, &p, T0);
+        let moved = RefreshToken {
+            session: s.id,
+            ..other_t0.clone()
+        };
+        assert_eq!(
+            s.refresh(&moved, &key, &p, T0).unwrap_err(),
+            RefreshError::Invalid
+        );
+        assert!(!s.recognises(&other_t0, &key));
+        assert!(other.recognises(&other_t0, &key));
+    }
+
+    /// A session as the chained derivation left it: its current secret is no derivation.
+    fn pre_change_session(key: &ServerKey) -> (Session, RefreshToken, RefreshToken) {
+        let (mut s, t0) = Session::open(UserId::generate(), key, &policy(true, 0), T0);
+        let chained = [5; 32];
+        s.generation = 7;
+        s.current_hash = sha256(&chained);
+        let current = RefreshToken {
+            generation: 7,
+            secret: chained,
+            ..t0.clone()
+        };
+        let previous = RefreshToken {
+            generation: 6,
+            secret: [6; 32],
+            ..t0
+        };
+        (s, current, previous)
+    }
+
+    #[test]
+    fn a_pre_change_sessions_current_token_rotates_into_the_derivation() {
+        let key = ServerKey::from_bytes([3; 32]);
+        let p = policy(true, 30);
+        let (mut s, current, previous) = pre_change_session(&key);
+        assert_eq!(
+            s.refresh(&previous, &key, &p, T0).unwrap_err(),
+            RefreshError::Invalid,
+            "older chained tokens are not derivations: invalid, not reuse"
+        );
+        let g8 = s.refresh(&current, &key, &p, T0).unwrap();
+        assert_eq!(g8.outcome, RefreshOutcome::Rotated);
+        assert_eq!(g8.token.generation, 8);
+        assert_eq!(g8.token.secret, key.refresh_secret(s.id, 8));
+        // The chained token it replaced cannot be replayed; the session goes on.
+        assert_eq!(
+            s.refresh(&current, &key, &p, T0).unwrap_err(),
+            RefreshError::Invalid
+        );
+        let g9 = s.refresh(&g8.token, &key, &p, T0).unwrap();
+        assert_eq!(g9.token.generation, 9);
+        assert_eq!(
+            s.refresh(&g8.token, &key, &p, T0.plus(100)).unwrap_err(),
+            RefreshError::Reused
+        );
+    }
+
+    #[test]
+    fn a_pre_change_session_has_no_grace_replay() {
+        let key = ServerKey::from_bytes([3; 32]);
+        let p = policy(true, 30);
+        let (mut s, current, _) = pre_change_session(&key);
+        let before = s.clone();
+        // Even a derived secret for the previous generation gets no successor: the current one
+        // was chained, and the key cannot reproduce it.
+        let derived_previous = RefreshToken {
+            generation: 6,
+            secret: key.refresh_secret(s.id, 6),
+            ..current.clone()
+        };
+        assert_eq!(
+            s.refresh(&derived_previous, &key, &p, T0).unwrap_err(),
+            RefreshError::Invalid
+        );
+        assert_eq!(s, before);
+        assert_eq!(
+            s.refresh(&current, &key, &p, T0).unwrap().outcome,
+            RefreshOutcome::Rotated
         );
     }
 

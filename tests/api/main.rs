@@ -22,6 +22,7 @@ mod phone;
 mod refresh;
 mod register;
 mod restart;
+mod sessions_cap;
 mod smoke;
 mod tokens;
 mod webhook;

@@ -11,7 +11,8 @@
 //! - any token of a gone (revoked or expired) session, and any forged token, is
 //!   `InvalidRefreshToken` and changes nothing;
 //! - logout revokes the session named by the access token's `sid` and the family of a genuine
-//!   refresh token, and nothing else; `everywhere` revokes them all.
+//!   refresh token, and nothing else; `everywhere` revokes them all;
+//! - a login while `MAX_SESSIONS` are live ends the one least recently logged in or rotated.
 
 use bp_auth::domain::credentials::Email;
 use bp_auth::domain::ids::SessionId;
@@ -26,6 +27,8 @@ use proptest::test_runner::TestCaseError;
 const T0: Timestamp = Timestamp(1_800_000_000);
 const REFRESH_TTL: u64 = 1_000;
 const SESSION_MAX: u64 = 3_000;
+/// Small, so that the generated sequences reach it.
+const MAX_SESSIONS: usize = 4;
 
 /// How a logout names what to end.
 #[derive(Debug, Clone)]
@@ -44,7 +47,7 @@ enum LogoutBy {
 
 #[derive(Debug, Clone)]
 enum Op {
-    Login([u8; 32]),
+    Login,
     /// The current token of session `pick`.
     RefreshCurrent(usize),
     /// The token just rotated away (a replay, within or outside the grace period).
@@ -60,7 +63,7 @@ enum Op {
 fn op() -> impl Strategy<Value = Op> {
     let pick = any::<usize>();
     prop_oneof![
-        3 => any::<[u8; 32]>().prop_map(Op::Login),
+        3 => Just(Op::Login),
         6 => pick.prop_map(Op::RefreshCurrent),
         2 => pick.prop_map(Op::Reuse),
         2 => (pick, any::<usize>()).prop_map(|(p, b)| Op::RefreshOld(p, b)),
@@ -121,6 +124,7 @@ impl Harness {
                 session_max: SESSION_MAX,
                 rotation_enabled: true,
                 reuse_grace: grace,
+                max_sessions: MAX_SESSIONS,
             },
             now: T0,
             state,
@@ -208,10 +212,21 @@ impl Harness {
 
     fn step(&mut self, op: &Op) -> Result<(), TestCaseError> {
         match op {
-            Op::Login(secret) => {
+            Op::Login => {
+                let now = self.now;
+                let live = self.model.iter().filter(|m| m.live(now));
+                if live.clone().count() >= MAX_SESSIONS {
+                    // The first of the least recently used, in login order, as the state keeps it.
+                    let lru = live.min_by_key(|m| m.rotated_at).map(|m| m.sid);
+                    for m in &mut self.model {
+                        if Some(m.sid) == lru {
+                            m.revoked = true;
+                        }
+                    }
+                }
                 let (sid, token, expires) = self
                     .state
-                    .open_session(*secret, &self.policy, self.now)
+                    .open_session(&self.key, &self.policy, self.now)
                     .map_err(|e| TestCaseError::fail(format!("login: {e:?}")))?;
                 prop_assert_eq!(token.generation, 0);
                 prop_assert_eq!(token.session, sid);
@@ -354,8 +369,8 @@ proptest! {
 fn a_worked_sequence() {
     let mut h = Harness::new(0);
     let ops = [
-        Op::Login([1; 32]),
-        Op::Login([2; 32]),
+        Op::Login,
+        Op::Login,
         Op::RefreshCurrent(0),
         Op::RefreshCurrent(0),
         Op::RefreshCurrent(1),
@@ -364,7 +379,7 @@ fn a_worked_sequence() {
         Op::RefreshCurrent(1),               // session 1 unaffected
         Op::Logout(LogoutBy::Refresh(1, 1)), // an old genuine token of session 1 ends it
         Op::RefreshCurrent(1),
-        Op::Login([3; 32]),
+        Op::Login,
         Op::Wait(1_001), // past the refresh lifetime
         Op::RefreshCurrent(2),
     ];

@@ -179,6 +179,7 @@ pub(crate) mod fixtures {
             session_max: 10_000,
             rotation_enabled: true,
             reuse_grace: 0,
+            max_sessions: 100,
         }
     }
 

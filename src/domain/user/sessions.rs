@@ -12,10 +12,12 @@ impl UserState {
         self.sessions.iter().find(|s| s.id == sid && s.is_live(now))
     }
 
-    /// Opens a session after a successful password check (made by the caller).
+    /// Opens a session after a successful password check (made by the caller). At the cap, the
+    /// least recently used session (the oldest login or refresh) ends to make room, so that
+    /// logins in a loop cannot grow the state (and every snapshot of it) without bound.
     pub fn open_session(
         &mut self,
-        secret: [u8; 32],
+        key: &ServerKey,
         policy: &SessionPolicy,
         now: Timestamp,
     ) -> Result<(SessionId, RefreshToken, Timestamp), DomainError> {
@@ -23,7 +25,18 @@ impl UserState {
             return Err(DomainError::AccountDeactivated);
         }
         self.prune(now);
-        let (session, token) = Session::open(self.id, secret, policy, now);
+        while self.sessions.len() >= policy.max_sessions.max(1) {
+            let Some(lru) = self
+                .sessions
+                .iter()
+                .min_by_key(|s| s.rotated_at)
+                .map(|s| s.id)
+            else {
+                break;
+            };
+            self.revoke_session(lru);
+        }
+        let (session, token) = Session::open(self.id, key, policy, now);
         let out = (session.id, token, session.expires_at());
         self.sessions.push(session);
         Ok(out)
@@ -103,7 +116,7 @@ mod tests {
     fn reuse_revokes_the_session() {
         let key = ServerKey::from_bytes([1; 32]);
         let mut u = user();
-        let (sid, t0, _) = u.open_session([2; 32], &policy(), T0).unwrap();
+        let (sid, t0, _) = u.open_session(&key, &policy(), T0).unwrap();
         let _t1 = u.refresh(&t0, &key, &policy(), T0).unwrap();
         assert_eq!(
             u.refresh(&t0, &key, &policy(), T0).unwrap_err(),
@@ -119,10 +132,11 @@ mod tests {
 
     #[test]
     fn deactivated_users_cannot_log_in() {
+        let key = ServerKey::from_bytes([1; 32]);
         let mut u = user();
         u.status = Status::Deactivated;
         assert_eq!(
-            u.open_session([2; 32], &policy(), T0).unwrap_err(),
+            u.open_session(&key, &policy(), T0).unwrap_err(),
             DomainError::AccountDeactivated
         );
     }
@@ -131,7 +145,7 @@ mod tests {
     fn logout_by_refresh_token_needs_a_genuine_token() {
         let key = ServerKey::from_bytes([1; 32]);
         let mut u = user();
-        let (sid, t0, _) = u.open_session([2; 32], &policy(), T0).unwrap();
+        let (sid, t0, _) = u.open_session(&key, &policy(), T0).unwrap();
         let mut forged = t0.clone();
         forged.secret[0] ^= 1;
         u.logout(None, Some(&forged), false, &key);
@@ -144,11 +158,64 @@ mod tests {
     fn everywhere_ends_all_sessions_and_expired_ones_are_pruned() {
         let key = ServerKey::from_bytes([1; 32]);
         let mut u = user();
-        u.open_session([2; 32], &policy(), T0).unwrap();
-        u.open_session([3; 32], &policy(), T0.plus(500)).unwrap();
+        u.open_session(&key, &policy(), T0).unwrap();
+        u.open_session(&key, &policy(), T0.plus(500)).unwrap();
         u.prune(T0.plus(1_000));
         assert_eq!(u.sessions.len(), 1);
         u.logout(None, None, true, &key);
         assert!(u.sessions.is_empty());
+    }
+
+    #[test]
+    fn a_login_past_the_cap_ends_the_least_recently_used_session() {
+        let key = ServerKey::from_bytes([1; 32]);
+        let p = SessionPolicy {
+            max_sessions: 3,
+            ..policy()
+        };
+        let mut u = user();
+        let (a, ta, _) = u.open_session(&key, &p, T0).unwrap();
+        let (b, _, _) = u.open_session(&key, &p, T0.plus(1)).unwrap();
+        let (c, _, _) = u.open_session(&key, &p, T0.plus(2)).unwrap();
+        // The oldest login was refreshed since: it is the most recently used now.
+        let ta1 = u.refresh(&ta, &key, &p, T0.plus(3)).unwrap().token;
+        let (d, _, _) = u.open_session(&key, &p, T0.plus(4)).unwrap();
+        let live: Vec<_> = u.sessions.iter().map(|s| s.id).collect();
+        assert_eq!(live.len(), 3);
+        assert!(
+            u.session(b, T0.plus(4)).is_none(),
+            "b was the least recently used"
+        );
+        for sid in [a, c, d] {
+            assert!(live.contains(&sid));
+        }
+        let (e, _, _) = u.open_session(&key, &p, T0.plus(5)).unwrap();
+        assert!(u.session(c, T0.plus(5)).is_none());
+        assert_eq!(u.sessions.len(), 3);
+        assert!(u.session(e, T0.plus(5)).is_some());
+        assert_eq!(
+            u.refresh(&ta1, &key, &p, T0.plus(6))
+                .unwrap()
+                .token
+                .generation,
+            2
+        );
+    }
+
+    #[test]
+    fn a_state_above_the_cap_shrinks_to_it_at_the_next_login() {
+        let key = ServerKey::from_bytes([1; 32]);
+        let mut u = user();
+        for i in 0..5 {
+            u.open_session(&key, &policy(), T0.plus(i)).unwrap();
+        }
+        let p = SessionPolicy {
+            max_sessions: 2,
+            ..policy()
+        };
+        let (newest, _, _) = u.open_session(&key, &p, T0.plus(10)).unwrap();
+        assert_eq!(u.sessions.len(), 2);
+        assert_eq!(u.sessions[1].id, newest);
+        assert_eq!(u.sessions[0].rotated_at, T0.plus(4));
     }
 }

@@ -63,7 +63,12 @@ mod tests {
     #[test]
     fn deactivation_and_reactivation() {
         let mut u = user();
-        u.open_session([2; 32], &policy(), T0).unwrap();
+        u.open_session(
+            &crate::domain::secrets::ServerKey::from_bytes([1; 32]),
+            &policy(),
+            T0,
+        )
+        .unwrap();
         u.ensure_api_key(T0);
         assert!(
             !u.request_reactivation([1; 32], &code_policy(), T0),
