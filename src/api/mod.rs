@@ -6,12 +6,14 @@ pub mod account;
 pub mod audit;
 pub mod authn;
 pub mod cors;
+pub mod email;
 pub mod error;
 pub mod extract;
 pub mod login;
 pub mod meta;
 pub mod mfa;
 pub mod openapi;
+pub mod password;
 pub mod passwords;
 pub mod register;
 pub mod respond;
@@ -105,6 +107,41 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         "/api/auth/reactivate/confirm",
         Method::POST,
         verification::reactivate_confirm,
+    ))
+    .service(resource(
+        "/api/auth/password/change",
+        Method::POST,
+        password::change,
+    ))
+    .service(resource(
+        "/api/auth/password/forgot",
+        Method::POST,
+        password::forgot,
+    ))
+    .service(resource(
+        "/api/auth/password/reset",
+        Method::POST,
+        password::reset,
+    ))
+    .service(resource(
+        "/api/auth/verify-email/request",
+        Method::POST,
+        email::verify_request,
+    ))
+    .service(resource(
+        "/api/auth/verify-email/confirm",
+        Method::POST,
+        email::verify_confirm,
+    ))
+    .service(resource(
+        "/api/auth/email/change",
+        Method::POST,
+        email::change,
+    ))
+    .service(resource(
+        "/api/auth/email/change/confirm",
+        Method::POST,
+        email::change_confirm,
     ))
     .service(resource(
         "/api/auth/mfa/totp/setup",

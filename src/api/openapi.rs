@@ -4,7 +4,9 @@ use actix_web::HttpResponse;
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{account, login, meta, mfa, register, respond, sessions, verification};
+use super::{
+    account, email, login, meta, mfa, password, register, respond, sessions, verification,
+};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -24,6 +26,13 @@ use super::{account, login, meta, mfa, register, respond, sessions, verification
         verification::phone_confirm,
         verification::reactivate_request,
         verification::reactivate_confirm,
+        password::change,
+        password::forgot,
+        password::reset,
+        email::verify_request,
+        email::verify_confirm,
+        email::change,
+        email::change_confirm,
         mfa::totp_setup,
         mfa::totp_verify,
         mfa::totp_disable,
@@ -51,6 +60,11 @@ use super::{account, login, meta, mfa, register, respond, sessions, verification
         verification::CodeRequest,
         verification::ReactivateRequest,
         verification::ReactivateConfirm,
+        password::PasswordChange,
+        password::PasswordForgot,
+        password::PasswordReset,
+        email::EmailCodeSent,
+        email::EmailChangeRequest,
         respond::EntitlementsSchema,
         login::MfaPendingResponse,
         login::LoginResponse,

@@ -9,6 +9,7 @@ use super::error::ApiError;
 use super::extract::{json_body, Fields};
 use super::respond::{BodyErrors, Profile};
 use super::AppState;
+use crate::actors::messages::RequestEmailCode;
 use crate::clock;
 use crate::domain::credentials::{parse_full_name, parse_phone, Email, NewPassword};
 use crate::domain::user::{NewUser, UserState};
@@ -79,5 +80,21 @@ pub async fn register(
     );
     let created = state.directory.register(user).await??;
     audit::record(&state, &req, Some(created.id), "register", "created");
+    if state.config.registration.send_verification_email {
+        // After the answer: the account exists whatever the mail does, and the user can ask
+        // for another code (`verify-email/request`).
+        let (state, id) = (state.clone(), created.id);
+        actix_web::rt::spawn(async move {
+            match state.directory.call(id, RequestEmailCode).await {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => {
+                    tracing::warn!(user = %id, error = %e, "no verification email at registration")
+                }
+                Err(e) => {
+                    tracing::warn!(user = %id, error = %e, "verification email at registration failed")
+                }
+            }
+        });
+    }
     Ok(HttpResponse::Created().json(Profile::from(created.as_ref())))
 }

@@ -76,6 +76,8 @@ pub struct Profile {
     /// E.164.
     pub phone: Option<String>,
     pub phone_verified: bool,
+    /// Whether a code sent to `email` was confirmed.
+    pub email_verified: bool,
     pub mfa_enabled: bool,
     /// `active` or `deactivated`.
     pub status: &'static str,
@@ -95,6 +97,7 @@ impl From<&UserState> for Profile {
             full_name: u.full_name.clone(),
             phone: u.phone.clone(),
             phone_verified: u.phone_verified,
+            email_verified: u.email_verified,
             mfa_enabled: u.mfa_enabled(),
             status: u.status.as_str(),
             tenant_id: u.tenant.id.to_string(),
@@ -156,6 +159,7 @@ pub struct EntitlementsSchema {
     pub features: Vec<String>,
     pub limits: std::collections::BTreeMap<String, i64>,
     pub phone_verified: bool,
+    pub email_verified: bool,
     pub mfa_enabled: bool,
     pub api_key_active: bool,
 }

@@ -21,6 +21,7 @@ pub struct Entitlements {
     pub features: Vec<String>,
     pub limits: BTreeMap<String, i64>,
     pub phone_verified: bool,
+    pub email_verified: bool,
     pub mfa_enabled: bool,
     pub api_key_active: bool,
 }
@@ -50,6 +51,7 @@ impl Entitlements {
             features,
             limits,
             phone_verified: user.phone_verified,
+            email_verified: user.email_verified,
             mfa_enabled: user.mfa_enabled(),
             api_key_active: user.api_key.as_ref().is_some_and(|k| !k.disabled),
         }

@@ -11,6 +11,7 @@ mod helpers;
 mod hostile;
 mod idle;
 mod layers;
+mod lifecycle;
 mod login;
 mod logout;
 mod me;
