@@ -8,6 +8,7 @@ pub mod authn;
 pub mod cors;
 pub mod error;
 pub mod extract;
+pub mod forwarded;
 pub mod login;
 pub mod meta;
 pub mod mfa;
