@@ -156,6 +156,23 @@ pub fn authenticate(
     Ok(caller)
 }
 
+/// [`authenticate`] (sessions only) for the endpoints that create or reveal a secret: the API
+/// key, a TOTP secret, recovery codes. A cookie-authenticated request that the browser says
+/// comes from another site (`Sec-Fetch-Site: cross-site`) is refused, a GET too (which the
+/// origin check lets through): no other site's page has any business with these answers.
+pub fn authenticate_for_secret(req: &HttpRequest, state: &AppState) -> Result<Caller, ApiError> {
+    let caller = authenticate(req, state, false)?;
+    let cross_site = req
+        .headers()
+        .get("sec-fetch-site")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("cross-site"));
+    if cross_site && uses_cookie(req) {
+        return Err(DomainError::OriginNotAllowed.into());
+    }
+    Ok(caller)
+}
+
 fn authenticate_credential(
     req: &HttpRequest,
     state: &AppState,

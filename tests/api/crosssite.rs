@@ -1,7 +1,8 @@
 //! Cross-site defences seen from a browser's side: forwarding headers believed only from
-//! trusted proxies.
+//! trusted proxies, and secrets kept from cross-site cookie requests.
 
-use reqwest::{Client, Response};
+use reqwest::{Client, Method, Response};
+use serde_json::{json, Value};
 
 use crate::helpers::*;
 
@@ -94,5 +95,83 @@ async fn a_trusted_proxy_names_the_origin_the_client_addressed() {
     expect_error(res, 403, "origin_not_allowed").await;
     // Without forwarding headers the connection's own origin holds.
     let res = rotate(&jar, &app, &format!("http://127.0.0.1:{}", app.port), &[]).await;
+    assert_eq!(res.status(), 200);
+}
+
+/// The four endpoints that create or reveal a secret, as (method, path, body).
+fn secret_endpoints() -> [(Method, &'static str, Option<Value>); 4] {
+    [
+        (Method::GET, "/api/auth/api-key", None),
+        (Method::POST, "/api/auth/api-key/rotate", None),
+        (Method::POST, "/api/auth/mfa/totp/setup", None),
+        (
+            Method::POST,
+            "/api/auth/mfa/totp/verify",
+            Some(json!({"code": "000000"})),
+        ),
+    ]
+}
+
+async fn send(
+    client: &Client,
+    app: &TestApp,
+    (method, path, body): &(Method, &str, Option<Value>),
+    bearer: Option<&str>,
+    fetch_site: Option<&str>,
+) -> Response {
+    let mut req = client.request(method.clone(), app.url(path));
+    if let Some(t) = bearer {
+        req = req.bearer_auth(t);
+    }
+    if let Some(s) = fetch_site {
+        req = req.header("sec-fetch-site", s);
+    }
+    if let Some(b) = body {
+        req = req.json(b);
+    }
+    req.send().await.expect("request")
+}
+
+#[actix_web::test]
+async fn secrets_are_not_handed_to_cross_site_cookie_requests() {
+    let app = spawn_app().await;
+    let e = email();
+    app.register(&e).await;
+    let (jar, t) = app.cookie_login(&e).await;
+    for endpoint in &secret_endpoints() {
+        let res = send(&jar, &app, endpoint, None, Some("cross-site")).await;
+        expect_error(res, 403, "origin_not_allowed").await;
+    }
+    // Nothing was created by the refused requests: the key is new to the next answer.
+    let get = &secret_endpoints()[0];
+    let res = send(&jar, &app, get, None, Some("same-origin")).await;
+    let created = expect_status(res, 200, "GET api-key same-origin").await;
+    assert!(created["key"].is_string(), "created only now: {created}");
+
+    for site in [Some("same-origin"), Some("same-site"), Some("none"), None] {
+        for endpoint in &secret_endpoints() {
+            let res = send(&jar, &app, endpoint, None, site).await;
+            let status = res.status().as_u16();
+            let body = json_of(res).await;
+            assert_ne!(status, 403, "{site:?} {}: {body}", endpoint.1);
+            assert!(status < 500, "{site:?} {}: {body}", endpoint.1);
+        }
+    }
+    // A bearer token is not attached by browsers on their own: no cross-site rule.
+    let client = Client::new();
+    for endpoint in &secret_endpoints() {
+        let res = send(&client, &app, endpoint, Some(&t.access), Some("cross-site")).await;
+        let status = res.status().as_u16();
+        let body = json_of(res).await;
+        assert_ne!(status, 403, "bearer {}: {body}", endpoint.1);
+        assert!(status < 500, "bearer {}: {body}", endpoint.1);
+    }
+    // Endpoints that reveal no secret keep the usual rules.
+    let res = jar
+        .get(app.url("/api/auth/me"))
+        .header("sec-fetch-site", "cross-site")
+        .send()
+        .await
+        .expect("me");
     assert_eq!(res.status(), 200);
 }
