@@ -141,6 +141,12 @@ fn check_origin(req: &HttpRequest, state: &AppState) -> Result<(), ApiError> {
     check_origin_header(req, state)
 }
 
+/// Login CSRF: a page on another site must not sign the browser into an account of the
+/// attacker's choosing. The login carries no cookie to check, so its `Origin` alone decides.
+pub fn check_login_origin(req: &HttpRequest, state: &AppState) -> Result<(), ApiError> {
+    check_origin_header(req, state)
+}
+
 /// Authenticates a request. `api_key_ok` marks the endpoints that accept an API key; the
 /// others answer 403 `session_required` to one. Cookie-authenticated changes also pass the
 /// origin check.

@@ -1,10 +1,12 @@
 //! Cross-site defences seen from a browser's side: forwarding headers believed only from
-//! trusted proxies, and secrets kept from cross-site cookie requests.
+//! trusted proxies, secrets kept from cross-site cookie requests, and login CSRF.
 
 use reqwest::{Client, Method, Response};
 use serde_json::{json, Value};
 
 use crate::helpers::*;
+
+const LISTED: &str = "https://app.example.com";
 
 /// A cookie-authenticated key rotation (a change) with `origin` and extra `headers`.
 async fn rotate(jar: &Client, app: &TestApp, origin: &str, headers: &[(&str, &str)]) -> Response {
@@ -174,4 +176,44 @@ async fn secrets_are_not_handed_to_cross_site_cookie_requests() {
         .await
         .expect("me");
     assert_eq!(res.status(), 200);
+}
+
+async fn login_from(app: &TestApp, origin: Option<&str>, email: &str, password: &str) -> Response {
+    let mut req = Client::new()
+        .post(app.url("/api/auth/token"))
+        .form(&[("username", email), ("password", password)]);
+    if let Some(o) = origin {
+        req = req.header("origin", o);
+    }
+    req.send().await.expect("login")
+}
+
+#[actix_web::test]
+async fn a_login_from_a_foreign_origin_is_refused_before_the_password_counts() {
+    let app = spawn_app_with(|c| {
+        c.cors.allowed_origins = vec![LISTED.into()];
+        c.rate_limit.login_failures_per_account = 2;
+    })
+    .await;
+    let e = email();
+    app.register(&e).await;
+    for origin in [
+        "https://evil.example",
+        "null",
+        "http://127.0.0.1.evil.example",
+        "https://app.example.com.evil.example",
+    ] {
+        for password in ["wrong password 1", "wrong password 2", PASSWORD] {
+            let res = login_from(&app, Some(origin), &e, password).await;
+            assert!(res.headers().get("set-cookie").is_none(), "{origin}");
+            expect_error(res, 403, "origin_not_allowed").await;
+        }
+    }
+    // Twelve refused logins, eight of them with a wrong password: none counted towards the
+    // limit of two.
+    let own = format!("http://127.0.0.1:{}", app.port);
+    for origin in [None, Some(own.as_str()), Some(LISTED)] {
+        let res = login_from(&app, origin, &e, PASSWORD).await;
+        expect_status(res, 200, &format!("login from {origin:?}")).await;
+    }
 }
