@@ -7,7 +7,7 @@
 use std::sync::Arc;
 
 use actix_web::http::header;
-use actix_web::HttpRequest;
+use actix_web::{HttpMessage, HttpRequest};
 
 use super::error::ApiError;
 use super::AppState;
@@ -105,6 +105,11 @@ fn normal_origin(origin: &str) -> Option<String> {
     })
 }
 
+/// Marks a request whose answer depended on its `Origin` header (present or not), so that the
+/// CORS layer adds `Vary: Origin` even when no CORS origins are configured.
+#[derive(Debug, Clone, Copy)]
+pub struct OriginConsulted;
+
 /// Whether `origin` may act with the user's cookie: the server's own origin (as the client
 /// addressed it; see [`super::forwarded`]) or a configured frontend. `null` is neither.
 fn origin_allowed(req: &HttpRequest, state: &AppState, origin: &str) -> bool {
@@ -122,6 +127,7 @@ fn origin_allowed(req: &HttpRequest, state: &AppState, origin: &str) -> bool {
 /// Refuses a request whose `Origin` is present and not allowed; no `Origin` passes (it is not
 /// a browser's cross-origin request, or the browser is too old to send one).
 fn check_origin_header(req: &HttpRequest, state: &AppState) -> Result<(), ApiError> {
+    req.extensions_mut().insert(OriginConsulted);
     let Some(origin) = req.headers().get(header::ORIGIN) else {
         return Ok(());
     };

@@ -1,12 +1,32 @@
 //! Cross-site defences seen from a browser's side: forwarding headers believed only from
-//! trusted proxies, secrets kept from cross-site cookie requests, and login CSRF.
+//! trusted proxies, secrets kept from cross-site cookie requests, login CSRF, and
+//! `Vary: Origin` on every answer that depends on the `Origin`.
 
+use reqwest::header::HeaderMap;
 use reqwest::{Client, Method, Response};
 use serde_json::{json, Value};
 
 use crate::helpers::*;
 
 const LISTED: &str = "https://app.example.com";
+
+/// How often `Vary` names `Origin`, across all its lines.
+fn vary_origin_count(h: &HeaderMap) -> usize {
+    h.get_all("vary")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter(|v| v.trim().eq_ignore_ascii_case("origin"))
+        .count()
+}
+
+fn assert_varies_by_origin(h: &HeaderMap, what: &str) {
+    assert_eq!(
+        vary_origin_count(h),
+        1,
+        "{what}: Vary names Origin once: {h:?}"
+    );
+}
 
 /// A cookie-authenticated key rotation (a change) with `origin` and extra `headers`.
 async fn rotate(jar: &Client, app: &TestApp, origin: &str, headers: &[(&str, &str)]) -> Response {
@@ -206,6 +226,7 @@ async fn a_login_from_a_foreign_origin_is_refused_before_the_password_counts() {
         for password in ["wrong password 1", "wrong password 2", PASSWORD] {
             let res = login_from(&app, Some(origin), &e, password).await;
             assert!(res.headers().get("set-cookie").is_none(), "{origin}");
+            assert_varies_by_origin(res.headers(), origin);
             expect_error(res, 403, "origin_not_allowed").await;
         }
     }
@@ -214,6 +235,65 @@ async fn a_login_from_a_foreign_origin_is_refused_before_the_password_counts() {
     let own = format!("http://127.0.0.1:{}", app.port);
     for origin in [None, Some(own.as_str()), Some(LISTED)] {
         let res = login_from(&app, origin, &e, PASSWORD).await;
+        assert_varies_by_origin(res.headers(), &format!("{origin:?}"));
         expect_status(res, 200, &format!("login from {origin:?}")).await;
+    }
+}
+
+#[actix_web::test]
+async fn answers_that_depend_on_the_origin_say_so() {
+    // No CORS origins: the origin checks still make some answers depend on `Origin`.
+    let app = spawn_app().await;
+    let e = email();
+    app.register(&e).await;
+    let res = login_from(&app, None, &e, PASSWORD).await;
+    assert_varies_by_origin(res.headers(), "login without Origin");
+    let (jar, _) = app.cookie_login(&e).await;
+    let res = jar
+        .post(app.url("/api/auth/api-key/rotate"))
+        .send()
+        .await
+        .expect("rotate");
+    assert_eq!(res.status(), 200);
+    assert_varies_by_origin(res.headers(), "a cookie change without Origin");
+    let res = rotate(&jar, &app, "https://evil.example", &[]).await;
+    assert_varies_by_origin(res.headers(), "a refused cookie change");
+
+    // With CORS origins every answer depends on `Origin`, whether it was sent or not.
+    let app = spawn_app_with(|c| c.cors.allowed_origins = vec![LISTED.into()]).await;
+    let (_, t) = app.new_user().await;
+    let c = Client::new();
+    for origin in [None, Some(LISTED), Some("https://evil.example")] {
+        let with = |req: reqwest::RequestBuilder| match origin {
+            Some(o) => req.header("origin", o),
+            None => req,
+        };
+        let responses = [
+            ("healthz", with(c.get(app.url("/healthz")))),
+            ("jwks", with(c.get(app.url("/.well-known/jwks.json")))),
+            ("unknown path", with(c.get(app.url("/nowhere")))),
+            (
+                "me",
+                with(c.get(app.url("/api/auth/me")).bearer_auth(&t.access)),
+            ),
+            ("401", with(c.get(app.url("/api/auth/me")))),
+            (
+                "entitlements",
+                with(
+                    c.get(app.url("/api/auth/me/entitlements"))
+                        .bearer_auth(&t.access),
+                ),
+            ),
+            (
+                "preflight",
+                with(c.request(Method::OPTIONS, app.url("/api/auth/me")))
+                    .header("access-control-request-method", "GET"),
+            ),
+        ];
+        for (what, req) in responses {
+            let res = req.send().await.expect(what);
+            assert!(res.status().as_u16() < 500, "{what}");
+            assert_varies_by_origin(res.headers(), &format!("{what} from {origin:?}"));
+        }
     }
 }
