@@ -200,3 +200,9 @@ pub struct AnswerMfa {
 #[derive(Debug, Clone, Message)]
 #[rtype(result = "bool")]
 pub struct RetireIfIdle;
+
+/// Sent by the directory when the actor's last change could not be made durable: the actor
+/// retires at once, withdrawing its view, so no reader sees that change.
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "()")]
+pub struct Discard;
