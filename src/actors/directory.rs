@@ -13,7 +13,7 @@ use std::time::Duration;
 use actix::{Actor, Addr, Arbiter, ArbiterHandle, Handler, MailboxError, Message};
 use dashmap::DashMap;
 
-use super::messages::{ActorError, Done, RetireIfIdle};
+use super::messages::{ActorError, Discard, Done, RetireIfIdle};
 use super::shared::Shared;
 use super::user::UserActor;
 use crate::delivery::Sender;
@@ -138,6 +138,24 @@ impl Directory {
         });
     }
 
+    /// Whether the store can be trusted: false once a flush has failed, until a restart.
+    pub fn ready(&self) -> bool {
+        !self.inner.shared.store.commit().failed()
+    }
+
+    /// Refuses loads, lookups and writes once a flush has failed: the store's memory may hold
+    /// changes that were answered 503, and no answer may reflect them. Resident views stay
+    /// readable: every change whose flush failed took its actor and view with it.
+    fn usable(&self) -> Result<(), StoreError> {
+        if self.ready() {
+            Ok(())
+        } else {
+            Err(StoreError::Io(
+                "a store flush failed; restart after fixing the disk".into(),
+            ))
+        }
+    }
+
     /// Actors resident in memory now.
     pub fn resident(&self) -> usize {
         self.inner.actors.len()
@@ -145,11 +163,13 @@ impl Directory {
 
     /// The user whose lowercase email is `key`, if any.
     pub fn user_by_email(&self, key: &str) -> Result<Option<UserId>, DirectoryError> {
+        self.usable()?;
         Ok(self.inner.shared.store.user_by_email(key)?)
     }
 
     /// The user an API key's digest belongs to, through the cache.
     pub fn user_by_api_key(&self, digest: &[u8; 32]) -> Result<Option<UserId>, DirectoryError> {
+        self.usable()?;
         let shared = &self.inner.shared;
         if let Some(id) = shared.api_keys.get(digest) {
             return Ok(Some(*id));
@@ -194,6 +214,7 @@ impl Directory {
         &self,
         state: UserState,
     ) -> Result<Result<Arc<UserState>, DomainError>, DirectoryError> {
+        self.usable()?;
         let store = &self.inner.shared.store;
         match store.create_user(&state)? {
             Created::EmailTaken => Ok(Err(DomainError::EmailTaken)),
@@ -227,6 +248,7 @@ impl Directory {
     /// The resident actor of `id`, started from its snapshot if needed.
     fn spawn(&self, id: UserId) -> Result<Option<Addr<UserActor>>, StoreError> {
         use dashmap::mapref::entry::Entry;
+        self.usable()?;
         match self.inner.actors.entry(id) {
             Entry::Occupied(o) if o.get().connected() => Ok(Some(o.get().clone())),
             entry => {
@@ -289,7 +311,10 @@ impl Directory {
             match addr.send(msg.clone()).await {
                 Ok(Ok(done)) => {
                     if let Some(ticket) = done.ticket {
-                        self.inner.shared.store.commit().durable(ticket).await?;
+                        if let Err(e) = self.inner.shared.store.commit().durable(ticket).await {
+                            self.discard(id, &addr).await;
+                            return Err(e.into());
+                        }
                     }
                     return Ok((done.value, done.state));
                 }
@@ -302,6 +327,15 @@ impl Directory {
             }
         }
         Err(DirectoryError::Unavailable)
+    }
+
+    /// Withdraws an actor whose change could not be made durable: it already holds and
+    /// publishes that change, which was answered as failed.
+    async fn discard(&self, id: UserId, addr: &Addr<UserActor>) {
+        tracing::warn!(user = %id, "a change could not be made durable; user actor discarded");
+        // A closed mailbox means the actor is gone already, and its view with it.
+        let _ = addr.send(Discard).await;
+        self.inner.actors.remove_if(&id, |_, a| a == addr);
     }
 }
 
@@ -364,8 +398,9 @@ mod tests {
         fn close(&self) {}
     }
 
-    #[actix_rt::test]
-    async fn a_refused_write_leaves_the_actor_as_it_was() {
+    /// A directory over a [`FlakyStore`] holding one user; writes fail while `fail` is set,
+    /// flushes while the returned flag is.
+    fn flaky_directory(fail: bool) -> (Directory, Arc<FlakyStore>, Arc<AtomicBool>, UserId) {
         let user = UserState::register(
             NewUser {
                 email: Email::parse("ada@example.com").unwrap(),
@@ -376,13 +411,21 @@ mod tests {
             Timestamp(1_800_000_000),
         );
         let id = user.id;
+        let flush_fails = Arc::new(AtomicBool::new(false));
+        let flag = flush_fails.clone();
         let store = Arc::new(FlakyStore {
             user: std::sync::Mutex::new(user),
-            fail: AtomicBool::new(true),
+            fail: AtomicBool::new(fail),
             commit: GroupCommit::start(
                 Durability::Flush,
                 Duration::from_millis(10),
-                Box::new(|| Ok(0)),
+                Box::new(move || {
+                    if flag.load(Ordering::SeqCst) {
+                        Err(StoreError::Io("fsync: input/output error".into()))
+                    } else {
+                        Ok(0)
+                    }
+                }),
             )
             .unwrap(),
         });
@@ -413,6 +456,12 @@ mod tests {
             },
             1,
         );
+        (dir, store, flush_fails, id)
+    }
+
+    #[actix_rt::test]
+    async fn a_refused_write_leaves_the_actor_as_it_was() {
+        let (dir, store, _, id) = flaky_directory(true);
         let refused = dir.call(id, crate::actors::messages::OpenSession).await;
         assert!(matches!(refused, Err(DirectoryError::Storage(_))));
         assert!(
@@ -431,6 +480,43 @@ mod tests {
         assert_eq!(view.sessions.len(), 1);
         assert_eq!(view.sessions[0].id, opened.session);
         assert_eq!(store.user.lock().unwrap().sessions.len(), 1);
+        dir.stop();
+    }
+
+    #[actix_rt::test]
+    async fn a_failed_flush_is_not_kept() {
+        let (dir, store, flush_fails, id) = flaky_directory(false);
+        assert!(dir.view(id).unwrap().unwrap().sessions.is_empty());
+        assert!(dir.ready());
+
+        flush_fails.store(true, Ordering::SeqCst);
+        let failed = dir.call(id, crate::actors::messages::OpenSession).await;
+        assert!(
+            matches!(failed, Err(DirectoryError::Storage(_))),
+            "{failed:?}"
+        );
+        // The engine took the write (sled keeps it in memory): only the directory can hide it.
+        assert_eq!(store.user.lock().unwrap().sessions.len(), 1);
+        match dir.view(id) {
+            Err(DirectoryError::Storage(_)) | Ok(None) => {}
+            Ok(Some(view)) => assert!(
+                view.sessions.is_empty(),
+                "a session answered 503 is visible"
+            ),
+            Err(e) => panic!("unexpected {e:?}"),
+        }
+        assert!(!dir.ready(), "readiness reports the failed flush");
+
+        // The disk seems to recover; the store's memory is still not to be trusted.
+        flush_fails.store(false, Ordering::SeqCst);
+        let later = dir.call(id, crate::actors::messages::OpenSession).await;
+        assert!(
+            matches!(later, Err(DirectoryError::Storage(_))),
+            "{later:?}"
+        );
+        assert!(matches!(dir.view(id), Err(DirectoryError::Storage(_))));
+        assert!(dir.user_by_email("ada@example.com").is_err());
+        assert!(!dir.ready());
         dir.stop();
     }
 }

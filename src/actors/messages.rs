@@ -262,3 +262,9 @@ pub struct RequestEmailChange {
 pub struct ConfirmEmailChange {
     pub code: String,
 }
+
+/// Sent by the directory when the actor's last change could not be made durable: the actor
+/// retires at once, withdrawing its view, so no reader sees that change.
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "()")]
+pub struct Discard;

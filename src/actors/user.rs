@@ -289,6 +289,16 @@ impl Handler<SettlePassword> for UserActor {
     }
 }
 
+impl Handler<Discard> for UserActor {
+    type Result = ();
+
+    fn handle(&mut self, _: Discard, ctx: &mut Context<Self>) {
+        if !self.retired {
+            self.retire(ctx);
+        }
+    }
+}
+
 impl Handler<OpenSession> for UserActor {
     type Result = Reply<Opened>;
 

@@ -6,7 +6,7 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use super::audit;
-use super::authn::authenticate;
+use super::authn::{authenticate, authenticate_for_secret};
 use super::error::ApiError;
 use super::extract::json_body;
 use super::passwords::{self, Account};
@@ -84,7 +84,7 @@ fn key_response(issued: KeyIssued) -> HttpResponse {
     responses(
         (status = 200, description = "Successful Response", body = ApiKeyResponse),
         (status = 401, description = "Not authenticated", body = ErrorBody),
-        (status = 403, description = "An API key cannot manage API keys (`session_required`)", body = ErrorBody),
+        (status = 403, description = "`session_required` (an API key cannot manage API keys) or `origin_not_allowed` (a cookie-authenticated request with `Sec-Fetch-Site: cross-site`)", body = ErrorBody),
     ),
     security(("bearer" = []), ("cookie" = []))
 )]
@@ -92,7 +92,7 @@ pub async fn get_api_key(
     req: HttpRequest,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let caller = authenticate(&req, &state, false)?;
+    let caller = authenticate_for_secret(&req, &state)?;
     let issued = state.directory.call(caller.user.id, GetApiKey).await??;
     Ok(key_response(issued))
 }
@@ -103,7 +103,7 @@ pub async fn get_api_key(
     responses(
         (status = 200, description = "Successful Response", body = ApiKeyResponse),
         (status = 401, description = "Not authenticated", body = ErrorBody),
-        (status = 403, description = "`session_required` or `origin_not_allowed`", body = ErrorBody),
+        (status = 403, description = "`session_required`, or `origin_not_allowed` (a cookie-authenticated request from a foreign `Origin` or with `Sec-Fetch-Site: cross-site`)", body = ErrorBody),
     ),
     security(("bearer" = []), ("cookie" = []))
 )]
@@ -111,7 +111,7 @@ pub async fn rotate_api_key(
     req: HttpRequest,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let caller = authenticate(&req, &state, false)?;
+    let caller = authenticate_for_secret(&req, &state)?;
     let issued = state.directory.call(caller.user.id, RotateApiKey).await??;
     audit::record(
         &state,

@@ -7,7 +7,7 @@
 use std::sync::Arc;
 
 use actix_web::http::header;
-use actix_web::HttpRequest;
+use actix_web::{HttpMessage, HttpRequest};
 
 use super::error::ApiError;
 use super::AppState;
@@ -80,9 +80,17 @@ pub struct Caller {
     pub via: Via,
 }
 
-/// `scheme://host[:port]` → `host:port`, with the scheme's default port made explicit.
-fn authority(origin: &str) -> Option<String> {
+/// `scheme://host[:port]` in one spelling: lowercase, the scheme's default port explicit.
+/// The scheme is part of it: `https://h:8080` is another origin than `http://h:8080`. Only
+/// `http` and `https` name an origin this server can have.
+fn normal_origin(origin: &str) -> Option<String> {
     let (scheme, rest) = origin.split_once("://")?;
+    let scheme = scheme.to_ascii_lowercase();
+    let default_port = match scheme.as_str() {
+        "http" => 80,
+        "https" => 443,
+        _ => return None,
+    };
     let host = rest.split('/').next()?.to_ascii_lowercase();
     if host.is_empty() {
         return None;
@@ -91,45 +99,58 @@ fn authority(origin: &str) -> Option<String> {
         .rsplit_once(':')
         .is_some_and(|(_, p)| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()));
     Some(if has_port {
-        host
-    } else if scheme == "https" {
-        format!("{host}:443")
+        format!("{scheme}://{host}")
     } else {
-        format!("{host}:80")
+        format!("{scheme}://{host}:{default_port}")
     })
 }
 
-/// Cross-site defence for cookie-authenticated changes: an `Origin` that is neither this
-/// server's own (its host and port equal to `Host`) nor a configured frontend is refused.
-fn check_origin(req: &HttpRequest, state: &AppState) -> Result<(), ApiError> {
-    use actix_web::http::Method;
-    if matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS) {
-        return Ok(());
-    }
-    let Some(origin) = req
-        .headers()
-        .get(header::ORIGIN)
-        .and_then(|v| v.to_str().ok())
-    else {
-        return Ok(());
-    };
+/// Marks a request whose answer depended on its `Origin` header (present or not), so that the
+/// CORS layer adds `Vary: Origin` even when no CORS origins are configured.
+#[derive(Debug, Clone, Copy)]
+pub struct OriginConsulted;
+
+/// Whether `origin` may act with the user's cookie: the server's own origin (as the client
+/// addressed it; see [`super::forwarded`]) or a configured frontend. `null` is neither.
+fn origin_allowed(req: &HttpRequest, state: &AppState, origin: &str) -> bool {
     let listed = state.config.cors.allowed_origins.iter().any(|o| {
         o.trim_end_matches('/')
             .eq_ignore_ascii_case(origin.trim_end_matches('/'))
     });
     if listed {
-        return Ok(());
+        return true;
     }
-    let host = req
-        .headers()
-        .get(header::HOST)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default();
-    let scheme = req.connection_info().scheme().to_string();
-    match (authority(origin), authority(&format!("{scheme}://{host}"))) {
-        (Some(a), Some(b)) if a == b => Ok(()),
+    let own = super::forwarded::addressed(req, &state.config.server.trusted_proxies).origin();
+    matches!((normal_origin(origin), normal_origin(&own)), (Some(a), Some(b)) if a == b)
+}
+
+/// Refuses a request whose `Origin` is present and not allowed; no `Origin` passes (it is not
+/// a browser's cross-origin request, or the browser is too old to send one).
+fn check_origin_header(req: &HttpRequest, state: &AppState) -> Result<(), ApiError> {
+    req.extensions_mut().insert(OriginConsulted);
+    let Some(origin) = req.headers().get(header::ORIGIN) else {
+        return Ok(());
+    };
+    match origin.to_str() {
+        Ok(origin) if origin_allowed(req, state, origin) => Ok(()),
         _ => Err(DomainError::OriginNotAllowed.into()),
     }
+}
+
+/// Cross-site defence for cookie-authenticated changes: an `Origin` that is neither this
+/// server's own nor a configured frontend is refused.
+fn check_origin(req: &HttpRequest, state: &AppState) -> Result<(), ApiError> {
+    use actix_web::http::Method;
+    if matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS) {
+        return Ok(());
+    }
+    check_origin_header(req, state)
+}
+
+/// Login CSRF: a page on another site must not sign the browser into an account of the
+/// attacker's choosing. The login carries no cookie to check, so its `Origin` alone decides.
+pub fn check_login_origin(req: &HttpRequest, state: &AppState) -> Result<(), ApiError> {
+    check_origin_header(req, state)
 }
 
 /// Authenticates a request. `api_key_ok` marks the endpoints that accept an API key; the
@@ -143,6 +164,23 @@ pub fn authenticate(
     let caller = authenticate_credential(req, state, api_key_ok)?;
     if uses_cookie(req) {
         check_origin(req, state)?;
+    }
+    Ok(caller)
+}
+
+/// [`authenticate`] (sessions only) for the endpoints that create or reveal a secret: the API
+/// key, a TOTP secret, recovery codes. A cookie-authenticated request that the browser says
+/// comes from another site (`Sec-Fetch-Site: cross-site`) is refused, a GET too (which the
+/// origin check lets through): no other site's page has any business with these answers.
+pub fn authenticate_for_secret(req: &HttpRequest, state: &AppState) -> Result<Caller, ApiError> {
+    let caller = authenticate(req, state, false)?;
+    let cross_site = req
+        .headers()
+        .get("sec-fetch-site")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("cross-site"));
+    if cross_site && uses_cookie(req) {
+        return Err(DomainError::OriginNotAllowed.into());
     }
     Ok(caller)
 }
@@ -191,19 +229,24 @@ mod tests {
     use super::*;
 
     #[test]
-    fn authorities_compare_with_default_ports() {
+    fn origins_compare_with_scheme_and_default_port() {
         assert_eq!(
-            authority("http://localhost:8080").as_deref(),
-            Some("localhost:8080")
+            normal_origin("http://localhost:8080").as_deref(),
+            Some("http://localhost:8080")
         );
         assert_eq!(
-            authority("https://app.example.com").as_deref(),
-            Some("app.example.com:443")
+            normal_origin("https://app.example.com").as_deref(),
+            Some("https://app.example.com:443")
         );
         assert_eq!(
-            authority("http://App.Example.com/").as_deref(),
-            Some("app.example.com:80")
+            normal_origin("HTTP://App.Example.com/").as_deref(),
+            Some("http://app.example.com:80")
         );
-        assert_eq!(authority("null"), None);
+        assert_ne!(
+            normal_origin("https://localhost:8080"),
+            normal_origin("http://localhost:8080")
+        );
+        assert_eq!(normal_origin("null"), None);
+        assert_eq!(normal_origin("chrome-extension://abc"), None);
     }
 }

@@ -10,8 +10,9 @@ use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::http::Method;
 use actix_web::middleware::Next;
-use actix_web::{web, HttpResponse};
+use actix_web::{web, HttpMessage, HttpResponse};
 
+use super::authn::OriginConsulted;
 use super::AppState;
 
 const ALLOW_METHODS: &str = "GET, POST, PATCH, OPTIONS";
@@ -32,15 +33,40 @@ fn listed_origin(req: &ServiceRequest) -> Option<HeaderValue> {
         .then(|| origin.clone())
 }
 
+/// Whether some answer of this server depends on the request's `Origin`: every answer once
+/// CORS origins are configured (a listed origin gets headers the others do not).
+fn cors_configured(req: &ServiceRequest) -> bool {
+    req.app_data::<web::Data<AppState>>()
+        .is_some_and(|s| !s.config.cors.allowed_origins.is_empty())
+}
+
+/// `Vary: Origin` on an answer that depended on the `Origin` header, so that a cache never
+/// hands one origin's answer (its CORS headers, or an origin check's verdict) to another.
+fn vary_origin(res: &mut ServiceResponse<BoxBody>, configured: bool) {
+    let consulted = res.request().extensions().contains::<OriginConsulted>();
+    if !configured && !consulted {
+        return;
+    }
+    let h = res.headers_mut();
+    let present = h
+        .get_all(header::VARY)
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|v| v.trim().eq_ignore_ascii_case("origin") || v.trim() == "*");
+    if !present {
+        h.append(header::VARY, HeaderValue::from_static("Origin"));
+    }
+}
+
 pub async fn cors(
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
+    let configured = cors_configured(&req);
     let Some(origin) = listed_origin(&req) else {
-        return next
-            .call(req)
-            .await
-            .map(ServiceResponse::map_into_boxed_body);
+        let mut res = next.call(req).await?.map_into_boxed_body();
+        vary_origin(&mut res, configured);
+        return Ok(res);
     };
     let preflight = req.method() == Method::OPTIONS
         && req
@@ -68,6 +94,6 @@ pub async fn cors(
         header::ACCESS_CONTROL_EXPOSE_HEADERS,
         HeaderValue::from_static(EXPOSE_HEADERS),
     );
-    h.append(header::VARY, HeaderValue::from_static("Origin"));
+    vary_origin(&mut res, true);
     Ok(res)
 }

@@ -78,7 +78,7 @@ fn login_fields(form: &[(String, String)]) -> Result<(String, String), ApiError>
     responses(
         (status = 200, description = "Successful Response: the token response, or an MFA-pending token when MFA is enabled", body = LoginResponse),
         (status = 401, description = "Unknown email or wrong password (`invalid_credentials`)", body = super::respond::ErrorBody),
-        (status = 403, description = "Account deactivated (`account_deactivated`)", body = super::respond::ErrorBody),
+        (status = 403, description = "Account deactivated (`account_deactivated`), or an `Origin` that is neither the server's own nor listed in `cors.allowed_origins` (`origin_not_allowed`, login CSRF)", body = super::respond::ErrorBody),
         BodyErrors,
         (status = 429, description = "Too many failures (`rate_limited`)", body = super::respond::ErrorBody),
         (status = 503, description = "Overloaded", body = super::respond::ErrorBody),
@@ -89,6 +89,7 @@ pub async fn login(
     payload: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
+    super::authn::check_login_origin(&req, &state)?;
     let body = read_body(&req, payload).await?;
     let (username, password) = login_fields(&form_fields(&req, &body))?;
     // Whatever spelling named it, an account is counted as itself, and an unknown email as

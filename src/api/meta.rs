@@ -11,10 +11,25 @@ pub async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(serde_json::json!({"status": "ok"}))
 }
 
-/// Readiness: the store is open and requests are accepted (the server binds only after both).
-#[utoipa::path(get, path = "/readyz", tag = "meta", summary = "Ready", responses((status = 200, description = "Accepting requests")))]
-pub async fn readyz() -> HttpResponse {
-    HttpResponse::Ok().json(serde_json::json!({"status": "ready"}))
+/// Readiness: the store is open and requests are accepted (the server binds only after both),
+/// until a store flush fails. Then the store's memory may hold changes that were answered 503,
+/// so the server refuses loads and writes until it is restarted, and says so here for load
+/// balancers and operators.
+#[utoipa::path(get, path = "/readyz", tag = "meta", summary = "Ready", responses(
+    (status = 200, description = "Accepting requests"),
+    (status = 503, description = "A store flush failed (`storage_unavailable`): restart after fixing the disk", body = super::respond::ErrorBody),
+))]
+pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
+    if state.directory.ready() {
+        return HttpResponse::Ok().json(serde_json::json!({"status": "ready"}));
+    }
+    HttpResponse::ServiceUnavailable()
+        .insert_header((actix_web::http::header::CACHE_CONTROL, "no-store"))
+        .json(serde_json::json!({
+            "status": "not_ready",
+            "detail": "A store flush failed; restart after fixing the disk",
+            "code": "storage_unavailable",
+        }))
 }
 
 /// Every public key that may still have live tokens.

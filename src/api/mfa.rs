@@ -6,7 +6,7 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use super::audit;
-use super::authn::{authenticate, presented, Presented};
+use super::authn::{authenticate, authenticate_for_secret, presented, Presented};
 use super::error::{unknown_user_as, ApiError};
 use super::extract::json_body;
 use super::respond::{never_cached, no_store, BodyErrors, ErrorBody, TokenResponse};
@@ -54,7 +54,7 @@ pub struct ChallengeAnswer {
     responses(
         (status = 200, description = "The secret, shown once", body = TotpSetup),
         (status = 401, description = "Not authenticated", body = ErrorBody),
-        (status = 403, description = "`session_required` or `origin_not_allowed`", body = ErrorBody),
+        (status = 403, description = "`session_required`, or `origin_not_allowed` (a cookie-authenticated request from a foreign `Origin` or with `Sec-Fetch-Site: cross-site`)", body = ErrorBody),
         (status = 409, description = "Already enabled (`mfa_already_enabled`)", body = ErrorBody),
     ),
     security(("bearer" = []), ("cookie" = []))
@@ -67,7 +67,7 @@ async fn totp_setup_inner(
     req: HttpRequest,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let caller = authenticate(&req, &state, false)?;
+    let caller = authenticate_for_secret(&req, &state)?;
     let enrolment = state.directory.call(caller.user.id, MfaSetup).await??;
     Ok(no_store(&mut HttpResponse::Ok()).json(TotpSetup {
         secret: enrolment.secret_base32,
@@ -83,7 +83,7 @@ async fn totp_setup_inner(
         (status = 200, description = "MFA enabled", body = TotpEnabled),
         (status = 400, description = "`invalid_code` or `mfa_not_set_up`", body = ErrorBody),
         (status = 401, description = "Not authenticated", body = ErrorBody),
-        (status = 403, description = "`session_required` or `origin_not_allowed`", body = ErrorBody),
+        (status = 403, description = "`session_required`, or `origin_not_allowed` (a cookie-authenticated request from a foreign `Origin` or with `Sec-Fetch-Site: cross-site`)", body = ErrorBody),
         (status = 409, description = "Already enabled (`mfa_already_enabled`)", body = ErrorBody),
         BodyErrors,
         (status = 429, description = "Too many wrong codes for the account (`rate_limited`)", body = ErrorBody),
@@ -103,7 +103,7 @@ async fn totp_verify_inner(
     payload: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let caller = authenticate(&req, &state, false)?;
+    let caller = authenticate_for_secret(&req, &state)?;
     let code = json_body(&req, payload, true, |f| {
         f.string("code").map(str::to_string)
     })

@@ -9,6 +9,7 @@ pub mod cors;
 pub mod email;
 pub mod error;
 pub mod extract;
+pub mod forwarded;
 pub mod login;
 pub mod meta;
 pub mod mfa;

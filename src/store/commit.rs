@@ -23,7 +23,8 @@ pub struct Ticket(pub u64);
 #[derive(Debug, Clone, Copy, Default)]
 struct Flushed {
     upto: u64,
-    failures: u64,
+    /// A flush has failed: from then on nothing is promised durable (see [`GroupCommit::failed`]).
+    failed: bool,
 }
 
 type FlushFn = dyn Fn() -> Result<usize, StoreError> + Send + Sync;
@@ -82,22 +83,30 @@ impl GroupCommit {
         t
     }
 
+    /// Whether a flush has failed. It stays set: after a failed fsync the engine's memory holds
+    /// writes that were answered as failed and may still reach disk with a later flush, so
+    /// nothing the engine says can be trusted until a restart re-reads the disk.
+    pub fn failed(&self) -> bool {
+        self.shared.flushed.borrow().failed
+    }
+
     /// Resolves when `ticket` is durable as the configured mode promises: at once in
-    /// `periodic` mode, after a flush that began after the write in `flush` mode.
+    /// `periodic` mode, after a flush that began after the write in `flush` mode. Fails, in
+    /// either mode, once a flush has failed.
     pub async fn durable(&self, ticket: Ticket) -> Result<(), StoreError> {
+        let failed = || StoreError::Io("a flush failed; restart after fixing the disk".into());
         if self.shared.mode == Durability::Periodic {
-            return Ok(());
+            return if self.failed() { Err(failed()) } else { Ok(()) };
         }
         let mut rx = self.shared.flushed.subscribe();
-        let failures_before = rx.borrow().failures;
         let state = rx
-            .wait_for(|f| f.upto >= ticket.0 || f.failures > failures_before)
+            .wait_for(|f| f.failed || f.upto >= ticket.0)
             .await
             .map_err(|_| StoreError::Io("the flusher has stopped".into()))?;
-        if state.upto >= ticket.0 {
-            Ok(())
+        if state.failed {
+            Err(failed())
         } else {
-            Err(StoreError::Io("flush failed".into()))
+            Ok(())
         }
     }
 
@@ -144,7 +153,7 @@ fn flusher(shared: &Shared) {
                 }
                 Err(e) => {
                     tracing::error!(error = %e, "store flush failed");
-                    shared.flushed.send_modify(|f| f.failures += 1);
+                    shared.flushed.send_modify(|f| f.failed = true);
                     if stopping {
                         // Nothing more can be done for these writes; their waiters were told.
                         return;
@@ -214,6 +223,56 @@ mod tests {
             Box::new(|| Err(StoreError::Io("disk full".into()))),
         )
         .unwrap();
+        let t = gc.written();
+        assert!(gc.durable(t).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn a_failed_flush_poisons_the_committer() {
+        let calls = Arc::new(AtomicUsize::new(0));
+        let c = calls.clone();
+        // Only the first flush fails: the disk "recovers", the committer must not.
+        let gc = GroupCommit::start(
+            Durability::Flush,
+            Duration::from_millis(500),
+            Box::new(move || {
+                if c.fetch_add(1, Ordering::SeqCst) == 0 {
+                    Err(StoreError::Io("disk full".into()))
+                } else {
+                    Ok(0)
+                }
+            }),
+        )
+        .unwrap();
+        assert!(!gc.failed());
+        let t = gc.written();
+        assert!(gc.durable(t).await.is_err());
+        assert!(gc.failed());
+        let later = gc.written();
+        let answer = tokio::time::timeout(Duration::from_secs(5), gc.durable(later)).await;
+        assert!(
+            matches!(answer, Ok(Err(_))),
+            "a ticket after the failure is refused, not made durable: {answer:?}"
+        );
+        assert!(gc.failed(), "the flag stays set");
+    }
+
+    #[tokio::test]
+    async fn periodic_mode_is_poisoned_too() {
+        let gc = GroupCommit::start(
+            Durability::Periodic,
+            Duration::from_millis(1),
+            Box::new(|| Err(StoreError::Io("disk full".into()))),
+        )
+        .unwrap();
+        gc.written();
+        for _ in 0..200 {
+            if gc.failed() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(gc.failed());
         let t = gc.written();
         assert!(gc.durable(t).await.is_err());
     }

@@ -4,6 +4,7 @@
 mod abuse;
 mod api_keys;
 mod crash;
+mod crosssite;
 mod deactivation;
 mod entitlements;
 mod flood;
