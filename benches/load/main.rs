@@ -26,6 +26,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod argon2_raw;
+mod child;
 mod client;
 mod http;
 mod memory;
