@@ -50,7 +50,8 @@ const WRONG_PASSWORD: &str = "bench: a wrong password, on purpose";
 pub(crate) struct Answers {
     /// `401 invalid_credentials`: what a failed login should answer.
     pub(crate) unauthorized: u64,
-    /// `429`: colliding keys that filled a shared slot (the tables err towards throttling).
+    /// `429`: colliding emails that filled a shared slot (the tables err towards throttling);
+    /// [`FailedLogins::expected_rate_limited`] says how many to expect.
     pub(crate) rate_limited: u64,
     /// Any other status below 500.
     pub(crate) other: u64,
@@ -72,6 +73,9 @@ pub(crate) struct FailedLogins {
     pub(crate) connections: usize,
     /// `rate_limit.max_tracked_addresses` of the server (its default).
     pub(crate) slots: usize,
+    /// `rate_limit.login_failures_per_account` of the server (its default), which an unknown
+    /// email's slot follows too.
+    pub(crate) account_limit: u32,
     /// Whether the server counted forwarded addresses (checked before the flood).
     pub(crate) forwarded_believed: bool,
     pub(crate) answers: Answers,
@@ -109,6 +113,26 @@ impl FailedLogins {
         self.peak_growth_kib() <= (GROWTH_BOUND_MIB * 1024) as i64
     }
 
+    /// The 429s that collisions alone explain: each of the distinct emails lands in one of
+    /// `slots` slots, so a slot holds X ~ Poisson(requests / slots) of them, and all but the
+    /// first `account_limit` of a slot's failures answer 429 (while the run is shorter than
+    /// `rate_limit.window_seconds`, 15 minutes).
+    pub(crate) fn expected_rate_limited(&self) -> f64 {
+        let lambda = self.answers.total() as f64 / self.slots.max(1) as f64;
+        if lambda <= 0.0 {
+            return 0.0;
+        }
+        let limit = f64::from(self.account_limit);
+        // In log space: e^-lambda underflows for a large lambda.
+        let (mut log_p, mut excess) = (-lambda, 0.0);
+        let last = (lambda + 20.0 * lambda.sqrt() + 50.0) as u64;
+        for k in 1..=last {
+            log_p += lambda.ln() - (k as f64).ln();
+            excess += (k as f64 - limit).max(0.0) * log_p.exp();
+        }
+        excess * self.slots as f64
+    }
+
     /// The fixed tables for addresses and unknown emails, as the server allocates them.
     fn tables_bytes(&self) -> usize {
         2 * self.slots * std::mem::size_of::<Mutex<Attempts>>()
@@ -134,13 +158,15 @@ impl FailedLogins {
         t += &format!(
             "        argon2id at 8 KiB and 1 iteration: this measures memory, not hashing\n\
              \x20       {:.0} req/s after the warm-up ({} requests in {:.1} s; {:.1} s in all); \
-             401: {}, 429: {}, other: {}, 5xx or no answer: {}{}\n",
+             401: {}, 429: {} (slots shared by emails predict {:.0}), other: {}, 5xx or no \
+             answer: {}{}\n",
             self.rate(),
             self.measured,
             self.measured_seconds,
             self.wall_seconds,
             a.unauthorized,
             a.rate_limited,
+            self.expected_rate_limited(),
             a.other,
             a.failures,
             if self.samples.is_empty() {
@@ -203,6 +229,7 @@ impl FailedLogins {
             "answers": {
                 "401": a.unauthorized,
                 "429": a.rate_limited,
+                "429_expected_from_collisions": self.expected_rate_limited().round(),
                 "other": a.other,
                 "5xx_or_none": a.failures,
             },
@@ -410,6 +437,7 @@ pub(crate) async fn measure_failed_logins(dir: &Path, s: &Settings) -> Res<Faile
         warmup,
         connections: conns,
         slots: limits.max_tracked_addresses,
+        account_limit: limits.login_failures_per_account,
         forwarded_believed,
         answers,
         samples,
