@@ -480,6 +480,17 @@ mod tests {
     }
 
     #[test]
+    fn environment_takes_lists_in_brackets() {
+        let c = with_env(&[(
+            "BP_AUTH__SERVER__TRUSTED_PROXIES",
+            r#"["127.0.0.1", "::1"]"#,
+        )])
+        .unwrap();
+        let want: Vec<IpAddr> = vec!["127.0.0.1".parse().unwrap(), "::1".parse().unwrap()];
+        assert_eq!(c.server.trusted_proxies, want);
+    }
+
+    #[test]
     fn unknown_key_is_named() {
         let err = with_env(&[("BP_AUTH__REFRESH__ROTATE", "false")]).unwrap_err();
         assert!(err.to_string().contains("rotate"), "{err}");

@@ -1,4 +1,4 @@
-//! The HTTP side shared by setup, scenarios and the memory probe: the keep-alive client, the
+//! The HTTP side shared by setup, scenarios and the memory probes: the keep-alive client, the
 //! login and register calls, and a bounded fan-out for the many requests of a setup phase.
 
 use std::sync::Arc;

@@ -1,5 +1,6 @@
 //! The HTTP load harness: `cargo bench --bench load -- [--quick] [--url URL] [--users N]
-//! [--duration SECS] [--connections N] [--scenarios a,b,c] [--memory-users N]`.
+//! [--duration SECS] [--connections N] [--scenarios a,b,c|none] [--memory-users N]
+//! [--failed-logins N]`.
 //!
 //! Unless `--url` names a running server, it seeds `--users` accounts directly through the store
 //! on a temporary data dir (one argon2id hash of a known password, reused for every account),
@@ -20,12 +21,23 @@
 //! refresh with a well-formed token of that user whose secret is random (the actor loads, finds
 //! no such session, and the answer is 401).
 //!
+//! Memory under abuse (`--failed-logins`, issue 11, in-process runs only) is read on another
+//! such process, with rate limits on and `127.0.0.1` a trusted proxy: that many logins with a
+//! wrong password, each from an email that names no account and a client address of its own
+//! (`X-Forwarded-For`), so that every table keyed by client input is offered a new key per
+//! request. Its VmRSS after a warm-up, at its peak and at the end are compared with a stated
+//! bound (`abuse_memory::GROWTH_BOUND_MIB`), reported as held or exceeded. Its argon2id is the
+//! cheapest there is, since it measures memory, not hashing. `--scenarios none
+//! --memory-users 0` runs this part alone.
+//!
 //! This file: the flags and their defaults per mode, and the run in order (seeding and starting
 //! the servers, the scenarios, the memory figure, the output); the modules below do the work.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod abuse_memory;
 mod argon2_raw;
+mod child;
 mod client;
 mod http;
 mod memory;
@@ -46,12 +58,13 @@ use std::time::{Duration, Instant};
 use bp_auth::config::Durability;
 use clap::Parser;
 
+use crate::abuse_memory::measure_failed_logins;
 use crate::argon2_raw::run_argon2;
 use crate::client::{run_http, CLIENT_THREAD};
 use crate::memory::measure_memory;
 use crate::outcome::Outcome;
 use crate::plot::chart;
-use crate::report::{progress_line, render_table, report_json};
+use crate::report::{progress_line, render_table, report_json, Memories};
 use crate::scenarios::{Kind, Pool};
 use crate::seed::seed;
 use crate::server::{hasher, server_config, start_in_process};
@@ -70,7 +83,8 @@ const PASSWORD: &str = "bench: correct horse battery staple";
              machine's own limits (healthz, argon2-raw) measured in the same run"
 )]
 struct Args {
-    /// A short run (2 s a scenario, 200 users, 16 connections, 2,000 memory users).
+    /// A short run (2 s a scenario, 200 users, 16 connections, 2,000 memory users, 20,000
+    /// failed logins).
     #[arg(long)]
     quick: bool,
     /// Drive a running server instead of starting one in this process (`http://127.0.0.1:8080`).
@@ -89,13 +103,18 @@ struct Args {
     #[arg(long)]
     connections: Option<usize>,
     /// Scenarios to run, comma-separated [default: all]: healthz, me-jwt, me-apikey,
-    /// entitlements, login, register, refresh, refresh-periodic, mixed, argon2-raw.
+    /// entitlements, login, register, refresh, refresh-periodic, mixed, argon2-raw; `none` runs
+    /// only the memory figures.
     #[arg(long, value_delimiter = ',')]
     scenarios: Option<Vec<String>>,
     /// Idle users loaded to measure resident memory per user; 0 skips it
     /// [default: 100000; quick: 2000].
     #[arg(long)]
     memory_users: Option<usize>,
+    /// Failed logins from distinct unknown emails and client addresses, to read the server's
+    /// memory under them (issue 11); 0 skips it [default: 1000000; quick: 20000].
+    #[arg(long)]
+    failed_logins: Option<usize>,
     /// Where report.json and chart.svg go [default: target/bench-report].
     #[arg(long)]
     out: Option<PathBuf>,
@@ -140,6 +159,7 @@ struct Settings {
     connections: usize,
     scenarios: Vec<Kind>,
     memory_users: usize,
+    failed_logins: usize,
     /// Where the report goes; `None` writes none (smoke tests).
     out: Option<PathBuf>,
     cores: usize,
@@ -160,7 +180,8 @@ impl Settings {
             None => Kind::ALL.to_vec(),
             Some(names) => {
                 let mut picked = Vec::new();
-                for n in names.iter().map(|n| n.trim()).filter(|n| !n.is_empty()) {
+                let names = names.iter().map(|n| n.trim());
+                for n in names.filter(|n| !n.is_empty() && *n != "none") {
                     let k = Kind::parse(n).ok_or_else(|| {
                         format!(
                             "unknown scenario {n:?}; known: {}",
@@ -199,6 +220,9 @@ impl Settings {
             connections,
             scenarios,
             memory_users: a.memory_users.unwrap_or(mode.pick(100_000, 2_000, 200)),
+            failed_logins: a
+                .failed_logins
+                .unwrap_or(mode.pick(1_000_000, 20_000, 1_000)),
             out,
             cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
         })
@@ -307,17 +331,35 @@ async fn run(s: Settings) -> Res<()> {
         }
         None
     };
+    let failed_logins = if s.in_process() && s.failed_logins > 0 {
+        match measure_failed_logins(tmp.path(), &s).await {
+            Ok(f) => Some(f),
+            Err(e) => {
+                notes.push(format!("failed-login memory measurement failed: {e}"));
+                None
+            }
+        }
+    } else {
+        if s.failed_logins > 0 {
+            notes.push("memory under failed logins: measured on in-process runs only".into());
+        }
+        None
+    };
     let elapsed = total.elapsed();
 
     let date = bp_auth::clock::now().rfc3339();
-    let table = render_table(&s, &outcomes, memory.as_ref(), &notes, &date, elapsed);
+    let memory = Memories {
+        idle: memory.as_ref(),
+        failed_logins: failed_logins.as_ref(),
+    };
+    let table = render_table(&s, &outcomes, &memory, &notes, &date, elapsed);
     println!("{table}");
     let Some(out) = &s.out else {
         println!("(smoke test: no report written; run it with `cargo bench --bench load`)");
         return Ok(());
     };
     std::fs::create_dir_all(out)?;
-    let report = report_json(&s, &outcomes, memory.as_ref(), &notes, &date, elapsed);
+    let report = report_json(&s, &outcomes, &memory, &notes, &date, elapsed);
     std::fs::write(out.join("report.json"), serde_json::to_vec_pretty(&report)?)?;
     chart(&out.join("chart.svg"), &outcomes, &date, &s)?;
     println!(

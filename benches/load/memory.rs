@@ -1,9 +1,7 @@
-//! Memory per idle loaded user, measured on a separate `bp-auth` process (the real binary) on its
-//! own seeded data dir, so that neither this process's client nor memory freed by the earlier
-//! phases blurs the figure.
+//! Memory per idle loaded user, measured on a separate `bp-auth` process (the real binary, see
+//! `child.rs`) on its own seeded data dir.
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use bp_auth::config::Durability;
@@ -11,7 +9,8 @@ use bp_auth::domain::ids::{SessionId, UserId};
 use bp_auth::domain::secrets::{random_32, RefreshToken};
 use serde_json::json;
 
-use crate::http::{client, fan_out, wait_ready};
+use crate::child::ChildServer;
+use crate::http::{client, fan_out};
 use crate::seed::seed;
 use crate::server::server_config;
 use crate::{Res, Settings};
@@ -38,20 +37,6 @@ impl Memory {
     }
 }
 
-fn rss_kib(pid: u32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-}
-
-fn free_port() -> Res<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
-}
-
 /// The `bp_resident_actors` gauge of the server's Prometheus metrics, if it serves them.
 async fn resident_actors(base: &str) -> Option<u64> {
     let res = client().get(format!("{base}/metrics")).send().await.ok()?;
@@ -65,15 +50,6 @@ async fn resident_actors(base: &str) -> Option<u64> {
         .map(|v| v as u64)
 }
 
-struct ChildServer(Child);
-
-impl Drop for ChildServer {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// Seeds `s.memory_users` accounts, starts the real binary on them, and loads each user once.
 pub(crate) async fn measure_memory(dir: &Path, phc: &str, s: &Settings) -> Res<Memory> {
     let data_dir = dir.join("memory");
@@ -84,27 +60,10 @@ pub(crate) async fn measure_memory(dir: &Path, phc: &str, s: &Settings) -> Res<M
         seeded.ids.len(),
         took.as_secs_f64()
     );
-    let port = free_port()?;
-    let child = Command::new(env!("CARGO_BIN_EXE_bp-auth"))
-        .arg("serve")
-        .arg("--bind")
-        .arg(format!("127.0.0.1:{port}"))
-        .arg("--data-dir")
-        .arg(&data_dir)
-        .current_dir(&data_dir)
-        .env("BP_AUTH__RATE_LIMIT__ENABLED", "false")
-        .env("BP_AUTH__COOKIE__SECURE", "false")
-        .env("BP_AUTH__LOG__LEVEL", "warn")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()?;
-    let child = ChildServer(child);
-    let pid = child.0.id();
-    let base = format!("http://127.0.0.1:{port}");
-    wait_ready(&base).await?;
-    let rss = || rss_kib(pid).ok_or("cannot read the server's VmRSS");
-    let rss_started_kib = rss()?;
+    let server =
+        ChildServer::start(&data_dir, &[("BP_AUTH__RATE_LIMIT__ENABLED", "false")]).await?;
+    let base = server.base.clone();
+    let rss_started_kib = server.rss_kib()?;
     let started = Instant::now();
 
     // A refresh with a well-formed token of the user and a random secret: the directory loads
@@ -145,12 +104,12 @@ pub(crate) async fn measure_memory(dir: &Path, phc: &str, s: &Settings) -> Res<M
     let rest = ids.split_off(warmup_users);
     let mut unexpected = load(ids, "memory: warming up").await;
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let rss_before_kib = rss()?;
+    let rss_before_kib = server.rss_kib()?;
     unexpected += load(rest, "memory: loading idle users").await;
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let rss_after_kib = rss()?;
+    let rss_after_kib = server.rss_kib()?;
     let resident_actors = resident_actors(&base).await;
-    drop(child);
+    drop(server);
     Ok(Memory {
         users: s.memory_users,
         warmup_users,

@@ -4,11 +4,20 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
+use crate::abuse_memory::FailedLogins;
 use crate::memory::Memory;
 use crate::outcome::{ratio, Outcome};
 use crate::scenarios::Kind;
 use crate::targets::targets;
 use crate::Settings;
+
+/// The memory figures of a run, each taken on a server process of its own.
+pub(crate) struct Memories<'a> {
+    /// Per idle loaded user.
+    pub(crate) idle: Option<&'a Memory>,
+    /// Under a flood of failed logins from distinct emails and addresses.
+    pub(crate) failed_logins: Option<&'a FailedLogins>,
+}
 
 /// Only the hashing flows are compared with the raw hash rate; for the others it means nothing.
 fn argon2_relevant(kind: Kind) -> bool {
@@ -37,7 +46,7 @@ fn pct(r: Option<f64>) -> String {
 pub(crate) fn render_table(
     s: &Settings,
     outcomes: &[Outcome],
-    memory: Option<&Memory>,
+    memories: &Memories<'_>,
     notes: &[String],
     date: &str,
     elapsed: Duration,
@@ -56,21 +65,24 @@ pub(crate) fn render_table(
         s.users,
         s.url.as_deref().unwrap_or("in-process server"),
     );
-    let _ = writeln!(
-        t,
-        "{:<17} {:>10} {:>9} {:>9} {:>9} {:>9} {:>8} {:>10} {:>10} {:>10}",
-        "scenario",
-        "req/s",
-        "p50 ms",
-        "p90 ms",
-        "p99 ms",
-        "p99.9 ms",
-        "errors",
-        "/healthz",
-        "/argon2",
-        "client cpu"
-    );
-    let _ = writeln!(t, "{}", "-".repeat(17 + 11 + 40 + 9 + 33));
+    // A run of the memory figures alone (`--scenarios none`) has no scenario to head.
+    if !outcomes.is_empty() {
+        let _ = writeln!(
+            t,
+            "{:<17} {:>10} {:>9} {:>9} {:>9} {:>9} {:>8} {:>10} {:>10} {:>10}",
+            "scenario",
+            "req/s",
+            "p50 ms",
+            "p90 ms",
+            "p99 ms",
+            "p99.9 ms",
+            "errors",
+            "/healthz",
+            "/argon2",
+            "client cpu"
+        );
+        let _ = writeln!(t, "{}", "-".repeat(17 + 11 + 40 + 9 + 33));
+    }
     for o in outcomes {
         if let Some(why) = &o.skipped {
             let _ = writeln!(t, "{:<17} skipped: {why}", o.kind.name());
@@ -101,6 +113,7 @@ pub(crate) fn render_table(
             pct(o.client_cpu)
         );
     }
+    let memory = memories.idle;
     if let Some(m) = memory {
         let _ = writeln!(
             t,
@@ -123,6 +136,9 @@ pub(crate) fn render_table(
                 "        the server reports {n} resident actors after loading"
             );
         }
+    }
+    if let Some(f) = memories.failed_logins {
+        let _ = writeln!(t, "{}", f.render());
     }
     let targets = targets(outcomes, memory);
     if !targets.is_empty() {
@@ -181,7 +197,7 @@ pub(crate) fn render_table(
 pub(crate) fn report_json(
     s: &Settings,
     outcomes: &[Outcome],
-    memory: Option<&Memory>,
+    memories: &Memories<'_>,
     notes: &[String],
     date: &str,
     elapsed: Duration,
@@ -214,6 +230,7 @@ pub(crate) fn report_json(
             }),
         })
         .collect();
+    let memory = memories.idle;
     let targets: Vec<Value> = targets(outcomes, memory)
         .into_iter()
         .map(|t| json!({"target": t.what, "met": t.met, "figure": t.figure}))
@@ -244,9 +261,11 @@ pub(crate) fn report_json(
             "duration_s": s.duration.as_secs_f64(),
             "warmup_s": s.warmup.as_secs_f64(),
             "memory_users": s.memory_users,
+            "failed_logins": s.failed_logins,
         },
         "scenarios": scenarios,
         "memory": memory,
+        "failed_logins": memories.failed_logins.map(FailedLogins::json),
         "targets": targets,
         "notes": notes,
         "total_seconds": round(elapsed.as_secs_f64()),
