@@ -122,6 +122,7 @@ async fn a_new_user_gets_the_free_plan() {
         keys,
         [
             "api_key_active",
+            "email_verified",
             "features",
             "limits",
             "mfa_enabled",
@@ -134,6 +135,7 @@ async fn a_new_user_gets_the_free_plan() {
         ],
         "{body}"
     );
+    assert_eq!(body["email_verified"], false);
     assert_eq!(body["user_id"], profile["id"]);
     assert_eq!(body["tenant_id"], profile["tenant_id"]);
     assert_uuid_v7(&body["user_id"], "user_id");

@@ -449,6 +449,8 @@ impl ServerProcess {
             .current_dir(data_dir)
             .env("BP_AUTH__COOKIE__SECURE", "false")
             .env("BP_AUTH__SERVER__WORKERS", "2")
+            // As in `test_config`: each test reads the outbox for its own codes.
+            .env("BP_AUTH__REGISTRATION__SEND_VERIFICATION_EMAIL", "false")
             .stdin(Stdio::null())
             .stdout(stdout)
             .stderr(stderr);

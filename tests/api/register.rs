@@ -6,9 +6,10 @@ use serde_json::{json, Value};
 
 use crate::helpers::*;
 
-const PROFILE_KEYS: [&str; 11] = [
+const PROFILE_KEYS: [&str; 12] = [
     "created_at",
     "email",
+    "email_verified",
     "full_name",
     "id",
     "mfa_enabled",
