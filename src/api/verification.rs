@@ -63,6 +63,7 @@ pub async fn phone_request(
 
 /// A code as typed by the user.
 #[derive(Debug, ToSchema)]
+#[schema(example = json!({"code": "123456"}))]
 pub struct CodeRequest {
     /// Six digits.
     pub code: String,
@@ -103,7 +104,9 @@ pub async fn phone_confirm(
 
 /// `POST /api/auth/reactivate/request` body.
 #[derive(Debug, ToSchema)]
+#[schema(example = json!({"email": "ada@example.com"}))]
 pub struct ReactivateRequest {
+    /// The address the account registered with.
     pub email: String,
 }
 
@@ -158,7 +161,9 @@ pub async fn reactivate_request(
 
 /// `POST /api/auth/reactivate/confirm` body.
 #[derive(Debug, ToSchema)]
+#[schema(example = json!({"email": "ada@example.com", "code": "123456"}))]
 pub struct ReactivateConfirm {
+    /// The address the account registered with.
     pub email: String,
     /// Six digits, from the email.
     pub code: String,
