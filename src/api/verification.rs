@@ -79,6 +79,7 @@ pub struct CodeRequest {
         (status = 403, description = "`session_required` or `origin_not_allowed`", body = ErrorBody),
         (status = 409, description = "Phone already verified", body = ErrorBody),
         BodyErrors,
+        (status = 429, description = "Too many code attempts from this client (`rate_limited`)", body = ErrorBody),
     ),
     security(("bearer" = []), ("cookie" = []))
 )]
@@ -117,6 +118,7 @@ pub struct ReactivateRequest {
     responses(
         (status = 204, description = "Successful Response"),
         BodyErrors,
+        (status = 429, description = "Too many code requests from this client (`rate_limited`)", body = ErrorBody),
     )
 )]
 pub async fn reactivate_request(
@@ -176,6 +178,7 @@ pub struct ReactivateConfirm {
         (status = 200, description = "Successful Response", body = inline(Object), example = json!({"status": "active"})),
         (status = 400, description = "Wrong, expired or absent code, or unknown email (`invalid_code`)", body = ErrorBody),
         BodyErrors,
+        (status = 429, description = "Too many code attempts from this client (`rate_limited`)", body = ErrorBody),
     )
 )]
 pub async fn reactivate_confirm(
