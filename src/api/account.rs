@@ -125,6 +125,7 @@ pub async fn rotate_api_key(
 
 /// `PATCH /api/auth/me` body: absent fields are unchanged, `null` clears.
 #[derive(Debug, ToSchema)]
+#[schema(example = json!({"full_name": "Ada Lovelace", "phone": "+447700900123"}))]
 pub struct ProfileUpdate {
     /// At most 100 characters.
     pub full_name: Option<String>,
@@ -184,6 +185,7 @@ pub async fn patch_me(
 
 /// `POST /api/auth/deactivate` body.
 #[derive(Debug, ToSchema)]
+#[schema(example = json!({"password": "correct horse battery staple"}))]
 pub struct DeactivateRequest {
     pub password: String,
 }

@@ -22,17 +22,25 @@ use crate::domain::DomainError;
 
 /// `POST /api/auth/token` form (OAuth2 password flow).
 #[derive(Debug, Deserialize, ToSchema)]
+#[schema(example = json!({"username": "ada@example.com", "password": "correct horse battery staple", "grant_type": "password"}))]
 pub struct LoginForm {
-    /// The email.
+    /// The email. An empty value counts as missing.
+    #[schema(min_length = 1)]
     pub username: String,
+    /// An empty value counts as missing.
+    #[schema(min_length = 1)]
     pub password: String,
     /// If present, must be `password`.
+    #[schema(nullable = false, pattern = "^password$")]
     pub grant_type: Option<String>,
     /// Accepted and ignored.
+    #[schema(nullable = false)]
     pub scope: Option<String>,
     /// Accepted and ignored.
+    #[schema(nullable = false)]
     pub client_id: Option<String>,
     /// Accepted and ignored.
+    #[schema(nullable = false)]
     pub client_secret: Option<String>,
 }
 
@@ -76,7 +84,12 @@ fn login_fields(form: &[(String, String)]) -> Result<(String, String), ApiError>
     description = "OAuth2 password flow — sets an httpOnly bp_token cookie and also returns the token in the body for backwards compatibility. If the user has any verified MFA method, returns an mfa-pending token instead of a full access token; the frontend must then call POST /api/auth/mfa/challenge with the code.",
     request_body(content = LoginForm, content_type = "application/x-www-form-urlencoded"),
     responses(
-        (status = 200, description = "Successful Response: the token response, or an MFA-pending token when MFA is enabled", body = LoginResponse),
+        (status = 200, description = "Successful Response: the token response, or an MFA-pending token when MFA is enabled", body = LoginResponse, links(
+            ("Refresh" = (operation_id = "refresh", description = "Continue the new session.",
+                request_body = json!({"refresh_token": "$response.body#/refresh_token"}))),
+            ("Logout" = (operation_id = "logout", description = "End the new session by its refresh token.",
+                request_body = json!({"refresh_token": "$response.body#/refresh_token"}))),
+        )),
         (status = 401, description = "Unknown email or wrong password (`invalid_credentials`)", body = super::respond::ErrorBody),
         (status = 403, description = "Account deactivated (`account_deactivated`), or an `Origin` that is neither the server's own nor listed in `cors.allowed_origins` (`origin_not_allowed`, login CSRF)", body = super::respond::ErrorBody),
         BodyErrors,

@@ -36,6 +36,7 @@ pub struct TotpEnabled {
 
 /// A TOTP code.
 #[derive(Debug, ToSchema)]
+#[schema(example = json!({"code": "123456"}))]
 pub struct TotpCode {
     /// Six digits from the authenticator.
     pub code: String,
@@ -43,6 +44,7 @@ pub struct TotpCode {
 
 /// `POST /api/auth/mfa/challenge` body: one of the two.
 #[derive(Debug, ToSchema)]
+#[schema(example = json!({"code": "123456"}))]
 pub struct ChallengeAnswer {
     pub code: Option<String>,
     pub recovery_code: Option<String>,

@@ -16,6 +16,7 @@ use crate::domain::user::{NewUser, UserState};
 
 /// `POST /api/auth/register` body.
 #[derive(Debug, Deserialize, ToSchema)]
+#[schema(example = json!({"email": "ada@example.com", "password": "correct horse battery staple", "full_name": "Ada Lovelace", "phone": "+447700900123"}))]
 pub struct RegisterRequest {
     /// A valid address, at most 254 characters; compared case-insensitively.
     pub email: String,
@@ -33,7 +34,12 @@ pub struct RegisterRequest {
     description = "Create a new public user account in an isolated Free tenant.",
     request_body(content = RegisterRequest, content_type = "application/json"),
     responses(
-        (status = 201, description = "Successful Response", body = Profile),
+        (status = 201, description = "Successful Response", body = Profile, links(
+            ("Login" = (operation_id = "login", description = "Sign in with the new account.",
+                request_body = json!({"username": "$request.body#/email", "password": "$request.body#/password"}))),
+            ("ReactivateRequest" = (operation_id = "reactivate_request", description = "Ask for a reactivation code for the new account.",
+                request_body = json!({"email": "$response.body#/email"}))),
+        )),
         (status = 409, description = "Email already registered (`email_taken`)", body = super::respond::ErrorBody),
         BodyErrors,
         (status = 429, description = "Too many registrations from this client", body = super::respond::ErrorBody),

@@ -21,6 +21,7 @@ use crate::domain::DomainError;
 
 /// `POST /api/auth/refresh` body.
 #[derive(Debug, Deserialize, ToSchema)]
+#[schema(example = json!({"refresh_token": "bprt_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"}))]
 pub struct RefreshRequest {
     /// `bprt_…`
     pub refresh_token: String,
@@ -28,11 +29,14 @@ pub struct RefreshRequest {
 
 /// `POST /api/auth/logout` body; an empty body counts as `{}`.
 #[derive(Debug, Default, Deserialize, ToSchema)]
+#[schema(example = json!({"everywhere": false}))]
 pub struct LogoutRequest {
     /// Revokes this token's family (and so its session).
     pub refresh_token: Option<String>,
-    /// With a verifiable access token, revokes every session of the user.
+    /// With a verifiable access token, revokes every session of the user; `null` counts as
+    /// absent (`false`).
     #[serde(default)]
+    #[schema(nullable)]
     pub everywhere: bool,
 }
 
@@ -67,7 +71,12 @@ pub(super) fn token_response(
     description = "Rotate refresh token and issue a new access+refresh pair. On first use of a valid token: marks old as used, inserts new token in same family. On reuse of a used token: revokes entire family, returns 401. Feature flag REFRESH_ROTATION_ENABLED=False: issues new access token, same refresh token.",
     request_body(content = RefreshRequest, content_type = "application/json"),
     responses(
-        (status = 200, description = "Successful Response", body = TokenResponse),
+        (status = 200, description = "Successful Response", body = TokenResponse, links(
+            ("Refresh" = (operation_id = "refresh", description = "Continue with the rotated token.",
+                request_body = json!({"refresh_token": "$response.body#/refresh_token"}))),
+            ("Logout" = (operation_id = "logout", description = "End the session by its rotated token.",
+                request_body = json!({"refresh_token": "$response.body#/refresh_token"}))),
+        )),
         (status = 401, description = "`invalid_refresh_token` or `refresh_token_reused`", body = super::respond::ErrorBody),
         BodyErrors,
     )
@@ -115,7 +124,8 @@ pub async fn refresh(
 #[utoipa::path(
     post, path = "/api/auth/logout", tag = "auth", summary = "Logout",
     description = "Clear the auth cookie and revoke the current access-token session. Best-effort by design: the cookie clear path runs even when the presented token is stale or invalid.",
-    request_body(content = Option<LogoutRequest>, content_type = "application/json", description = "Optional: an empty body counts as `{}`."),
+    // Not `Option<…>`, which would admit a `null` body: `openapi::document` marks it optional.
+    request_body(content = LogoutRequest, content_type = "application/json", description = "Optional: an empty body counts as `{}`."),
     responses(
         (status = 204, description = "Successful Response"),
         BodyErrors,

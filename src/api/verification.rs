@@ -63,6 +63,7 @@ pub async fn phone_request(
 
 /// A code as typed by the user.
 #[derive(Debug, ToSchema)]
+#[schema(example = json!({"code": "123456"}))]
 pub struct CodeRequest {
     /// Six digits.
     pub code: String,
@@ -78,6 +79,7 @@ pub struct CodeRequest {
         (status = 403, description = "`session_required` or `origin_not_allowed`", body = ErrorBody),
         (status = 409, description = "Phone already verified", body = ErrorBody),
         BodyErrors,
+        (status = 429, description = "Too many code attempts from this client (`rate_limited`)", body = ErrorBody),
     ),
     security(("bearer" = []), ("cookie" = []))
 )]
@@ -103,7 +105,9 @@ pub async fn phone_confirm(
 
 /// `POST /api/auth/reactivate/request` body.
 #[derive(Debug, ToSchema)]
+#[schema(example = json!({"email": "ada@example.com"}))]
 pub struct ReactivateRequest {
+    /// The address the account registered with.
     pub email: String,
 }
 
@@ -114,6 +118,7 @@ pub struct ReactivateRequest {
     responses(
         (status = 204, description = "Successful Response"),
         BodyErrors,
+        (status = 429, description = "Too many code requests from this client (`rate_limited`)", body = ErrorBody),
     )
 )]
 pub async fn reactivate_request(
@@ -158,7 +163,9 @@ pub async fn reactivate_request(
 
 /// `POST /api/auth/reactivate/confirm` body.
 #[derive(Debug, ToSchema)]
+#[schema(example = json!({"email": "ada@example.com", "code": "123456"}))]
 pub struct ReactivateConfirm {
+    /// The address the account registered with.
     pub email: String,
     /// Six digits, from the email.
     pub code: String,
@@ -171,6 +178,7 @@ pub struct ReactivateConfirm {
         (status = 200, description = "Successful Response", body = inline(Object), example = json!({"status": "active"})),
         (status = 400, description = "Wrong, expired or absent code, or unknown email (`invalid_code`)", body = ErrorBody),
         BodyErrors,
+        (status = 429, description = "Too many code attempts from this client (`rate_limited`)", body = ErrorBody),
     )
 )]
 pub async fn reactivate_confirm(

@@ -225,3 +225,222 @@ async fn every_response_says_nosniff() {
         assert!(statuses.contains(&s), "covered {s}: {statuses:?}");
     }
 }
+
+/// The request schemas state what the server enforces (`password.min_length` as configured), so
+/// that a client generating requests from the document is never refused with 422.
+#[actix_web::test]
+async fn openapi_request_schemas_state_what_the_server_enforces() {
+    let app = spawn_app_with(|c| c.password.min_length = 12).await;
+    let doc = openapi(&app).await;
+    let schemas = &doc["components"]["schemas"];
+    let prop = |schema: &str, field: &str| schemas[schema]["properties"][field].clone();
+
+    let email = prop("RegisterRequest", "email");
+    assert_eq!(email["format"], "email", "{email}");
+    assert_eq!(email["maxLength"], 254, "{email}");
+    assert!(email["pattern"]
+        .as_str()
+        .is_some_and(|p| p.starts_with('^') && p.ends_with('$')));
+    let password = prop("RegisterRequest", "password");
+    assert_eq!(
+        password["minLength"], 12,
+        "the configured minimum: {password}"
+    );
+    assert_eq!(password["maxLength"], 128, "{password}");
+    for schema in ["RegisterRequest", "ProfileUpdate"] {
+        let name = prop(schema, "full_name");
+        assert_eq!(name["maxLength"], 100, "{schema}: {name}");
+        assert_eq!(
+            name["pattern"], r"^[^\x00-\x1F\x7F-\x9F]*$",
+            "{schema}: {name}"
+        );
+        let phone = prop(schema, "phone");
+        assert_eq!(
+            phone["pattern"], r"^\+[1-9][0-9]{6,14}$",
+            "{schema}: {phone}"
+        );
+    }
+    for schema in ["ReactivateRequest", "ReactivateConfirm"] {
+        let other = prop(schema, "email");
+        for keyword in ["type", "format", "maxLength", "pattern"] {
+            assert_eq!(
+                other[keyword], email[keyword],
+                "{schema} takes an address like register"
+            );
+        }
+    }
+
+    for field in ["username", "password"] {
+        assert_eq!(
+            prop("LoginForm", field)["minLength"],
+            1,
+            "an empty {field} is missing"
+        );
+    }
+    let grant = prop("LoginForm", "grant_type");
+    assert_eq!(grant["pattern"], "^password$", "{grant}");
+    assert_eq!(
+        grant["type"], "string",
+        "a form field is never null: {grant}"
+    );
+    assert!(!schemas["LoginForm"]["required"]
+        .as_array()
+        .unwrap()
+        .contains(&json!("grant_type")));
+
+    // The challenge needs a code or a recovery code.
+    let any_of = &schemas["ChallengeAnswer"]["anyOf"];
+    let required: Vec<&Value> = any_of
+        .as_array()
+        .expect("anyOf")
+        .iter()
+        .map(|b| &b["required"])
+        .collect();
+    assert_eq!(
+        required,
+        [&json!(["code"]), &json!(["recovery_code"])],
+        "{any_of}"
+    );
+    // Logout's body is optional, and an object when sent: `null` is not one.
+    let logout = &doc["paths"]["/api/auth/logout"]["post"]["requestBody"];
+    assert_eq!(
+        logout["content"]["application/json"]["schema"],
+        json!({"$ref": "#/components/schemas/LogoutRequest"}),
+        "{logout}"
+    );
+    assert_eq!(
+        prop("LogoutRequest", "everywhere")["type"],
+        json!(["boolean", "null"]),
+        "the server reads `null` as absent"
+    );
+}
+
+/// Values at the edges of what the document admits are accepted, and the next ones out are 422.
+#[actix_web::test]
+async fn the_documented_bounds_are_the_enforced_ones() {
+    let app = spawn_app_with(|c| c.password.min_length = 12).await;
+    let password = |n: usize| -> String { "k9Qz".chars().cycle().take(n).collect() };
+    // a@ + three 63-letter labels + a 60-letter last label: 254 characters.
+    let longest_email = format!(
+        "a@{}.{}.{}.{}",
+        "b".repeat(63),
+        "c".repeat(63),
+        "d".repeat(63),
+        "e".repeat(60)
+    );
+    assert_eq!(longest_email.len(), 254);
+    for (body, what) in [
+        (
+            json!({"email": email(), "password": password(12)}),
+            "shortest password",
+        ),
+        (
+            json!({"email": email(), "password": password(128)}),
+            "longest password",
+        ),
+        (
+            json!({"email": longest_email, "password": PASSWORD}),
+            "longest email",
+        ),
+        (
+            json!({"email": email(), "password": PASSWORD, "full_name": "n".repeat(100)}),
+            "longest name",
+        ),
+        (
+            json!({"email": email(), "password": PASSWORD, "phone": "+1234567"}),
+            "shortest phone",
+        ),
+        (
+            json!({"email": email(), "password": PASSWORD, "phone": "+123456789012345"}),
+            "longest phone",
+        ),
+    ] {
+        let res = app.register_raw(&body).await;
+        assert_eq!(res.status(), 201, "{what}: {}", res.text().await.unwrap());
+    }
+    for (body, field, kind) in [
+        (
+            json!({"email": email(), "password": password(11)}),
+            "password",
+            "string_too_short",
+        ),
+        (
+            json!({"email": email(), "password": password(129)}),
+            "password",
+            "string_too_long",
+        ),
+        (
+            json!({"email": format!("a{longest_email}"), "password": PASSWORD}),
+            "email",
+            "string_too_long",
+        ),
+        (
+            json!({"email": email(), "password": PASSWORD, "full_name": "n".repeat(101)}),
+            "full_name",
+            "string_too_long",
+        ),
+        (
+            json!({"email": email(), "password": PASSWORD, "phone": "+123456"}),
+            "phone",
+            "string_pattern_mismatch",
+        ),
+    ] {
+        let detail = expect_validation(app.register_raw(&body).await).await;
+        assert_eq!(detail[0]["loc"], json!(["body", field]), "{detail:?}");
+        assert_eq!(detail[0]["type"], kind, "{field}: {detail:?}");
+    }
+}
+
+/// Each request example in the document is one the server takes (the examples phase of the
+/// fuzzer sends them).
+#[actix_web::test]
+async fn the_documented_request_examples_are_accepted() {
+    let app = spawn_app().await;
+    let doc = openapi(&app).await;
+    let example = |schema: &str| doc["components"]["schemas"][schema]["example"].clone();
+
+    let register = example("RegisterRequest");
+    let res = app.register_raw(&register).await;
+    assert_eq!(res.status(), 201, "{register}");
+    let login = example("LoginForm");
+    let form: Vec<(String, String)> = login
+        .as_object()
+        .unwrap()
+        .iter()
+        .map(|(k, v)| (k.clone(), v.as_str().unwrap().to_string()))
+        .collect();
+    let res = Client::new()
+        .post(app.url("/api/auth/token"))
+        .form(&form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200, "{login}");
+    let t = Tokens::from_json(&json_of(res).await);
+
+    let res = app.patch_me(&t.access, &example("ProfileUpdate")).await;
+    assert_eq!(res.status(), 200);
+    let res = app
+        .post_json(
+            "/api/auth/reactivate/request",
+            &example("ReactivateRequest"),
+        )
+        .await;
+    assert_eq!(res.status(), 204);
+    // Well-formed, and refused for what they say, not how.
+    let res = app
+        .post_json("/api/auth/refresh", &example("RefreshRequest"))
+        .await;
+    expect_error(res, 401, "invalid_refresh_token").await;
+    let res = app
+        .post_json(
+            "/api/auth/reactivate/confirm",
+            &example("ReactivateConfirm"),
+        )
+        .await;
+    expect_error(res, 400, "invalid_code").await;
+    let res = app
+        .logout_bearer(Some(&t.access), &example("LogoutRequest"))
+        .await;
+    assert_eq!(res.status(), 204);
+}
