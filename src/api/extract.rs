@@ -90,13 +90,17 @@ fn is_json(req: &HttpRequest) -> bool {
     m == "application/json" || (m.starts_with("application/") && m.ends_with("+json"))
 }
 
-/// The body as a JSON object. An empty body is `missing` if `required`, else `{}`.
+/// The body as a JSON object. An empty body (nothing but JSON's own whitespace: space, tab,
+/// line feed, carriage return) is `missing` if `required`, else `{}`.
 pub fn json_object(
     req: &HttpRequest,
     body: &[u8],
     required: bool,
 ) -> Result<Map<String, Value>, ApiError> {
-    if body.iter().all(u8::is_ascii_whitespace) {
+    if body
+        .iter()
+        .all(|b| matches!(b, b' ' | b'\t' | b'\n' | b'\r'))
+    {
         return if required {
             Err(ApiError::validation(FieldError::body(
                 &[],

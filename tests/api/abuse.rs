@@ -464,3 +464,27 @@ async fn ipv6_clients_count_by_their_64() {
     let next_64 = login_from(&app, &email(), WRONG, Some("2001:db8:5:7::1")).await;
     assert_eq!(next_64.status(), 401, "the next /64 is another client");
 }
+
+#[actix_web::test]
+async fn only_json_whitespace_counts_as_an_empty_body() {
+    // Found by schemathesis: a form feed is whitespace to Rust, not to JSON.
+    let app = spawn_app().await;
+    for body in ["\u{c}", "\u{b}", "\u{a0}"] {
+        let res = Client::new()
+            .post(app.url("/api/auth/logout"))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        expect_issues(res, &[("json_invalid", &["body"])]).await;
+    }
+    let res = Client::new()
+        .post(app.url("/api/auth/logout"))
+        .header("content-type", "application/json")
+        .body(" \t\r\n")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 204, "JSON whitespace alone is no body");
+}
