@@ -8,6 +8,7 @@
 
 pub mod log;
 pub mod outbox;
+pub mod templates;
 pub mod webhook;
 
 use std::future::Future;
