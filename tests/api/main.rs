@@ -23,5 +23,6 @@ mod refresh;
 mod register;
 mod restart;
 mod smoke;
+mod smtp;
 mod tokens;
 mod webhook;
