@@ -286,28 +286,92 @@ pub enum LogFormat {
     Json,
 }
 
-/// How verification codes reach people.
+/// How verification codes and notifications reach people.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DeliveryConfig {
-    /// `"outbox"` (append to `<data_dir>/outbox.jsonl`), `"log"` or `"webhook"`.
+    /// The delivery of both channels unless `sms` or `email` names another: `"outbox"` (append
+    /// to `<data_dir>/outbox.jsonl`), `"log"` or `"webhook"` (`"smtp"` only with `sms` set).
     pub kind: DeliveryKind,
+    /// The delivery of SMS messages (`kind` when absent); anything but `"smtp"`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sms: Option<DeliveryKind>,
+    /// The delivery of email messages (`kind` when absent).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub email: Option<DeliveryKind>,
     pub webhook_url: String,
     /// Key of the `X-BP-Signature` HMAC-SHA256 header of webhook deliveries.
     pub webhook_secret: String,
     pub webhook_timeout_ms: u64,
     pub webhook_retries: u32,
+    /// `smtp://[user:password@]host[:port]` (STARTTLS required), `smtps://…` (implicit TLS), or
+    /// `smtp://host:port?tls=none` (plaintext, for a relay on the same host only).
+    pub smtp_url: String,
+    /// The `From` of every email, an RFC 5322 mailbox: `BlitzPulse <no-reply@example.com>`.
+    pub smtp_from: String,
+    /// The longest one email's whole SMTP exchange may take before it counts as failed.
+    pub smtp_timeout_ms: u64,
 }
 
 impl Default for DeliveryConfig {
     fn default() -> Self {
         Self {
             kind: DeliveryKind::Outbox,
+            sms: None,
+            email: None,
             webhook_url: String::new(),
             webhook_secret: String::new(),
             webhook_timeout_ms: 3_000,
             webhook_retries: 2,
+            smtp_url: String::new(),
+            smtp_from: String::new(),
+            smtp_timeout_ms: 10_000,
         }
+    }
+}
+
+impl DeliveryConfig {
+    /// The delivery of SMS messages.
+    pub fn sms_kind(&self) -> DeliveryKind {
+        self.sms.unwrap_or(self.kind)
+    }
+
+    /// The delivery of email messages.
+    pub fn email_kind(&self) -> DeliveryKind {
+        self.email.unwrap_or(self.kind)
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        match (self.sms, self.sms_kind()) {
+            (Some(DeliveryKind::Smtp), _) => {
+                return Err("delivery.sms cannot be \"smtp\": SMTP sends email only; \
+                            choose \"outbox\", \"webhook\" or \"log\""
+                    .into())
+            }
+            (None, DeliveryKind::Smtp) => {
+                return Err(
+                    "delivery.kind = \"smtp\" would send SMS codes by email: set \
+                            delivery.sms to \"outbox\", \"webhook\" or \"log\", or leave kind \
+                            alone and set delivery.email = \"smtp\""
+                        .into(),
+                )
+            }
+            _ => {}
+        }
+        for (channel, kind) in [("sms", self.sms_kind()), ("email", self.email_kind())] {
+            if kind == DeliveryKind::Webhook
+                && (self.webhook_url.is_empty() || self.webhook_secret.is_empty())
+            {
+                return Err(format!(
+                    "the {channel} delivery is \"webhook\": it needs delivery.webhook_url and \
+                     delivery.webhook_secret"
+                ));
+            }
+        }
+        if self.email_kind() == DeliveryKind::Smtp {
+            crate::delivery::smtp::Settings::from_config(self).map(drop)?;
+        }
+        Ok(())
     }
 }
 
@@ -317,6 +381,19 @@ pub enum DeliveryKind {
     Outbox,
     Log,
     Webhook,
+    /// Email only: `delivery.smtp_url`, `delivery.smtp_from`.
+    Smtp,
+}
+
+impl DeliveryKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Outbox => "outbox",
+            Self::Log => "log",
+            Self::Webhook => "webhook",
+            Self::Smtp => "smtp",
+        }
+    }
 }
 
 /// The Prometheus endpoint.
@@ -415,6 +492,7 @@ impl Config {
         if !(1..=10_000_000).contains(&self.rate_limit.max_tracked_addresses) {
             return bad("rate_limit.max_tracked_addresses must be between 1 and 10000000");
         }
+        self.delivery.validate().map_err(ConfigError::Invalid)?;
         Ok(())
     }
 }
@@ -502,6 +580,119 @@ mod tests {
         assert!(err.to_string().contains("max_sessions_per_user"), "{err}");
         let c = with_env(&[("BP_AUTH__TOKENS__MAX_SESSIONS_PER_USER", "3")]).unwrap();
         assert_eq!(c.tokens.max_sessions_per_user, 3);
+    }
+
+    #[test]
+    fn each_channel_defaults_to_kind() {
+        let c = with_env(&[]).unwrap();
+        assert_eq!((c.delivery.sms, c.delivery.email), (None, None));
+        assert_eq!(c.delivery.sms_kind(), DeliveryKind::Outbox);
+        assert_eq!(c.delivery.email_kind(), DeliveryKind::Outbox);
+        let c = with_env(&[("BP_AUTH__DELIVERY__KIND", "log")]).unwrap();
+        assert_eq!(c.delivery.sms_kind(), DeliveryKind::Log);
+        assert_eq!(c.delivery.email_kind(), DeliveryKind::Log);
+        let c = with_env(&[
+            ("BP_AUTH__DELIVERY__KIND", "log"),
+            ("BP_AUTH__DELIVERY__SMS", "outbox"),
+        ])
+        .unwrap();
+        assert_eq!(c.delivery.sms_kind(), DeliveryKind::Outbox);
+        assert_eq!(c.delivery.email_kind(), DeliveryKind::Log);
+    }
+
+    #[test]
+    fn email_by_smtp_from_the_environment() {
+        let c = with_env(&[
+            ("BP_AUTH__DELIVERY__EMAIL", "smtp"),
+            (
+                "BP_AUTH__DELIVERY__SMTP_URL",
+                "smtp://bp:s3cret@mail.example:587",
+            ),
+            (
+                "BP_AUTH__DELIVERY__SMTP_FROM",
+                "BlitzPulse <no-reply@blitzpulse.example>",
+            ),
+            ("BP_AUTH__DELIVERY__SMTP_TIMEOUT_MS", "2500"),
+        ])
+        .unwrap();
+        assert_eq!(c.delivery.sms_kind(), DeliveryKind::Outbox);
+        assert_eq!(c.delivery.email_kind(), DeliveryKind::Smtp);
+        assert_eq!(c.delivery.smtp_timeout_ms, 2_500);
+        // With kind = "smtp", SMS must be sent some other way.
+        let c = with_env(&[
+            ("BP_AUTH__DELIVERY__KIND", "smtp"),
+            ("BP_AUTH__DELIVERY__SMS", "log"),
+            ("BP_AUTH__DELIVERY__SMTP_URL", "smtps://mail.example"),
+            (
+                "BP_AUTH__DELIVERY__SMTP_FROM",
+                "no-reply@blitzpulse.example",
+            ),
+        ])
+        .unwrap();
+        assert_eq!(c.delivery.email_kind(), DeliveryKind::Smtp);
+        assert_eq!(c.delivery.smtp_timeout_ms, 10_000);
+    }
+
+    #[test]
+    fn smtp_for_sms_is_refused_with_the_way_out() {
+        let err = with_env(&[("BP_AUTH__DELIVERY__KIND", "smtp")]).unwrap_err();
+        let err = err.to_string();
+        assert!(
+            err.contains("delivery.sms") && err.contains("delivery.email = \"smtp\""),
+            "{err}"
+        );
+        let err = with_env(&[
+            ("BP_AUTH__DELIVERY__SMS", "smtp"),
+            ("BP_AUTH__DELIVERY__EMAIL", "smtp"),
+        ])
+        .unwrap_err();
+        assert!(err.to_string().contains("delivery.sms cannot be"), "{err}");
+    }
+
+    #[test]
+    fn incomplete_delivery_settings_are_refused() {
+        for (vars, says) in [
+            (
+                &[("BP_AUTH__DELIVERY__EMAIL", "smtp")][..],
+                "needs delivery.smtp_url",
+            ),
+            (
+                &[
+                    ("BP_AUTH__DELIVERY__EMAIL", "smtp"),
+                    ("BP_AUTH__DELIVERY__SMTP_URL", "smtp://mail.example"),
+                ][..],
+                "needs delivery.smtp_from",
+            ),
+            (
+                &[
+                    ("BP_AUTH__DELIVERY__EMAIL", "smtp"),
+                    (
+                        "BP_AUTH__DELIVERY__SMTP_URL",
+                        "smtp://u:s3cret@mail.example?tls=none",
+                    ),
+                    (
+                        "BP_AUTH__DELIVERY__SMTP_FROM",
+                        "no-reply@blitzpulse.example",
+                    ),
+                ][..],
+                "in clear",
+            ),
+            (
+                &[("BP_AUTH__DELIVERY__SMS", "webhook")][..],
+                "the sms delivery is \"webhook\"",
+            ),
+            (
+                &[("BP_AUTH__DELIVERY__EMAIL", "webhook")][..],
+                "the email delivery is \"webhook\"",
+            ),
+            (&[("BP_AUTH__DELIVERY__EMAIL", "pigeon")][..], "email"),
+        ] {
+            let err = with_env(vars).unwrap_err().to_string();
+            assert!(err.contains(says), "{vars:?}: {err}");
+            assert!(!err.contains("s3cret"), "{vars:?}: {err}");
+        }
+        // Settings only matter to the delivery that uses them.
+        with_env(&[("BP_AUTH__DELIVERY__SMTP_URL", "not checked")]).unwrap();
     }
 
     #[test]

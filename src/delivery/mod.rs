@@ -1,13 +1,18 @@
-//! Getting verification codes to people: SMS and email through one [`Sender`] trait.
+//! Getting verification codes and notifications to people: SMS and email through one
+//! [`Sender`] trait, each channel with the delivery `delivery.sms` / `delivery.email` (else
+//! `delivery.kind`) chooses, joined by a [`Router`].
 //!
 //! - [`outbox::Outbox`] (the default, for development and tests) appends one JSON line per
 //!   message to `<data_dir>/outbox.jsonl`: the outbox *is* the delivery, so it holds the code.
 //! - [`webhook::Webhook`] POSTs the same JSON to a configured URL, signed with HMAC-SHA256, with
 //!   a timeout and bounded retries; production gateways (SMS, SMTP relays) sit behind it.
+//! - [`smtp::Smtp`] (email only) sends the message rendered by [`templates`] to an SMTP relay.
 //! - [`log::LogSender`] writes the message to the log, for local experiments only.
 
 pub mod log;
 pub mod outbox;
+pub mod smtp;
+pub mod templates;
 pub mod webhook;
 
 use std::future::Future;
@@ -130,16 +135,54 @@ pub trait Sender: Send + Sync + 'static {
     fn name(&self) -> &'static str;
 }
 
-/// The sender the configuration chooses.
+/// The sender the configuration chooses: one per channel, behind a [`Router`] when they
+/// differ. A kind both channels use is built once, so they share its state (the outbox's lock).
 pub fn from_config(
     config: &DeliveryConfig,
     data_dir: &Path,
 ) -> Result<Arc<dyn Sender>, DeliveryError> {
-    Ok(match config.kind {
-        DeliveryKind::Outbox => Arc::new(outbox::Outbox::new(data_dir.join("outbox.jsonl"))),
-        DeliveryKind::Log => Arc::new(log::LogSender),
-        DeliveryKind::Webhook => Arc::new(webhook::Webhook::new(config)?),
-    })
+    let build = |kind| -> Result<Arc<dyn Sender>, DeliveryError> {
+        Ok(match kind {
+            DeliveryKind::Outbox => Arc::new(outbox::Outbox::new(data_dir.join("outbox.jsonl"))),
+            DeliveryKind::Log => Arc::new(log::LogSender),
+            DeliveryKind::Webhook => Arc::new(webhook::Webhook::new(config)?),
+            DeliveryKind::Smtp => Arc::new(smtp::Smtp::new(config)?),
+        })
+    };
+    let (sms, email) = (config.sms_kind(), config.email_kind());
+    if sms == DeliveryKind::Smtp {
+        return Err(DeliveryError(
+            "SMTP sends email only: set delivery.sms to outbox, webhook or log".into(),
+        ));
+    }
+    tracing::info!(sms = sms.as_str(), email = email.as_str(), "code delivery");
+    if sms == email {
+        return build(sms);
+    }
+    Ok(Arc::new(Router {
+        sms: build(sms)?,
+        email: build(email)?,
+    }))
+}
+
+/// Sends each message through its channel's sender, so that the actors hold one sender
+/// whatever the configuration.
+pub struct Router {
+    pub sms: Arc<dyn Sender>,
+    pub email: Arc<dyn Sender>,
+}
+
+impl Sender for Router {
+    fn send(&self, message: Message) -> SendFuture {
+        match message.channel {
+            Channel::Sms => self.sms.send(message),
+            Channel::Email => self.email.send(message),
+        }
+    }
+
+    fn name(&self) -> &'static str {
+        "router"
+    }
 }
 
 /// `+447700900123` → `+44*******123`: the first and last three characters kept.
@@ -181,6 +224,69 @@ mod tests {
     fn masks_like_the_contract() {
         assert_eq!(mask("+447700900123"), "+44*******123");
         assert_eq!(mask("+1234"), "*****");
+    }
+
+    /// Counts what it is handed, by purpose.
+    struct Recorder(&'static str, std::sync::Mutex<Vec<Purpose>>);
+
+    impl Sender for Recorder {
+        fn send(&self, message: Message) -> SendFuture {
+            if let Ok(mut seen) = self.1.lock() {
+                seen.push(message.purpose);
+            }
+            Box::pin(async { Ok(()) })
+        }
+
+        fn name(&self) -> &'static str {
+            self.0
+        }
+    }
+
+    #[tokio::test]
+    async fn the_router_sends_each_channel_to_its_sender() {
+        let sms = Arc::new(Recorder("sms", Default::default()));
+        let email = Arc::new(Recorder("email", Default::default()));
+        let router = Router {
+            sms: sms.clone(),
+            email: email.clone(),
+        };
+        let user = UserId::generate();
+        router
+            .send(Message::new(
+                Channel::Sms,
+                "+447700900123",
+                Purpose::VerifyPhone,
+                "123456",
+                user,
+                Timestamp(0),
+            ))
+            .await
+            .unwrap();
+        router
+            .send(Message::notification(
+                Channel::Email,
+                "a@example.com",
+                Purpose::PasswordChanged,
+                user,
+                Timestamp(0),
+            ))
+            .await
+            .unwrap();
+        assert_eq!(*sms.1.lock().unwrap(), [Purpose::VerifyPhone]);
+        assert_eq!(*email.1.lock().unwrap(), [Purpose::PasswordChanged]);
+    }
+
+    #[test]
+    fn one_sender_when_both_channels_agree_else_a_router() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut c = DeliveryConfig::default();
+        assert_eq!(from_config(&c, dir.path()).unwrap().name(), "outbox");
+        c.email = Some(DeliveryKind::Log);
+        assert_eq!(from_config(&c, dir.path()).unwrap().name(), "router");
+        c.sms = Some(DeliveryKind::Log);
+        assert_eq!(from_config(&c, dir.path()).unwrap().name(), "log");
+        c.sms = Some(DeliveryKind::Smtp);
+        assert!(from_config(&c, dir.path()).is_err());
     }
 
     #[test]

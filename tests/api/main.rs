@@ -26,5 +26,6 @@ mod register;
 mod restart;
 mod sessions_cap;
 mod smoke;
+mod smtp;
 mod tokens;
 mod webhook;
