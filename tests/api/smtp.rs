@@ -439,3 +439,56 @@ async fn incomplete_smtp_settings_stop_the_start() {
     let stderr = refused_start(dir.path(), &[("BP_AUTH__DELIVERY__SMS", "smtp")]);
     assert!(stderr.contains("delivery.sms"), "{stderr}");
 }
+
+#[actix_web::test]
+async fn a_verification_email_by_smtp_and_502_with_the_relay_down() {
+    let mut relay = Relay::start();
+    let app = spawn_app_with(|c| email_by_smtp(c, &relay)).await;
+    let (e, tokens) = app.new_user().await;
+
+    let res = app
+        .post_bearer("/api/auth/verify-email/request", &tokens.access, None)
+        .await;
+    assert_eq!(res.status(), 200);
+    let mail = relay.wait(1).await.remove(0);
+    assert_eq!(header(&mail, "From"), FROM);
+    assert_eq!(header(&mail, "To"), e);
+    let subject = header(&mail, "Subject").to_string();
+    assert!(!subject.is_empty());
+    let text: String = mail["parts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["text"].as_str().unwrap_or("").to_string())
+        .collect();
+    let codes = six_digit_runs(&text);
+    assert!(!codes.is_empty(), "the code is in the body");
+    let code = codes[0].clone();
+    print_headers(&mail);
+
+    // With the relay down, a request that must send answers 502 and leaves no code behind.
+    relay.stop();
+    let (_, other) = app.new_user().await;
+    let res = app
+        .post_bearer("/api/auth/verify-email/request", &other.access, None)
+        .await;
+    expect_error(res, 502, "delivery_failed").await;
+    let res = app
+        .post_bearer(
+            "/api/auth/verify-email/confirm",
+            &other.access,
+            Some(&json!({"code": "000000"})),
+        )
+        .await;
+    expect_error(res, 400, "code_expired").await;
+
+    // The first user's code still confirms.
+    let res = app
+        .post_bearer(
+            "/api/auth/verify-email/confirm",
+            &tokens.access,
+            Some(&json!({ "code": code })),
+        )
+        .await;
+    assert_eq!(json_of(res).await, json!({"email_verified": true}));
+}
