@@ -13,6 +13,7 @@ use super::error::ApiError;
 use super::extract::json_body;
 use super::passwords::{self, Account};
 use super::respond::{no_store, BodyErrors, ErrorBody};
+use super::verification::code_after_the_answer;
 use super::AppState;
 use crate::actors::messages::{ChangePassword, RequestPasswordReset, ResetPassword};
 use crate::actors::DirectoryError;
@@ -140,30 +141,8 @@ pub async fn forgot(
     state
         .throttle
         .code_request(state.throttle.client_ip(&req))?;
-    // The lookup and the delivery run after the answer, so the answer's timing says nothing
-    // about whether the account exists or was sent a code.
     let client = state.throttle.client_ip(&req);
-    let state = state.into_inner();
-    actix_web::rt::spawn(async move {
-        let user = match state.directory.user_by_email(email.key()) {
-            Ok(Some(id)) => id,
-            Ok(None) => return,
-            Err(e) => {
-                tracing::error!(error = %e, "password reset request: lookup failed");
-                return;
-            }
-        };
-        match state.directory.call(user, RequestPasswordReset).await {
-            Ok(Ok(true)) => {
-                tracing::info!(target: "bp_auth::audit", user = %user, client = ?client, event = "password_reset", outcome = "code_sent")
-            }
-            Ok(_) => {}
-            Err(DirectoryError::Delivery(e)) => {
-                tracing::warn!(user = %user, error = %e, "password reset code could not be delivered")
-            }
-            Err(e) => tracing::error!(user = %user, error = %e, "password reset request failed"),
-        }
-    });
+    code_after_the_answer(state, client, email, RequestPasswordReset, "password_reset");
     Ok(HttpResponse::NoContent().finish())
 }
 

@@ -10,9 +10,11 @@ use super::error::{unknown_user_as, ApiError};
 use super::extract::json_body;
 use super::respond::{no_store, BodyErrors, ErrorBody};
 use super::AppState;
+use crate::actors::messages::Reply;
 use crate::actors::messages::{
     ConfirmPhone, ConfirmReactivation, RequestPhoneCode, RequestReactivation,
 };
+use crate::actors::user::UserActor;
 use crate::actors::DirectoryError;
 use crate::domain::credentials::Email;
 use crate::domain::DomainError;
@@ -134,31 +136,45 @@ pub async fn reactivate_request(
     state
         .throttle
         .code_request(state.throttle.client_ip(&req))?;
-    // The lookup and the delivery run after the answer, so the answer's timing says nothing
-    // about whether the account exists or was sent a code.
     let client = state.throttle.client_ip(&req);
+    code_after_the_answer(state, client, email, RequestReactivation, "reactivation");
+    Ok(HttpResponse::NoContent().finish())
+}
+
+/// Looks up `email` and sends its account `msg` (a code request answering whether a code was
+/// sent) after the answer has gone: the answer's timing then says nothing about whether the
+/// account exists or was sent a code. The outcome goes to the audit log.
+pub(super) fn code_after_the_answer<M>(
+    state: web::Data<AppState>,
+    client: Option<std::net::IpAddr>,
+    email: Email,
+    msg: M,
+    event: &'static str,
+) where
+    M: actix::Message<Result = Reply<bool>> + Clone + Send + 'static,
+    UserActor: actix::Handler<M>,
+{
     let state = state.into_inner();
     actix_web::rt::spawn(async move {
         let user = match state.directory.user_by_email(email.key()) {
             Ok(Some(id)) => id,
             Ok(None) => return,
             Err(e) => {
-                tracing::error!(error = %e, "reactivation request: lookup failed");
+                tracing::error!(error = %e, event, "code request: lookup failed");
                 return;
             }
         };
-        match state.directory.call(user, RequestReactivation).await {
+        match state.directory.call(user, msg).await {
             Ok(Ok(true)) => {
-                tracing::info!(target: "bp_auth::audit", user = %user, client = ?client, event = "reactivation", outcome = "code_sent")
+                tracing::info!(target: "bp_auth::audit", user = %user, client = ?client, event, outcome = "code_sent")
             }
             Ok(_) => {}
             Err(DirectoryError::Delivery(e)) => {
-                tracing::warn!(user = %user, error = %e, "reactivation code could not be delivered")
+                tracing::warn!(user = %user, error = %e, event, "code could not be delivered")
             }
-            Err(e) => tracing::error!(user = %user, error = %e, "reactivation request failed"),
+            Err(e) => tracing::error!(user = %user, error = %e, event, "code request failed"),
         }
     });
-    Ok(HttpResponse::NoContent().finish())
 }
 
 /// `POST /api/auth/reactivate/confirm` body.

@@ -95,12 +95,8 @@ impl Message {
         now: Timestamp,
     ) -> Self {
         Self {
-            channel,
-            to: to.to_string(),
-            purpose,
             code: Some(code.to_string()),
-            user_id: user.to_string(),
-            sent_at: now.rfc3339(),
+            ..Self::notification(channel, to, purpose, user, now)
         }
     }
 
