@@ -78,6 +78,7 @@ pub fn user_show(store: &dyn Store, email: &str) -> Result<serde_json::Value, Ad
         "full_name": u.full_name,
         "phone": u.phone,
         "phone_verified": u.phone_verified,
+        "email_verified": u.email_verified,
         "status": u.status.as_str(),
         "role": u.role.as_str(),
         "tenant_id": u.tenant.id.to_string(),

@@ -142,7 +142,13 @@ pub async fn forgot(
         .throttle
         .code_request(state.throttle.client_ip(&req))?;
     let client = state.throttle.client_ip(&req);
-    code_after_the_answer(state, client, email, RequestPasswordReset, "password_reset");
+    code_after_the_answer(
+        state,
+        client,
+        email,
+        "password_reset",
+        |state, user| async move { state.directory.call(user, RequestPasswordReset).await },
+    );
     Ok(HttpResponse::NoContent().finish())
 }
 

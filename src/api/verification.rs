@@ -1,5 +1,7 @@
 //! One-time codes: phone verification, and reactivation of a deactivated account.
 
+use std::sync::Arc;
+
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Serialize;
 use utoipa::ToSchema;
@@ -10,13 +12,12 @@ use super::error::{unknown_user_as, ApiError};
 use super::extract::json_body;
 use super::respond::{no_store, BodyErrors, ErrorBody};
 use super::AppState;
-use crate::actors::messages::Reply;
 use crate::actors::messages::{
     ConfirmPhone, ConfirmReactivation, RequestPhoneCode, RequestReactivation,
 };
-use crate::actors::user::UserActor;
 use crate::actors::DirectoryError;
 use crate::domain::credentials::Email;
+use crate::domain::ids::UserId;
 use crate::domain::DomainError;
 
 /// `POST /api/auth/verify-phone/request` answer.
@@ -79,7 +80,6 @@ pub struct CodeRequest {
         (status = 400, description = "`invalid_code` (with `attempts_left`) or `code_expired`", body = ErrorBody),
         (status = 401, description = "Not authenticated", body = ErrorBody),
         (status = 403, description = "`session_required` or `origin_not_allowed`", body = ErrorBody),
-        (status = 409, description = "Phone already verified", body = ErrorBody),
         BodyErrors,
         (status = 429, description = "Too many code attempts from this client (`rate_limited`)", body = ErrorBody),
     ),
@@ -137,22 +137,28 @@ pub async fn reactivate_request(
         .throttle
         .code_request(state.throttle.client_ip(&req))?;
     let client = state.throttle.client_ip(&req);
-    code_after_the_answer(state, client, email, RequestReactivation, "reactivation");
+    code_after_the_answer(
+        state,
+        client,
+        email,
+        "reactivation",
+        |state, user| async move { state.directory.call(user, RequestReactivation).await },
+    );
     Ok(HttpResponse::NoContent().finish())
 }
 
 /// Looks up `email` and sends its account `msg` (a code request answering whether a code was
 /// sent) after the answer has gone: the answer's timing then says nothing about whether the
 /// account exists or was sent a code. The outcome goes to the audit log.
-pub(super) fn code_after_the_answer<M>(
+pub(super) fn code_after_the_answer<F, Fut>(
     state: web::Data<AppState>,
     client: Option<std::net::IpAddr>,
     email: Email,
-    msg: M,
     event: &'static str,
+    request: F,
 ) where
-    M: actix::Message<Result = Reply<bool>> + Clone + Send + 'static,
-    UserActor: actix::Handler<M>,
+    F: FnOnce(Arc<AppState>, UserId) -> Fut + 'static,
+    Fut: std::future::Future<Output = Result<Result<bool, DomainError>, DirectoryError>>,
 {
     let state = state.into_inner();
     actix_web::rt::spawn(async move {
@@ -164,7 +170,7 @@ pub(super) fn code_after_the_answer<M>(
                 return;
             }
         };
-        match state.directory.call(user, msg).await {
+        match request(state.clone(), user).await {
             Ok(Ok(true)) => {
                 tracing::info!(target: "bp_auth::audit", user = %user, client = ?client, event, outcome = "code_sent")
             }

@@ -80,6 +80,8 @@ impl UserState {
         let old_key = std::mem::replace(&mut self.email_key, new.key().to_string());
         self.email_verified = true;
         self.email_code.void();
+        // A reset code went to the old address, which no longer speaks for the account.
+        self.reset_code.void();
         Ok(EmailMoved {
             old_email,
             old_key,
@@ -123,6 +125,7 @@ mod tests {
             Err(DomainError::EmailTaken)
         );
         let new = Email::parse("Lovelace@Example.org").unwrap();
+        assert!(u.request_password_reset([5; 32], &code_policy(), T0));
         assert_eq!(
             u.request_email_change(&new, [1; 32], &code_policy(), T0)
                 .unwrap(),
@@ -144,6 +147,10 @@ mod tests {
         );
         assert_eq!(u.email, "Lovelace@Example.org");
         assert!(u.email_verified);
+        assert!(
+            u.reset_password(&[5; 32], "$x".into(), T0.plus(2)).is_err(),
+            "a reset code sent to the old address is void"
+        );
         assert_eq!(
             u.confirm_email_change(&[1; 32], T0.plus(2)),
             Err(DomainError::CodeExpired),

@@ -95,11 +95,15 @@ pub struct UserState {
     /// Counts the snapshots written; bumped by the actor whenever the state changed.
     pub revision: u64,
     /// Whether the owner of `email` has shown a code sent to it (since format version 2; users
-    /// from before count as unverified).
+    /// from before count as unverified). The defaults let exports made before it import.
+    #[serde(default)]
     pub email_verified: bool,
+    #[serde(default)]
     pub email_code: CodeSlot,
+    #[serde(default)]
     pub reset_code: CodeSlot,
     /// A change of address waiting for the code sent to the new one.
+    #[serde(default)]
     pub email_change: EmailChange,
 }
 
@@ -218,5 +222,18 @@ mod tests {
         assert_eq!(u.role, Role::Owner);
         assert_eq!(u.tenant.plan, "free");
         assert_eq!(u.tenant.owner, u.id);
+    }
+
+    #[test]
+    fn an_export_from_before_email_verification_reads_as_unverified() {
+        let mut u = user();
+        u.email_verified = true;
+        let mut json = serde_json::to_value(&u).unwrap();
+        for field in ["email_verified", "email_code", "reset_code", "email_change"] {
+            json.as_object_mut().unwrap().remove(field);
+        }
+        let read: UserState = serde_json::from_value(json).unwrap();
+        assert!(!read.email_verified);
+        assert_eq!(read.email_change, EmailChange::default());
     }
 }
