@@ -262,6 +262,9 @@ impl Worker {
                     busy: false,
                 });
             });
+        } else if status == 429 {
+            // Other workers had `password.max_in_flight_per_account` logins of this user in
+            // flight: a refusal that changed nothing, not a lost change.
         } else {
             self.violation(format!(
                 "workload: registered {email} cannot log in: {status} {body}"
