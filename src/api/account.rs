@@ -9,14 +9,13 @@ use super::audit;
 use super::authn::{authenticate, authenticate_for_secret};
 use super::error::ApiError;
 use super::extract::json_body;
-use super::passwords::{self, Account};
+use super::passwords;
 use super::respond::{clearing_cookie, no_store, BodyErrors, ErrorBody, Profile};
 use super::AppState;
 use crate::actors::messages::{Deactivate, GetApiKey, KeyIssued, PatchProfile, RotateApiKey};
 use crate::domain::credentials::{parse_full_name, parse_phone};
 use crate::domain::entitlements::{if_none_match_hits, Entitlements};
 use crate::domain::user::ProfilePatch;
-use crate::domain::DomainError;
 
 #[utoipa::path(
     get, path = "/api/auth/me/entitlements", tag = "auth", summary = "Me Entitlements",
@@ -214,13 +213,7 @@ pub async fn deactivate(
         f.string("password").map(str::to_string)
     })
     .await?;
-    let account = Account::Known(caller.user.id, &caller.user.password_hash);
-    if !passwords::check(&state, &req, account, &password).await? {
-        return Err(ApiError::WithStatus(
-            actix_web::http::StatusCode::FORBIDDEN,
-            DomainError::InvalidCredentials,
-        ));
-    }
+    passwords::confirm_own(&state, &req, &caller.user, &password, "deactivation").await?;
     state.directory.call(caller.user.id, Deactivate).await??;
     audit::record(
         &state,

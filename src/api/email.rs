@@ -1,7 +1,6 @@
 //! The account's address: verifying it with a code sent there, and changing it to a new one,
 //! which is claimed only when the code sent to it is confirmed.
 
-use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Serialize;
 use utoipa::ToSchema;
@@ -10,7 +9,7 @@ use super::audit;
 use super::authn::authenticate;
 use super::error::ApiError;
 use super::extract::json_body;
-use super::passwords::{self, Account};
+use super::passwords;
 use super::respond::{no_store, BodyErrors, ErrorBody, Profile};
 use super::AppState;
 use crate::actors::messages::{
@@ -144,20 +143,7 @@ pub async fn change(
     state
         .throttle
         .code_request(state.throttle.client_ip(&req))?;
-    let account = Account::Known(caller.user.id, &caller.user.password_hash);
-    if !passwords::check(&state, &req, account, &password).await? {
-        audit::record(
-            &state,
-            &req,
-            Some(caller.user.id),
-            "email_change",
-            "invalid_credentials",
-        );
-        return Err(ApiError::WithStatus(
-            StatusCode::FORBIDDEN,
-            DomainError::InvalidCredentials,
-        ));
-    }
+    passwords::confirm_own(&state, &req, &caller.user, &password, "email_change").await?;
     if state.directory.user_by_email(new_email.key())?.is_some() {
         return Err(DomainError::EmailTaken.into());
     }

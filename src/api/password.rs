@@ -3,7 +3,6 @@
 //! answer and the same time for every email, single-use expiring codes, every session ended,
 //! no automatic login, and a notification to the account's address).
 
-use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use utoipa::ToSchema;
 
@@ -11,7 +10,7 @@ use super::audit;
 use super::authn::{authenticate, Via};
 use super::error::ApiError;
 use super::extract::json_body;
-use super::passwords::{self, Account};
+use super::passwords;
 use super::respond::{no_store, BodyErrors, ErrorBody};
 use super::verification::code_after_the_answer;
 use super::AppState;
@@ -82,20 +81,7 @@ pub async fn change(
         Some((current?, new?, revoke))
     })
     .await?;
-    let account = Account::Known(caller.user.id, &caller.user.password_hash);
-    if !passwords::check(&state, &req, account, &current).await? {
-        audit::record(
-            &state,
-            &req,
-            Some(caller.user.id),
-            "password_change",
-            "invalid_credentials",
-        );
-        return Err(ApiError::WithStatus(
-            StatusCode::FORBIDDEN,
-            DomainError::InvalidCredentials,
-        ));
-    }
+    passwords::confirm_own(&state, &req, &caller.user, &current, "password_change").await?;
     let hash = state.hashes.hash(new.expose()).await?;
     let change = ChangePassword {
         hash,

@@ -11,8 +11,10 @@
 
 use std::sync::Arc;
 
+use actix_web::http::StatusCode;
 use actix_web::HttpRequest;
 
+use super::audit;
 use super::error::ApiError;
 use super::throttle::Reserved;
 use super::AppState;
@@ -23,6 +25,8 @@ use crate::domain::backoff::Settled;
 use crate::domain::credentials::NewPassword;
 use crate::domain::ids::UserId;
 use crate::domain::time::Timestamp;
+use crate::domain::user::UserState;
+use crate::domain::DomainError;
 use crate::hashing::HashPoolError;
 
 /// Whose password is being checked.
@@ -78,6 +82,26 @@ pub async fn check(
     held.settle(outcome, now);
     address.settle(outcome, now);
     Ok(verdict?)
+}
+
+/// For endpoints that ask a signed-in user for their own password before a change: `Ok` if
+/// it is right, else `403 invalid_credentials` (audited as `event`), counted like [`check`].
+pub async fn confirm_own(
+    state: &AppState,
+    req: &HttpRequest,
+    user: &UserState,
+    password: &str,
+    event: &str,
+) -> Result<(), ApiError> {
+    let account = Account::Known(user.id, &user.password_hash);
+    if check(state, req, account, password).await? {
+        return Ok(());
+    }
+    audit::record(state, req, Some(user.id), event, "invalid_credentials");
+    Err(ApiError::WithStatus(
+        StatusCode::FORBIDDEN,
+        DomainError::InvalidCredentials,
+    ))
 }
 
 /// An account's reservation, wherever it is kept.
