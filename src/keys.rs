@@ -18,6 +18,8 @@ use crate::domain::tokens::KeyPair;
 pub enum KeyError {
     #[error("key file {path}: {msg}")]
     File { path: PathBuf, msg: String },
+    #[error("key material in the backup: {0}")]
+    Invalid(String),
 }
 
 fn file_err(path: &Path, e: impl ToString) -> KeyError {
@@ -32,12 +34,41 @@ fn file_err(path: &Path, e: impl ToString) -> KeyError {
 const SIGNING_PREFIX: &str = "ed25519-";
 
 /// A signing key as stored.
-#[derive(Serialize, Deserialize)]
-struct StoredKey {
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredKey {
     kid: String,
     created_at: i64,
     /// base64url of the 32-byte Ed25519 seed.
     seed: String,
+}
+
+impl std::fmt::Debug for StoredKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoredKey")
+            .field("kid", &self.kid)
+            .field("created_at", &self.created_at)
+            .finish_non_exhaustive()
+    }
+}
+
+impl StoredKey {
+    /// The key pair, checked against its `kid`.
+    fn pair(&self) -> Result<KeyPair, String> {
+        let seed: [u8; 32] = URL_SAFE_NO_PAD
+            .decode(&self.seed)
+            .ok()
+            .and_then(|s| s.try_into().ok())
+            .ok_or("seed is not 32 bytes of base64url")?;
+        let pair = KeyPair::from_seed(&seed);
+        if pair.kid != self.kid {
+            return Err("kid does not match the key".into());
+        }
+        Ok(pair)
+    }
+
+    fn file_name(&self) -> String {
+        format!("{SIGNING_PREFIX}{}.json", self.kid)
+    }
 }
 
 /// The signing keys found in the data dir, newest first, with their creation times.
@@ -184,6 +215,17 @@ pub fn load_or_create_signing_keys(
 
 /// The signing keys in `dir`, unordered.
 fn read_signing_keys(dir: &Path) -> Result<Vec<(KeyPair, Timestamp)>, KeyError> {
+    read_stored_keys(dir)?
+        .into_iter()
+        .map(|(path, stored)| {
+            let pair = stored.pair().map_err(|e| file_err(&path, e))?;
+            Ok((pair, Timestamp(stored.created_at)))
+        })
+        .collect()
+}
+
+/// The signing key files in `dir` as stored, unordered, each with its path.
+fn read_stored_keys(dir: &Path) -> Result<Vec<(PathBuf, StoredKey)>, KeyError> {
     let mut keys = Vec::new();
     for entry in fs::read_dir(dir).map_err(|e| file_err(dir, e))? {
         let path = entry.map_err(|e| file_err(dir, e))?.path();
@@ -196,16 +238,7 @@ fn read_signing_keys(dir: &Path) -> Result<Vec<(KeyPair, Timestamp)>, KeyError> 
         }
         let bytes = fs::read(&path).map_err(|e| file_err(&path, e))?;
         let stored: StoredKey = serde_json::from_slice(&bytes).map_err(|e| file_err(&path, e))?;
-        let seed: [u8; 32] = URL_SAFE_NO_PAD
-            .decode(&stored.seed)
-            .ok()
-            .and_then(|s| s.try_into().ok())
-            .ok_or_else(|| file_err(&path, "seed is not 32 bytes of base64url"))?;
-        let pair = KeyPair::from_seed(&seed);
-        if pair.kid != stored.kid {
-            return Err(file_err(&path, "kid does not match the key"));
-        }
-        keys.push((pair, Timestamp(stored.created_at)));
+        keys.push((path, stored));
     }
     Ok(keys)
 }
@@ -226,12 +259,153 @@ fn load_or_create_secret(data_dir: &Path, name: &str) -> Result<[u8; 32], KeyErr
         write_private(&path, URL_SAFE_NO_PAD.encode(random_32()).as_bytes())?;
     }
     let text = fs::read_to_string(&path).map_err(|e| file_err(&path, e))?;
-    let bytes: [u8; 32] = URL_SAFE_NO_PAD
+    decode_secret(&text).map_err(|e| file_err(&path, e))
+}
+
+fn decode_secret(text: &str) -> Result<[u8; 32], &'static str> {
+    URL_SAFE_NO_PAD
         .decode(text.trim())
         .ok()
         .and_then(|b| b.try_into().ok())
-        .ok_or_else(|| file_err(&path, "not 32 bytes of base64url"))?;
-    Ok(bytes)
+        .ok_or("not 32 bytes of base64url")
+}
+
+const SERVER_KEY: &str = "server.key";
+const DATA_KEY: &str = "data.key";
+
+/// Every key file of a data dir, as a backup made with `--include-keys` carries them: the
+/// signing keys (by `kid`) and the server and data keys (base64url). `Debug` shows no secret.
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyMaterial {
+    signing: Vec<StoredKey>,
+    server_key: Option<String>,
+    data_key: Option<String>,
+}
+
+impl std::fmt::Debug for KeyMaterial {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeyMaterial")
+            .field("signing", &self.signing)
+            .field("server_key", &self.server_key.is_some())
+            .field("data_key", &self.data_key.is_some())
+            .finish()
+    }
+}
+
+/// How a backup's keys compare with a data dir's, by file name under `keys/`.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct KeyDifferences {
+    /// In both, with different contents, or only in the data dir: the data dir has keys of its
+    /// own, and mixing them with the backup's would break tokens or sealed secrets.
+    pub conflicting: Vec<String>,
+    /// Only in the backup.
+    pub missing: Vec<String>,
+}
+
+impl KeyMaterial {
+    /// Checks that every key is well formed (a seed that gives its `kid`, 32-byte secrets).
+    fn validate(&self) -> Result<(), KeyError> {
+        for k in &self.signing {
+            k.pair()
+                .map_err(|e| KeyError::Invalid(format!("signing key {}: {e}", k.kid)))?;
+        }
+        for (name, secret) in [(SERVER_KEY, &self.server_key), (DATA_KEY, &self.data_key)] {
+            if let Some(s) = secret {
+                decode_secret(s).map_err(|e| KeyError::Invalid(format!("{name}: {e}")))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Each key file's name under `keys/` and its contents.
+    fn files(&self) -> Result<Vec<(String, Vec<u8>)>, KeyError> {
+        let mut files = Vec::new();
+        for k in &self.signing {
+            let json = serde_json::to_vec_pretty(k)
+                .map_err(|e| KeyError::Invalid(format!("signing key {}: {e}", k.kid)))?;
+            files.push((k.file_name(), json));
+        }
+        for (name, secret) in [(SERVER_KEY, &self.server_key), (DATA_KEY, &self.data_key)] {
+            if let Some(s) = secret {
+                files.push((name.to_string(), s.as_bytes().to_vec()));
+            }
+        }
+        Ok(files)
+    }
+
+    /// Names of the key files, for messages.
+    fn names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.signing.iter().map(StoredKey::file_name).collect();
+        for (name, secret) in [(SERVER_KEY, &self.server_key), (DATA_KEY, &self.data_key)] {
+            if secret.is_some() {
+                names.push(name.to_string());
+            }
+        }
+        names
+    }
+}
+
+/// The data dir's keys as they are on disk, creating nothing (no `keys/`: none).
+pub fn read_key_material(data_dir: &Path) -> Result<KeyMaterial, KeyError> {
+    let dir = data_dir.join("keys");
+    if !dir.exists() {
+        return Ok(KeyMaterial::default());
+    }
+    let mut signing: Vec<StoredKey> = read_stored_keys(&dir)?
+        .into_iter()
+        .map(|(_, k)| k)
+        .collect();
+    signing.sort_by(|a, b| a.kid.cmp(&b.kid));
+    let secret = |name: &str| -> Result<Option<String>, KeyError> {
+        let path = dir.join(name);
+        if !path.exists() {
+            return Ok(None);
+        }
+        let text = fs::read_to_string(&path).map_err(|e| file_err(&path, e))?;
+        let bytes = decode_secret(&text).map_err(|e| file_err(&path, e))?;
+        Ok(Some(URL_SAFE_NO_PAD.encode(bytes)))
+    };
+    Ok(KeyMaterial {
+        signing,
+        server_key: secret(SERVER_KEY)?,
+        data_key: secret(DATA_KEY)?,
+    })
+}
+
+/// How `wanted` (a backup's keys, checked to be well formed) compares with the data dir's.
+pub fn key_differences(data_dir: &Path, wanted: &KeyMaterial) -> Result<KeyDifferences, KeyError> {
+    wanted.validate()?;
+    let have = read_key_material(data_dir)?;
+    let theirs: std::collections::BTreeMap<String, Vec<u8>> = wanted.files()?.into_iter().collect();
+    let ours: std::collections::BTreeMap<String, Vec<u8>> = have.files()?.into_iter().collect();
+    let mut d = KeyDifferences::default();
+    for (name, contents) in &ours {
+        if theirs.get(name) != Some(contents) {
+            d.conflicting.push(format!("keys/{name}"));
+        }
+    }
+    for name in wanted.names() {
+        if !ours.contains_key(&name) {
+            d.missing.push(format!("keys/{name}"));
+        }
+    }
+    Ok(d)
+}
+
+/// Writes the keys of `wanted` that the data dir lacks (owner-only, durably); returns how many.
+/// The caller has checked with [`key_differences`] that nothing conflicts.
+pub fn write_missing_keys(data_dir: &Path, wanted: &KeyMaterial) -> Result<usize, KeyError> {
+    wanted.validate()?;
+    let dir = keys_dir(data_dir)?;
+    let mut written = 0;
+    for (name, contents) in wanted.files()? {
+        let path = dir.join(&name);
+        if !path.exists() {
+            write_private(&path, &contents)?;
+            written += 1;
+        }
+    }
+    Ok(written)
 }
 
 #[cfg(test)]
@@ -301,6 +475,52 @@ mod tests {
             let all = load_or_create_signing_keys(dir.path(), Timestamp(100)).unwrap();
             assert_eq!(all.active().unwrap().kid, k.kid);
         }
+    }
+
+    #[test]
+    fn key_material_round_trips_into_an_empty_data_dir_and_conflicts_are_named() {
+        let src = tempfile::tempdir().unwrap();
+        let kid = load_or_create_signing_keys(src.path(), Timestamp(100))
+            .unwrap()
+            .active()
+            .unwrap()
+            .kid
+            .clone();
+        let server = load_or_create_server_key(src.path()).unwrap();
+        load_or_create_data_key(src.path()).unwrap();
+        let material = read_key_material(src.path()).unwrap();
+        assert!(!format!("{material:?}").contains(&material.signing[0].seed));
+
+        let dest = tempfile::tempdir().unwrap();
+        let d = key_differences(dest.path(), &material).unwrap();
+        assert!(d.conflicting.is_empty());
+        assert_eq!(d.missing.len(), 3, "{d:?}");
+        assert_eq!(write_missing_keys(dest.path(), &material).unwrap(), 3);
+        assert_eq!(read_key_material(dest.path()).unwrap(), material);
+        let again = load_or_create_signing_keys(dest.path(), Timestamp(200)).unwrap();
+        assert_eq!(again.active().unwrap().kid, kid);
+        assert_eq!(
+            format!(
+                "{:?}",
+                load_or_create_server_key(dest.path())
+                    .unwrap()
+                    .digest("t", b"x")
+            ),
+            format!("{:?}", server.digest("t", b"x"))
+        );
+        assert_eq!(
+            key_differences(dest.path(), &material).unwrap(),
+            KeyDifferences::default()
+        );
+
+        let other = tempfile::tempdir().unwrap();
+        load_or_create_server_key(other.path()).unwrap();
+        let d = key_differences(other.path(), &material).unwrap();
+        assert_eq!(d.conflicting, vec!["keys/server.key".to_string()]);
+
+        let mut forged = material.clone();
+        forged.signing[0].kid = "not-the-kid".into();
+        assert!(key_differences(dest.path(), &forged).is_err());
     }
 
     #[test]

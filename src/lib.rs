@@ -20,8 +20,8 @@
 //!   throttles, error mapping, OpenAPI, one file per area. Reaches state only through
 //!   [`actors::Directory`]; never sees the store.
 //! - [`startup`] (layer 5): wiring it all together, serving, shutting down; and [`admin`],
-//!   operator commands on a stopped server's data dir (the `bp-auth admin` CLI), through the
-//!   `Store` trait.
+//!   the operator commands (the `bp-auth admin` CLI): through a running server's admin socket
+//!   and the user actors, or on a stopped server's data dir through the `Store` trait.
 //!
 //! Beside the layers, leaves any layer may use (they import [`domain`] types and each other,
 //! never a layer above `domain`):

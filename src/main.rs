@@ -42,7 +42,8 @@ enum Command {
         #[command(subcommand)]
         command: KeysCommand,
     },
-    /// Operator commands on a stopped server's data dir.
+    /// Operator commands: through the running server's admin socket, or on the data dir
+    /// itself when no server runs.
     Admin {
         #[command(subcommand)]
         command: AdminCommand,
@@ -79,7 +80,16 @@ enum AdminCommand {
         #[arg(long)]
         out: PathBuf,
     },
-    /// Read an export into an empty data dir (copy the source's keys/ directory first).
+    /// Write a consistent backup (every user as of one point of its history), owner-only.
+    Backup {
+        #[arg(long)]
+        out: PathBuf,
+        /// Also the signing, server and data keys: the file then holds everything needed to
+        /// restore, and must be kept as secret as the keys.
+        #[arg(long)]
+        include_keys: bool,
+    },
+    /// Read an export or backup into an empty data dir (with the backup's keys, if any).
     Import {
         #[arg(long = "in")]
         input: PathBuf,
@@ -158,41 +168,37 @@ fn keys_command(config: &Config, command: KeysCommand) -> Result<(), String> {
 }
 
 fn admin_command(config: &Config, command: AdminCommand) -> Result<(), String> {
-    let opened = admin::open(config).map_err(|e| e.to_string())?;
-    let store: &dyn bp_auth::store::Store = opened.as_ref();
-    let done = |u: bp_auth::domain::user::UserState| {
-        println!(
-            "{}: {}",
-            u.email,
-            admin::user_show(store, &u.email)
-                .map(|v| v.to_string())
-                .unwrap_or_default()
-        )
-    };
-    let r: Result<(), admin::AdminError> = match command {
+    use admin::{Command as C, Invocation};
+    use bp_auth::actors::admin::Change;
+    let change = |email: String, change: Change| Invocation::Account(C::Change { email, change });
+    let invocation = match command {
         AdminCommand::User { command } => match command {
-            UserCommand::Show { email } => admin::user_show(store, &email)
-                .map(|v| println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default())),
-            UserCommand::Deactivate { email } => admin::user_deactivate(store, &email).map(done),
-            UserCommand::Reactivate { email } => admin::user_reactivate(store, &email).map(done),
-            UserCommand::SetPlan { email, plan } => {
-                admin::user_set_plan(store, config, &email, &plan).map(done)
-            }
+            UserCommand::Show { email } => Invocation::Account(C::Show { email }),
+            UserCommand::Deactivate { email } => change(email, Change::Deactivate),
+            UserCommand::Reactivate { email } => change(email, Change::Reactivate),
+            UserCommand::SetPlan { email, plan } => change(email, Change::SetPlan(plan)),
         },
         AdminCommand::Sessions {
             command: SessionsCommand::Revoke { email },
-        } => admin::sessions_revoke(store, &email).map(done),
+        } => change(email, Change::RevokeSessions),
         AdminCommand::Mfa {
             command: MfaCommand::Reset { email },
-        } => admin::mfa_reset(store, &email).map(done),
-        AdminCommand::Export { out } => {
-            admin::export(store, &out).map(|n| println!("exported {n} users to {}", out.display()))
-        }
-        AdminCommand::Import { input } => admin::import(store, &input)
-            .map(|n| println!("imported {n} users from {}", input.display())),
+        } => change(email, Change::ResetMfa),
+        AdminCommand::Export { out } => Invocation::Export {
+            out,
+            include_keys: false,
+            backup: false,
+        },
+        AdminCommand::Backup { out, include_keys } => Invocation::Export {
+            out,
+            include_keys,
+            backup: true,
+        },
+        AdminCommand::Import { input } => Invocation::Import { input },
     };
-    store.close();
-    r.map_err(|e| e.to_string())
+    let text = admin::run(config, &invocation).map_err(|e| e.to_string())?;
+    println!("{text}");
+    Ok(())
 }
 
 fn main() -> ExitCode {

@@ -1,6 +1,6 @@
-//! Builds the application: opens the data dir and the store, loads the keys, starts the
-//! hashing pool, the actor arbiters and the directory, binds the listener, and on shutdown
-//! drains requests and flushes the store.
+//! Builds the application: opens the data dir and the store, binds the admin socket, loads the
+//! keys, starts the hashing pool, the actor arbiters and the directory, binds the listener, and
+//! on shutdown drains requests, closes the admin socket and flushes the store.
 
 use std::net::TcpListener;
 use std::path::Path;
@@ -13,6 +13,7 @@ use actix_web::{web, App, HttpServer};
 use arc_swap::ArcSwap;
 
 use crate::actors::{Directory, DirectoryConfig};
+use crate::admin::socket::{AdminSocket, Live};
 use crate::api::verifier::Verifier;
 use crate::api::{self, AppState};
 use crate::clock;
@@ -52,6 +53,7 @@ pub struct Application {
     port: u16,
     store: Arc<dyn Store>,
     directory: Directory,
+    admin: Option<AdminSocket>,
 }
 
 /// Creates the data dir if needed and makes it owner-only (`0700`): it holds the keys and
@@ -94,6 +96,7 @@ impl Application {
         let data_dir = config.server.data_dir.clone();
         ensure_data_dir(&data_dir)?;
         let store = store::open(&data_dir, &config.storage)?;
+        let admin = AdminSocket::bind(&data_dir);
         auto_rotate(&config);
         let keyring = load_keyring(&config)?;
         let server_key = keys::load_or_create_server_key(&data_dir)?;
@@ -230,6 +233,7 @@ impl Application {
             port,
             store,
             directory,
+            admin,
         })
     }
 
@@ -253,12 +257,22 @@ impl Application {
         let keys_task = actix_web::rt::spawn(watch_keys(self.state.clone(), self.config.clone()));
         let signals_task = actix_web::rt::spawn(drain_on_signal(self.server.handle()));
         let prune_task = actix_web::rt::spawn(prune_limiters(self.state.clone()));
+        let admin = self.admin.map(|socket| {
+            socket.serve(Live::new(
+                self.directory.clone(),
+                self.store.clone(),
+                self.config.clone(),
+            ))
+        });
         let result = self.server.await;
         keys_task.abort();
         signals_task.abort();
         prune_task.abort();
         if let Some(h) = metrics {
             h.stop(true).await;
+        }
+        if let Some(admin) = admin {
+            admin.stop().await;
         }
         self.directory.stop();
         self.store.close();

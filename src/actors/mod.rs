@@ -4,6 +4,7 @@
 //! The API layer talks to actors only through the directory, and the directory only through
 //! messages, so either side can change without the other.
 
+pub mod admin;
 pub mod directory;
 pub mod messages;
 mod shared;

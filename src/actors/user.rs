@@ -160,7 +160,7 @@ impl UserActor {
     }
 
     /// Decide and commit in one step (no I/O in between).
-    fn apply<T>(
+    pub(super) fn apply<T>(
         &mut self,
         rule: impl FnOnce(&mut UserState, &mut Vec<IndexChange>, Timestamp) -> Result<T, DomainError>,
     ) -> Reply<T> {

@@ -2,6 +2,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod abuse;
+mod admin_live;
 mod api_keys;
 mod crash;
 mod crosssite;

@@ -1,0 +1,128 @@
+//! Operator changes to one account (`bp-auth admin ...`), defined once for both ways they run:
+//! the running server sends [`Administer`] to the user's actor, so live tokens and the
+//! published view see the change at once; on a stopped data dir the admin module applies the
+//! same [`Change`] to the stored snapshot.
+
+use actix::{Context, Handler, Message};
+use serde::{Deserialize, Serialize};
+
+use super::messages::Reply;
+use super::user::UserActor;
+use crate::domain::mfa::MfaState;
+use crate::domain::user::UserState;
+use crate::store::IndexChange;
+
+/// What an operator can do to an account.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Change {
+    /// Every session revoked, the API key disabled.
+    Deactivate,
+    /// Active again, the API key enabled.
+    Reactivate,
+    /// The user's tenant moves to this plan (the caller checked that it is configured).
+    SetPlan(String),
+    /// Every session and refresh family ends.
+    RevokeSessions,
+    /// MFA off; the TOTP secret, recovery codes and open challenges forgotten.
+    ResetMfa,
+}
+
+impl Change {
+    /// Applies the change to `state`, adding the index entries that must land with it. The one
+    /// definition of each change, whichever way it runs.
+    pub fn apply(&self, state: &mut UserState, index: &mut Vec<IndexChange>) {
+        match self {
+            Change::Deactivate => state.deactivate(),
+            Change::Reactivate => state.reactivate(),
+            Change::SetPlan(plan) => {
+                state.tenant.plan = plan.clone();
+                index.push(IndexChange::Tenant);
+            }
+            Change::RevokeSessions => state.revoke_all_sessions(),
+            Change::ResetMfa => state.mfa = MfaState::default(),
+        }
+    }
+
+    /// The command's name, for the audit log.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Change::Deactivate => "deactivate",
+            Change::Reactivate => "reactivate",
+            Change::SetPlan(_) => "set_plan",
+            Change::RevokeSessions => "revoke_sessions",
+            Change::ResetMfa => "reset_mfa",
+        }
+    }
+}
+
+/// An operator's change, made by the user's actor like any other write: snapshot first, then
+/// the published view, so the next request already sees it.
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "Reply<()>")]
+pub struct Administer(pub Change);
+
+impl Handler<Administer> for UserActor {
+    type Result = Reply<()>;
+
+    fn handle(&mut self, msg: Administer, _: &mut Context<Self>) -> Self::Result {
+        self.apply(|s, index, _| {
+            msg.0.apply(s, index);
+            Ok(())
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::credentials::Email;
+    use crate::domain::secrets::ServerKey;
+    use crate::domain::sessions::SessionPolicy;
+    use crate::domain::time::Timestamp;
+    use crate::domain::user::{NewUser, Status};
+
+    fn user() -> UserState {
+        UserState::register(
+            NewUser {
+                email: Email::parse("ada@example.com").unwrap(),
+                full_name: None,
+                phone: None,
+                password_hash: String::new(),
+            },
+            Timestamp(1_800_000_000),
+        )
+    }
+
+    #[test]
+    fn each_change_does_what_it_says_and_only_set_plan_touches_an_index() {
+        let policy = SessionPolicy {
+            refresh_ttl: 1_000,
+            session_max: 10_000,
+            rotation_enabled: true,
+            reuse_grace: 0,
+            max_sessions: 10,
+        };
+        let mut u = user();
+        u.open_session(
+            &ServerKey::from_bytes([1; 32]),
+            &policy,
+            Timestamp(1_800_000_000),
+        )
+        .unwrap();
+        u.mfa.enabled = true;
+        let mut index = Vec::new();
+        Change::RevokeSessions.apply(&mut u, &mut index);
+        assert!(u.sessions.is_empty());
+        Change::ResetMfa.apply(&mut u, &mut index);
+        assert_eq!(u.mfa, MfaState::default());
+        Change::Deactivate.apply(&mut u, &mut index);
+        assert_eq!(u.status, Status::Deactivated);
+        Change::Reactivate.apply(&mut u, &mut index);
+        assert_eq!(u.status, Status::Active);
+        assert!(index.is_empty());
+        Change::SetPlan("pro".into()).apply(&mut u, &mut index);
+        assert_eq!(u.tenant.plan, "pro");
+        assert_eq!(index, vec![IndexChange::Tenant]);
+    }
+}

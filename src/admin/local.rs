@@ -1,0 +1,59 @@
+//! Commands on a stopped server's data dir: the CLI opens the database itself (sled's lock
+//! refuses it while a server holds it) and runs the same functions the server's socket runs.
+
+use super::accounts::Stored;
+use super::commands::{self, Invocation};
+use super::export::{self, ExportLines, Importer, KeyPolicy};
+use super::outfile::OutFile;
+use super::{open, AdminError};
+use crate::config::Config;
+use crate::keys;
+
+pub(super) async fn run(config: &Config, invocation: &Invocation) -> Result<String, AdminError> {
+    // Local files first: a typo in a path should not cost a database open.
+    let file = match invocation {
+        Invocation::Import { input } => Some(
+            tokio::fs::File::open(input)
+                .await
+                .map_err(|e| AdminError::Invalid(format!("{}: {e}", input.display())))?,
+        ),
+        _ => None,
+    };
+    let store = open(config)?;
+    let dir = &config.server.data_dir;
+    let outcome = async {
+        match invocation {
+            Invocation::Account(command) => {
+                let text = commands::account(&Stored(store.as_ref()), config, command).await?;
+                Ok(commands::Outcome::Text(text))
+            }
+            Invocation::Export {
+                out, include_keys, ..
+            } => {
+                let keys = include_keys
+                    .then(|| keys::read_key_material(dir))
+                    .transpose()?;
+                let mut file = OutFile::create(out)?;
+                let mut lines = ExportLines::new(store.clone(), keys)?;
+                for line in &mut lines {
+                    file.line(&line?)?;
+                }
+                export::settle(store.as_ref()).await?;
+                file.finish()?;
+                Ok(lines.outcome())
+            }
+            Invocation::Import { .. } => {
+                let mut importer = Importer::new(store.as_ref(), KeyPolicy::Install(dir))?;
+                let Some(file) = file else {
+                    return Err(AdminError::Invalid("no file to import".into()));
+                };
+                let mut reader = tokio::io::BufReader::with_capacity(256 * 1024, file);
+                export::feed(&mut reader, &mut importer).await?;
+                importer.finish().await
+            }
+        }
+    }
+    .await;
+    store.close();
+    commands::report(invocation, outcome?)
+}
