@@ -42,6 +42,22 @@ impl ChildServer {
         Ok(server)
     }
 
+    /// SIGTERM, then waits until the server has drained, flushed its store and exited.
+    pub(crate) fn terminate(mut self) -> Res<()> {
+        let sent = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status()?;
+        if !sent.success() {
+            return Err("cannot send SIGTERM to bp-auth".into());
+        }
+        let exit = self.child.wait()?;
+        if !exit.success() {
+            return Err(format!("bp-auth exited with {exit}").into());
+        }
+        Ok(())
+    }
+
     pub(crate) fn pid(&self) -> u32 {
         self.child.id()
     }

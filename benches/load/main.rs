@@ -1,6 +1,6 @@
 //! The HTTP load harness: `cargo bench --bench load -- [--quick] [--url URL] [--users N]
 //! [--duration SECS] [--connections N] [--scenarios a,b,c|none] [--memory-users N]
-//! [--failed-logins N]`.
+//! [--failed-logins N] [--backup-users N]`.
 //!
 //! Unless `--url` names a running server, it seeds `--users` accounts directly through the store
 //! on a temporary data dir (one argon2id hash of a known password, reused for every account),
@@ -30,6 +30,12 @@
 //! cheapest there is, since it measures memory, not hashing. `--scenarios none
 //! --memory-users 0` runs this part alone.
 //!
+//! The backup figure (`--backup-users`, issue 13, in-process runs only, off unless asked for):
+//! that many accounts seeded on a data dir of their own, then the wall time of `bp-auth admin
+//! backup` against the real binary serving it (through its admin socket), of the same command
+//! on the stopped data dir, and of `admin import` of the backup into an empty one.
+//! `--scenarios none --memory-users 0 --failed-logins 0 --backup-users 100000` runs it alone.
+//!
 //! This file: the flags and their defaults per mode, and the run in order (seeding and starting
 //! the servers, the scenarios, the memory figure, the output); the modules below do the work.
 
@@ -37,6 +43,7 @@
 
 mod abuse_memory;
 mod argon2_raw;
+mod backup;
 mod child;
 mod client;
 mod http;
@@ -60,6 +67,7 @@ use clap::Parser;
 
 use crate::abuse_memory::measure_failed_logins;
 use crate::argon2_raw::run_argon2;
+use crate::backup::measure_backup;
 use crate::client::{run_http, CLIENT_THREAD};
 use crate::memory::measure_memory;
 use crate::outcome::Outcome;
@@ -115,6 +123,10 @@ struct Args {
     /// memory under them (issue 11); 0 skips it [default: 1000000; quick: 20000].
     #[arg(long)]
     failed_logins: Option<usize>,
+    /// Accounts to back up with `bp-auth admin backup` (server running, then stopped) and
+    /// restore with `admin import`, timing each (issue 13); 0 skips it [default: 0; smoke: 200].
+    #[arg(long)]
+    backup_users: Option<usize>,
     /// Where report.json and chart.svg go [default: target/bench-report].
     #[arg(long)]
     out: Option<PathBuf>,
@@ -160,6 +172,7 @@ struct Settings {
     scenarios: Vec<Kind>,
     memory_users: usize,
     failed_logins: usize,
+    backup_users: usize,
     /// Where the report goes; `None` writes none (smoke tests).
     out: Option<PathBuf>,
     cores: usize,
@@ -223,6 +236,7 @@ impl Settings {
             failed_logins: a
                 .failed_logins
                 .unwrap_or(mode.pick(1_000_000, 20_000, 1_000)),
+            backup_users: a.backup_users.unwrap_or(mode.pick(0, 0, 200)),
             out,
             cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
         })
@@ -317,34 +331,30 @@ async fn run(s: Settings) -> Res<()> {
         srv.stop().await;
     }
 
-    let memory = if s.in_process() && s.memory_users > 0 {
-        match measure_memory(tmp.path(), &phc, &s).await {
-            Ok(m) => Some(m),
-            Err(e) => {
-                notes.push(format!("memory measurement failed: {e}"));
-                None
-            }
-        }
-    } else {
-        if s.memory_users > 0 {
-            notes.push("memory per user: measured on in-process runs only".into());
-        }
-        None
-    };
-    let failed_logins = if s.in_process() && s.failed_logins > 0 {
-        match measure_failed_logins(tmp.path(), &s).await {
-            Ok(f) => Some(f),
-            Err(e) => {
-                notes.push(format!("failed-login memory measurement failed: {e}"));
-                None
-            }
-        }
-    } else {
-        if s.failed_logins > 0 {
-            notes.push("memory under failed logins: measured on in-process runs only".into());
-        }
-        None
-    };
+    let memory = measurement(
+        s.memory_users,
+        "memory per user",
+        &s,
+        &mut notes,
+        measure_memory(tmp.path(), &phc, &s),
+    )
+    .await;
+    let failed_logins = measurement(
+        s.failed_logins,
+        "memory under failed logins",
+        &s,
+        &mut notes,
+        measure_failed_logins(tmp.path(), &s),
+    )
+    .await;
+    let backup = measurement(
+        s.backup_users,
+        "backup",
+        &s,
+        &mut notes,
+        measure_backup(tmp.path(), &phc, &s),
+    )
+    .await;
     let elapsed = total.elapsed();
 
     let date = bp_auth::clock::now().rfc3339();
@@ -352,14 +362,20 @@ async fn run(s: Settings) -> Res<()> {
         idle: memory.as_ref(),
         failed_logins: failed_logins.as_ref(),
     };
-    let table = render_table(&s, &outcomes, &memory, &notes, &date, elapsed);
+    let mut table = render_table(&s, &outcomes, &memory, &notes, &date, elapsed);
+    if let Some(b) = &backup {
+        table.push_str(&b.render());
+    }
     println!("{table}");
     let Some(out) = &s.out else {
         println!("(smoke test: no report written; run it with `cargo bench --bench load`)");
         return Ok(());
     };
     std::fs::create_dir_all(out)?;
-    let report = report_json(&s, &outcomes, &memory, &notes, &date, elapsed);
+    let mut report = report_json(&s, &outcomes, &memory, &notes, &date, elapsed);
+    if let Some(b) = &backup {
+        report["backup"] = b.json();
+    }
     std::fs::write(out.join("report.json"), serde_json::to_vec_pretty(&report)?)?;
     chart(&out.join("chart.svg"), &outcomes, &date, &s)?;
     println!(
@@ -368,6 +384,31 @@ async fn run(s: Settings) -> Res<()> {
         out.join("chart.svg").display()
     );
     Ok(())
+}
+
+/// One of the figures taken on a server of its own: run if asked for (`count` > 0) and the run
+/// is in-process; `None`, with a note saying why, otherwise or if it failed.
+async fn measurement<T>(
+    count: usize,
+    what: &str,
+    s: &Settings,
+    notes: &mut Vec<String>,
+    measure: impl std::future::Future<Output = Res<T>>,
+) -> Option<T> {
+    if count == 0 {
+        return None;
+    }
+    if !s.in_process() {
+        notes.push(format!("{what}: measured on in-process runs only"));
+        return None;
+    }
+    match measure.await {
+        Ok(figure) => Some(figure),
+        Err(e) => {
+            notes.push(format!("{what}: measurement failed: {e}"));
+            None
+        }
+    }
 }
 
 /// `refresh-periodic`: a second server with `storage.durability = "periodic"`, its own accounts.

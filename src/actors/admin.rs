@@ -76,40 +76,15 @@ impl Handler<Administer> for UserActor {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::credentials::Email;
     use crate::domain::secrets::ServerKey;
-    use crate::domain::sessions::SessionPolicy;
-    use crate::domain::time::Timestamp;
-    use crate::domain::user::{NewUser, Status};
-
-    fn user() -> UserState {
-        UserState::register(
-            NewUser {
-                email: Email::parse("ada@example.com").unwrap(),
-                full_name: None,
-                phone: None,
-                password_hash: String::new(),
-            },
-            Timestamp(1_800_000_000),
-        )
-    }
+    use crate::domain::user::fixtures::{policy, user, T0};
+    use crate::domain::user::Status;
 
     #[test]
     fn each_change_does_what_it_says_and_only_set_plan_touches_an_index() {
-        let policy = SessionPolicy {
-            refresh_ttl: 1_000,
-            session_max: 10_000,
-            rotation_enabled: true,
-            reuse_grace: 0,
-            max_sessions: 10,
-        };
         let mut u = user();
-        u.open_session(
-            &ServerKey::from_bytes([1; 32]),
-            &policy,
-            Timestamp(1_800_000_000),
-        )
-        .unwrap();
+        u.open_session(&ServerKey::from_bytes([1; 32]), &policy(), T0)
+            .unwrap();
         u.mfa.enabled = true;
         let mut index = Vec::new();
         Change::RevokeSessions.apply(&mut u, &mut index);

@@ -394,3 +394,102 @@ pub async fn feed<R: AsyncBufRead + Unpin>(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::StorageConfig;
+    use crate::domain::time::Timestamp;
+    use crate::domain::user::fixtures::user;
+
+    fn store(dir: &Path) -> Arc<dyn Store> {
+        crate::store::open(dir, &StorageConfig::default()).unwrap()
+    }
+
+    /// Imports `lines` into a fresh store of its own (a store just dropped may hold its lock a
+    /// moment longer).
+    async fn import(dir: &Path, lines: &[String]) -> Result<Outcome, AdminError> {
+        let fresh = tempfile::tempdir_in(dir).unwrap();
+        let target = store(fresh.path());
+        let mut importer = Importer::new(target.as_ref(), KeyPolicy::Install(fresh.path()))?;
+        for l in lines {
+            importer.line(l)?;
+        }
+        importer.finish().await
+    }
+
+    #[tokio::test]
+    async fn an_export_without_keys_is_version_1_and_imports_even_from_before_email_verification() {
+        let dir = tempfile::tempdir().unwrap();
+        let source = store(&dir.path().join("source"));
+        let mut a = user();
+        source.create_user(&a).unwrap();
+        a.api_key = Some(crate::domain::apikey::ApiKey::generate(Timestamp(1)).record);
+        let digest = a.api_key.as_ref().unwrap().digest;
+        source
+            .save_user(&a, &[IndexChange::ApiKeyPut(digest)])
+            .unwrap();
+        let lines: Vec<String> = ExportLines::new(source.clone(), None)
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        let header: serde_json::Value = serde_json::from_str(&lines[0]).unwrap();
+        assert_eq!(header["version"], 1);
+        // A user line as a release before email verification wrote it.
+        let old: Vec<String> = lines
+            .iter()
+            .map(|l| {
+                let mut v: serde_json::Value = serde_json::from_str(l).unwrap();
+                if let Some(u) = v.get_mut("user").and_then(|u| u.as_object_mut()) {
+                    for field in ["email_verified", "email_code", "reset_code", "email_change"] {
+                        u.remove(field);
+                    }
+                }
+                v.to_string()
+            })
+            .collect();
+        let outcome = import(dir.path(), &old).await.unwrap();
+        assert_eq!(
+            outcome,
+            Outcome::Imported {
+                users: 1,
+                keys: false
+            }
+        );
+        let target = store(&dir.path().join("import2"));
+        let mut importer = Importer::new(target.as_ref(), KeyPolicy::Install(dir.path())).unwrap();
+        for l in &lines {
+            importer.line(l).unwrap();
+        }
+        importer.finish().await.unwrap();
+        assert_eq!(target.user_by_api_key(&digest).unwrap(), Some(a.id));
+        assert_eq!(target.load_user(a.id).unwrap().unwrap().api_key, a.api_key);
+        assert!(Importer::new(target.as_ref(), KeyPolicy::Install(dir.path())).is_err());
+    }
+
+    #[tokio::test]
+    async fn malformed_files_are_refused_saying_where() {
+        let dir = tempfile::tempdir().unwrap();
+        let v1 = r#"{"type":"header","format":"bp-auth-export","version":1,"exported_at":"x"}"#;
+        let v3 = v1.replace("\"version\":1", "\"version\":3");
+        let keys = r#"{"type":"keys","keys":{"signing":[],"server_key":null,"data_key":null}}"#;
+        let cases: [(&[&str], &str); 5] = [
+            (&[], "empty export file"),
+            (&["{\"hello\":1}"], "line 1: not a bp-auth-export file"),
+            (
+                &[&v3],
+                "line 1: not a bp-auth-export file of version 1 to 2",
+            ),
+            (
+                &[v1, keys],
+                "line 2: keys may only follow a version 2 header",
+            ),
+            (&[v1, v1], "line 2: a second header"),
+        ];
+        for (lines, expected) in cases {
+            let lines: Vec<String> = lines.iter().map(|l| l.to_string()).collect();
+            let err = import(dir.path(), &lines).await.unwrap_err().to_string();
+            assert!(err.contains(expected), "{lines:?}: {err}");
+        }
+    }
+}

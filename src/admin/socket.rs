@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader, BufWriter};
+use tokio::io::{AsyncReadExt, AsyncWrite, BufReader, BufWriter};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{mpsc, oneshot, Mutex, Semaphore};
 use tokio::task::JoinSet;
@@ -200,14 +200,7 @@ async fn refuse(stream: UnixStream, message: String) {
 }
 
 async fn send<W: AsyncWrite + Unpin>(w: &mut W, frame: &Frame) -> Result<(), String> {
-    let write = async {
-        w.write_all(frame.encode().as_bytes()).await?;
-        if !matches!(frame, Frame::Line(_)) {
-            w.flush().await?;
-        }
-        Ok::<_, std::io::Error>(())
-    };
-    match tokio::time::timeout(WRITE_TIMEOUT, write).await {
+    match tokio::time::timeout(WRITE_TIMEOUT, wire::write_frame(w, frame)).await {
         Ok(Ok(())) => Ok(()),
         Ok(Err(e)) => Err(format!("the client went away: {e}")),
         Err(_) => Err("the client stopped reading".into()),

@@ -13,7 +13,7 @@
 //! buffer without limit.
 
 use serde::{Deserialize, Serialize};
-use tokio::io::{AsyncBufRead, AsyncBufReadExt};
+use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncWrite, AsyncWriteExt};
 
 use super::commands::{Command, Outcome};
 
@@ -76,6 +76,23 @@ impl Frame {
             "done" => serde_json::from_str(payload).map(Frame::Done).map_err(bad),
             "error" => serde_json::from_str(payload).map(Frame::Error).map_err(bad),
             _ => Err(format!("unknown frame {}", excerpt(tag))),
+        }
+    }
+}
+
+/// Writes `frame`. A `line` frame, the bulk of an export, goes into the writer's buffer
+/// without a copy and without a flush (the buffer flushes as it fills); every other frame is
+/// flushed, since the other side waits for it.
+pub async fn write_frame<W: AsyncWrite + Unpin>(w: &mut W, frame: &Frame) -> std::io::Result<()> {
+    match frame {
+        Frame::Line(line) => {
+            w.write_all(b"line ").await?;
+            w.write_all(line.as_bytes()).await?;
+            w.write_all(b"\n").await
+        }
+        other => {
+            w.write_all(other.encode().as_bytes()).await?;
+            w.flush().await
         }
     }
 }
@@ -256,8 +273,8 @@ mod tests {
             .starts_with("not an admin request: "));
     }
 
-    #[test]
-    fn frames_round_trip() {
+    #[tokio::test]
+    async fn frames_round_trip() {
         for frame in [
             Frame::Line("{\"type\":\"user\"}".into()),
             Frame::Ready,
@@ -270,6 +287,9 @@ mod tests {
         ] {
             let line = frame.encode();
             assert!(line.ends_with('\n') && !line[..line.len() - 1].contains('\n'));
+            let mut written = Vec::new();
+            write_frame(&mut written, &frame).await.unwrap();
+            assert_eq!(String::from_utf8(written).unwrap(), line);
             assert_eq!(Frame::decode(line.trim_end_matches('\n')).unwrap(), frame);
         }
         assert!(Frame::decode("nonsense").is_err());
