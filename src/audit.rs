@@ -3,8 +3,8 @@
 //! from the request log (`RUST_LOG=bp_auth::audit=info`).
 //!
 //! Events kept in a user's history are logged from the recorded event itself ([`recorded`],
-//! called by the user actor once the snapshot holding it is written), so the log and the history
-//! never disagree. Other lines (a registration, a wrong password for an unknown email) go
+//! called by the directory once the change that recorded it is durable), so the log and the
+//! history never disagree. Other lines (a registration, a wrong password for an unknown email) go
 //! through [`note`]. Never a secret: only ids, addresses, user agents and words.
 
 use std::net::IpAddr;

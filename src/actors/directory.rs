@@ -311,6 +311,7 @@ impl Directory {
         UserActor: Handler<M>,
     {
         let (done, addr) = self.deliver(id, msg).await?;
+        log_recorded(id, &done.recorded);
         if let Some(ticket) = done.ticket {
             let dir = self.clone();
             actix::spawn(async move {
@@ -348,6 +349,7 @@ impl Directory {
                 return Err(e.into());
             }
         }
+        log_recorded(id, &done.recorded);
         Ok((done.value, done.state))
     }
 
@@ -384,6 +386,15 @@ impl Directory {
         // A closed mailbox means the actor is gone already, and its view with it.
         let _ = addr.send(Discard).await;
         self.inner.actors.remove_if(&id, |_, a| a == addr);
+    }
+}
+
+/// The audit lines of the events a change recorded: logged from the events themselves, so the
+/// log and the history agree, and here, in the caller's task, so that they carry its span (the
+/// request id).
+fn log_recorded(id: UserId, events: &[crate::domain::events::Event]) {
+    for event in events {
+        crate::audit::recorded(id, event);
     }
 }
 

@@ -10,7 +10,7 @@ use crate::domain::apikey::ApiKey;
 use crate::domain::backoff::Settled;
 use crate::domain::credentials::Email;
 use crate::domain::error::DomainError;
-use crate::domain::events::{EventKind, Origin};
+use crate::domain::events::{Event, EventKind, Origin};
 use crate::domain::ids::{SessionId, TenantId, TokenId};
 use crate::domain::secrets::RefreshToken;
 use crate::domain::sessions::RefreshGrant;
@@ -18,12 +18,15 @@ use crate::domain::time::Timestamp;
 use crate::domain::user::{EmailMoved, ProfilePatch, UserState};
 use crate::store::{StoreError, Ticket};
 
-/// A rule's verdict, the state after it, and, if a snapshot was written, its commit ticket.
+/// A rule's verdict, the state after it, and, if a snapshot was written, its commit ticket and
+/// the security events it recorded (which the directory logs once they are durable, in the
+/// request's span).
 #[derive(Debug)]
 pub struct Done<T> {
     pub value: Result<T, DomainError>,
     pub state: Arc<UserState>,
     pub ticket: Option<Ticket>,
+    pub recorded: Vec<Event>,
 }
 
 /// Why a message was not handled.

@@ -70,6 +70,7 @@ impl UserActor {
             value,
             state: self.state.clone(),
             ticket: None,
+            recorded: Vec::new(),
         })
     }
 
@@ -149,6 +150,7 @@ impl UserActor {
                 value,
                 state: self.state.clone(),
                 ticket: None,
+                recorded: Vec::new(),
             });
         }
         next.revision = self.state.revision.wrapping_add(1);
@@ -158,9 +160,7 @@ impl UserActor {
                 self.dir.api_keys.remove(d);
             }
         }
-        for event in next.history.since(&self.state.history) {
-            crate::audit::recorded(next.id, event);
-        }
+        let recorded = next.history.since(&self.state.history).cloned().collect();
         count_sessions(&self.state, &next, clock::now());
         self.state = Arc::new(next);
         self.dir
@@ -170,6 +170,7 @@ impl UserActor {
             value,
             state: self.state.clone(),
             ticket: Some(ticket),
+            recorded,
         })
     }
 

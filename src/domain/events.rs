@@ -2,8 +2,8 @@
 //!
 //! It is kept with the user (the last [`KEPT`]), recorded by the same rule that makes the change,
 //! in the same snapshot, and the audit log line of each event is written from the recorded event
-//! itself (by the actor, once the snapshot is accepted), so the history the user reads and the
-//! log an operator reads cannot disagree. An event holds ids, an address and a user agent: never
+//! itself (once the change is durable), so the history the user reads and the log an operator
+//! reads cannot disagree. An event holds ids, an address and a user agent: never
 //! a secret.
 //!
 //! Failures (`login_failed`, `mfa_failed`) are what anyone who knows an email can cause, so they

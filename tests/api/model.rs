@@ -87,6 +87,8 @@ struct ModelSession {
     refresh_expires_at: Timestamp,
     max_expires_at: Timestamp,
     rotated_at: Timestamp,
+    /// The login or last successful refresh (a grace replay too): what the cap's LRU uses.
+    last_used_at: Timestamp,
 }
 
 impl ModelSession {
@@ -186,6 +188,7 @@ impl Harness {
             m.generation += 1;
             m.refresh_expires_at = now.plus(REFRESH_TTL).min(m.max_expires_at);
             m.rotated_at = now;
+            m.last_used_at = now;
             prop_assert_eq!(grant.expires_at, m.refresh_expires_at.min(m.max_expires_at));
             self.issued[i].push(grant.token);
             return Ok(());
@@ -202,6 +205,7 @@ impl Harness {
                 self.issued[i].last().expect("current"),
                 "the same successor"
             );
+            m.last_used_at = now;
             return Ok(());
         }
         prop_assert_eq!(
@@ -220,7 +224,7 @@ impl Harness {
                 let live = self.model.iter().filter(|m| m.live(now));
                 if live.clone().count() >= MAX_SESSIONS {
                     // The first of the least recently used, in login order, as the state keeps it.
-                    let lru = live.min_by_key(|m| m.rotated_at).map(|m| m.sid);
+                    let lru = live.min_by_key(|m| m.last_used_at).map(|m| m.sid);
                     for m in &mut self.model {
                         if Some(m.sid) == lru {
                             m.revoked = true;
@@ -248,6 +252,7 @@ impl Harness {
                     refresh_expires_at: self.now.plus(REFRESH_TTL),
                     max_expires_at: self.now.plus(SESSION_MAX),
                     rotated_at: self.now,
+                    last_used_at: self.now,
                 });
                 self.issued.push(vec![token]);
             }
