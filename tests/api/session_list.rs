@@ -307,3 +307,46 @@ async fn a_foreign_page_cannot_revoke_with_the_cookie() {
     assert_eq!(res.status(), 204);
     assert_eq!(app.me(&t.access).await.status(), 200);
 }
+
+/// The value of the counter line `name{labels}` in a Prometheus text answer.
+fn counter(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+#[actix_web::test]
+async fn metrics_count_sessions_created_and_revoked_by_reason() {
+    let app = spawn_app().await;
+    let scrape = || async { app.get("/metrics").await.text().await.unwrap() };
+    let created = "bp_sessions_created_total{method=\"password\"}";
+    let by_user = "bp_sessions_revoked_total{reason=\"session_revoked\"}";
+    let by_logout = "bp_sessions_revoked_total{reason=\"logout\"}";
+    let before = scrape().await;
+    let e = email();
+    app.register(&e).await;
+    let a = app.login(&e).await;
+    let b = app.login(&e).await;
+    let c = app.login(&e).await;
+    assert_eq!(delete(&app, &a.access, &sid(&b)).await.status(), 204);
+    assert_eq!(
+        app.logout_bearer(Some(&c.access), &json!({}))
+            .await
+            .status(),
+        204
+    );
+    let after = scrape().await;
+    // Other tests in this process count too: at least ours.
+    assert!(
+        counter(&after, created) - counter(&before, created) >= 3.0,
+        "{after}"
+    );
+    assert!(
+        counter(&after, by_user) - counter(&before, by_user) >= 1.0,
+        "{after}"
+    );
+    assert!(
+        counter(&after, by_logout) - counter(&before, by_logout) >= 1.0,
+        "{after}"
+    );
+}
