@@ -20,10 +20,11 @@ use bp_auth::domain::apikey::{self, ApiKey};
 use bp_auth::domain::backoff::AttemptRules;
 use bp_auth::domain::codes::CodePolicy;
 use bp_auth::domain::credentials::Email;
+use bp_auth::domain::events::Origin;
 use bp_auth::domain::ids::{SessionId, TenantId, UserId};
 use bp_auth::domain::password::Hasher;
 use bp_auth::domain::secrets::{random_32, DataKey, RefreshToken, ServerKey};
-use bp_auth::domain::sessions::SessionPolicy;
+use bp_auth::domain::sessions::{LoginMethod, SessionPolicy};
 use bp_auth::domain::time::Timestamp;
 use bp_auth::domain::tokens::{KeyPair, Keyring, TYP_ACCESS};
 use bp_auth::domain::user::{NewUser, UserState};
@@ -57,6 +58,15 @@ fn keyring(config: &Config) -> Keyring {
     )
 }
 
+/// A typical desktop browser's request.
+fn browser() -> Origin {
+    Origin::new(
+        "203.0.113.7".parse().ok(),
+        Some("Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36"),
+        None,
+    )
+}
+
 fn session_policy(config: &Config) -> SessionPolicy {
     SessionPolicy {
         refresh_ttl: config.tokens.refresh_ttl_seconds,
@@ -85,8 +95,11 @@ fn realistic_user(config: &Config, now: Timestamp) -> UserState {
     );
     let policy = session_policy(config);
     let key = ServerKey::from_bytes(random_32());
+    // Logins from a browser, as the sessions list and the history record them.
+    let origin = browser();
     for _ in 0..3 {
-        user.open_session(&key, &policy, now).expect("session");
+        user.open_session(&key, &policy, (LoginMethod::Password, &origin), now)
+            .expect("session");
     }
     let mut key = ApiKey::generate(now).record;
     key.last_used_at = Some(now);
@@ -396,10 +409,13 @@ fn refresh(c: &mut Criterion) {
         },
         now,
     );
-    let (_, mut current, _) = user.open_session(&key, &policy, now).expect("session");
+    let origin = browser();
+    let (_, mut current, _) = user
+        .open_session(&key, &policy, (LoginMethod::Password, &origin), now)
+        .expect("session");
     for _ in 0..LONG_SESSION_GENERATION {
         current = user
-            .refresh(&current, &key, &policy, now)
+            .refresh(&current, &key, &policy, &origin, now)
             .expect("rotation")
             .token;
     }
@@ -423,7 +439,7 @@ fn refresh(c: &mut Criterion) {
         let mut u = user.clone();
         g.bench_function(name, |b| {
             b.iter(|| {
-                u.refresh(black_box(&token), &key, &policy, now)
+                u.refresh(black_box(&token), &key, &policy, &origin, now)
                     .expect_err("refused")
             })
         });
@@ -433,7 +449,7 @@ fn refresh(c: &mut Criterion) {
         b.iter_batched_ref(
             || user.clone(),
             |u| {
-                u.refresh(black_box(&current), &key, &policy, now)
+                u.refresh(black_box(&current), &key, &policy, &origin, now)
                     .expect("rotation")
             },
             BatchSize::SmallInput,

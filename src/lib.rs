@@ -32,6 +32,7 @@
 //! - [`hashing`]: the bounded argon2id pool.
 //! - [`delivery`]: sending verification codes (outbox, webhook, log).
 //! - `metrics`: the Prometheus registry (private: only the layers inside use it).
+//! - `audit`: the audit log's lines (private), written from recorded security events.
 //! - [`telemetry`]: the tracing subscriber and the per-request span.
 //!
 //! Dependencies point one way: `domain` ← `store` ← `actors` ← `api` ← `startup`, checked by
@@ -40,6 +41,7 @@
 pub mod actors;
 pub mod admin;
 pub mod api;
+mod audit;
 pub mod clock;
 pub mod config;
 pub mod delivery;

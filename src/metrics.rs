@@ -24,6 +24,8 @@ pub struct Metrics {
     pub store_flush_batch: Histogram,
     pub store_flush_duration: Histogram,
     pub deliveries: IntCounterVec,
+    pub sessions_created: IntCounterVec,
+    pub sessions_ended: IntCounterVec,
 }
 
 fn counter_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -132,6 +134,18 @@ impl Metrics {
                 "bp_deliveries_total",
                 "Code deliveries by channel and outcome",
                 &["channel", "outcome"],
+            ),
+            sessions_created: counter_vec(
+                &r,
+                "bp_sessions_created_total",
+                "Sessions opened, by how the login was proved",
+                &["method"],
+            ),
+            sessions_ended: counter_vec(
+                &r,
+                "bp_sessions_revoked_total",
+                "Sessions ended, by reason (expired ones when they are pruned)",
+                &["reason"],
             ),
             registry: r,
         }

@@ -295,6 +295,42 @@ impl Directory {
         Ok(self.call_with_state(id, msg).await?.0)
     }
 
+    /// [`Directory::call`] without waiting for durability: the change is applied and visible to
+    /// the next read when this returns, and made durable with the next flush. Only for
+    /// bookkeeping that no answer acknowledges (a failed login in the history), where waiting
+    /// for the disk would also let a client time the difference between a known and an unknown
+    /// email.
+    pub async fn call_unflushed<M, T>(
+        &self,
+        id: UserId,
+        msg: M,
+    ) -> Result<Result<T, DomainError>, DirectoryError>
+    where
+        M: Message<Result = Result<Done<T>, ActorError>> + Clone + Send + 'static,
+        T: Send + 'static,
+        UserActor: Handler<M>,
+    {
+        let (done, addr) = self.deliver(id, msg).await?;
+        log_recorded(id, &done.recorded);
+        if let Some(ticket) = done.ticket {
+            let dir = self.clone();
+            actix::spawn(async move {
+                if dir
+                    .inner
+                    .shared
+                    .store
+                    .commit()
+                    .durable(ticket)
+                    .await
+                    .is_err()
+                {
+                    dir.discard(id, &addr).await;
+                }
+            });
+        }
+        Ok(done.value)
+    }
+
     /// [`Directory::call`], also returning the user's state after the message.
     pub async fn call_with_state<M, T>(
         &self,
@@ -306,18 +342,32 @@ impl Directory {
         T: Send + 'static,
         UserActor: Handler<M>,
     {
+        let (done, addr) = self.deliver(id, msg).await?;
+        if let Some(ticket) = done.ticket {
+            if let Err(e) = self.inner.shared.store.commit().durable(ticket).await {
+                self.discard(id, &addr).await;
+                return Err(e.into());
+            }
+        }
+        log_recorded(id, &done.recorded);
+        Ok((done.value, done.state))
+    }
+
+    /// Hands `msg` to the user's actor, retrying on a fresh actor if it met one retiring.
+    async fn deliver<M, T>(
+        &self,
+        id: UserId,
+        msg: M,
+    ) -> Result<(Done<T>, Addr<UserActor>), DirectoryError>
+    where
+        M: Message<Result = Result<Done<T>, ActorError>> + Clone + Send + 'static,
+        T: Send + 'static,
+        UserActor: Handler<M>,
+    {
         for _ in 0..4 {
             let addr = self.spawn(id)?.ok_or(DirectoryError::UnknownUser)?;
             match addr.send(msg.clone()).await {
-                Ok(Ok(done)) => {
-                    if let Some(ticket) = done.ticket {
-                        if let Err(e) = self.inner.shared.store.commit().durable(ticket).await {
-                            self.discard(id, &addr).await;
-                            return Err(e.into());
-                        }
-                    }
-                    return Ok((done.value, done.state));
-                }
+                Ok(Ok(done)) => return Ok((done, addr)),
                 Ok(Err(ActorError::Store(e))) => return Err(e.into()),
                 Ok(Err(ActorError::Delivery(e))) => return Err(DirectoryError::Delivery(e)),
                 Ok(Err(ActorError::Retired)) | Err(MailboxError::Closed) => {
@@ -336,6 +386,15 @@ impl Directory {
         // A closed mailbox means the actor is gone already, and its view with it.
         let _ = addr.send(Discard).await;
         self.inner.actors.remove_if(&id, |_, a| a == addr);
+    }
+}
+
+/// The audit lines of the events a change recorded: logged from the events themselves, so the
+/// log and the history agree, and here, in the caller's task, so that they carry its span (the
+/// request id).
+fn log_recorded(id: UserId, events: &[crate::domain::events::Event]) {
+    for event in events {
+        crate::audit::recorded(id, event);
     }
 }
 
@@ -462,7 +521,14 @@ mod tests {
     #[actix_rt::test]
     async fn a_refused_write_leaves_the_actor_as_it_was() {
         let (dir, store, _, id) = flaky_directory(true);
-        let refused = dir.call(id, crate::actors::messages::OpenSession).await;
+        let refused = dir
+            .call(
+                id,
+                crate::actors::messages::OpenSession {
+                    origin: Default::default(),
+                },
+            )
+            .await;
         assert!(matches!(refused, Err(DirectoryError::Storage(_))));
         assert!(
             dir.view(id).unwrap().unwrap().sessions.is_empty(),
@@ -472,7 +538,12 @@ mod tests {
 
         store.fail.store(false, Ordering::SeqCst);
         let opened = dir
-            .call(id, crate::actors::messages::OpenSession)
+            .call(
+                id,
+                crate::actors::messages::OpenSession {
+                    origin: Default::default(),
+                },
+            )
             .await
             .unwrap()
             .unwrap();
@@ -490,7 +561,14 @@ mod tests {
         assert!(dir.ready());
 
         flush_fails.store(true, Ordering::SeqCst);
-        let failed = dir.call(id, crate::actors::messages::OpenSession).await;
+        let failed = dir
+            .call(
+                id,
+                crate::actors::messages::OpenSession {
+                    origin: Default::default(),
+                },
+            )
+            .await;
         assert!(
             matches!(failed, Err(DirectoryError::Storage(_))),
             "{failed:?}"
@@ -509,7 +587,14 @@ mod tests {
 
         // The disk seems to recover; the store's memory is still not to be trusted.
         flush_fails.store(false, Ordering::SeqCst);
-        let later = dir.call(id, crate::actors::messages::OpenSession).await;
+        let later = dir
+            .call(
+                id,
+                crate::actors::messages::OpenSession {
+                    origin: Default::default(),
+                },
+            )
+            .await;
         assert!(
             matches!(later, Err(DirectoryError::Storage(_))),
             "{later:?}"

@@ -10,6 +10,7 @@ use crate::domain::apikey::ApiKey;
 use crate::domain::backoff::Settled;
 use crate::domain::credentials::Email;
 use crate::domain::error::DomainError;
+use crate::domain::events::{Event, EventKind, Origin};
 use crate::domain::ids::{SessionId, TenantId, TokenId};
 use crate::domain::secrets::RefreshToken;
 use crate::domain::sessions::RefreshGrant;
@@ -17,12 +18,15 @@ use crate::domain::time::Timestamp;
 use crate::domain::user::{EmailMoved, ProfilePatch, UserState};
 use crate::store::{StoreError, Ticket};
 
-/// A rule's verdict, the state after it, and, if a snapshot was written, its commit ticket.
+/// A rule's verdict, the state after it, and, if a snapshot was written, its commit ticket and
+/// the security events it recorded (which the directory logs once they are durable, in the
+/// request's span).
 #[derive(Debug)]
 pub struct Done<T> {
     pub value: Result<T, DomainError>,
     pub state: Arc<UserState>,
     pub ticket: Option<Ticket>,
+    pub recorded: Vec<Event>,
 }
 
 /// Why a message was not handled.
@@ -51,7 +55,9 @@ pub struct Subject {
 /// Open a session after the password was verified by the caller.
 #[derive(Debug, Clone, Message)]
 #[rtype(result = "Reply<Opened>")]
-pub struct OpenSession;
+pub struct OpenSession {
+    pub origin: Origin,
+}
 
 #[derive(Debug)]
 pub struct Opened {
@@ -68,6 +74,7 @@ pub struct Opened {
 #[rtype(result = "Reply<Refreshed>")]
 pub struct Refresh {
     pub token: RefreshToken,
+    pub origin: Origin,
 }
 
 #[derive(Debug)]
@@ -84,6 +91,31 @@ pub struct Logout {
     pub session: Option<SessionId>,
     pub refresh: Option<RefreshToken>,
     pub everywhere: bool,
+    pub origin: Origin,
+}
+
+/// End one live session of the user (`SessionNotFound` if it is not one).
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "Reply<()>")]
+pub struct EndSession {
+    pub session: SessionId,
+    pub origin: Origin,
+}
+
+/// End every session of the user but the caller's.
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "Reply<()>")]
+pub struct EndOtherSessions {
+    pub current: SessionId,
+    pub origin: Origin,
+}
+
+/// Add an event that no other message records (a wrong password at login) to the history.
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "Reply<()>")]
+pub struct Record {
+    pub what: EventKind,
+    pub origin: Origin,
 }
 
 /// The user's API key, created if absent (`secret` only then).
@@ -94,7 +126,9 @@ pub struct GetApiKey;
 /// Replace the API key; the old one stops working at once.
 #[derive(Debug, Clone, Message)]
 #[rtype(result = "Reply<KeyIssued>")]
-pub struct RotateApiKey;
+pub struct RotateApiKey {
+    pub origin: Origin,
+}
 
 #[derive(Debug)]
 pub struct KeyIssued {
@@ -137,7 +171,9 @@ pub struct ConfirmPhone {
 /// Deactivate the account (the password was checked by the caller).
 #[derive(Debug, Clone, Message)]
 #[rtype(result = "Reply<()>")]
-pub struct Deactivate;
+pub struct Deactivate {
+    pub origin: Origin,
+}
 
 /// Email a reactivation code if the account is deactivated; `false` if nothing was sent.
 #[derive(Debug, Clone, Message)]
@@ -149,6 +185,7 @@ pub struct RequestReactivation;
 #[rtype(result = "Reply<()>")]
 pub struct ConfirmReactivation {
     pub code: String,
+    pub origin: Origin,
 }
 
 /// Start TOTP enrolment: a new secret, shown once.
@@ -172,6 +209,7 @@ impl std::fmt::Debug for MfaEnrolment {
 #[rtype(result = "Reply<Vec<String>>")]
 pub struct MfaVerify {
     pub code: String,
+    pub origin: Origin,
 }
 
 /// Turn MFA off (a valid code required).
@@ -179,6 +217,7 @@ pub struct MfaVerify {
 #[rtype(result = "Reply<()>")]
 pub struct MfaDisable {
     pub code: String,
+    pub origin: Origin,
 }
 
 /// After a right password for an enrolled user: open a challenge for the pending token.
@@ -195,6 +234,7 @@ pub struct AnswerMfa {
     pub jti: TokenId,
     pub code: Option<String>,
     pub recovery_code: Option<String>,
+    pub origin: Origin,
 }
 
 /// Sent by the directory's sweeper to an actor that looked idle; answers whether it retired
@@ -222,6 +262,7 @@ pub struct ChangePassword {
     /// The session the change was made from: it stays.
     pub current: SessionId,
     pub revoke_others: bool,
+    pub origin: Origin,
 }
 
 /// Email a password reset code if the account is active; `false` if nothing was sent.
@@ -235,6 +276,7 @@ pub struct RequestPasswordReset;
 pub struct ResetPassword {
     pub code: String,
     pub hash: String,
+    pub origin: Origin,
 }
 
 /// Email a verification code to the account's address.
@@ -261,6 +303,7 @@ pub struct RequestEmailChange {
 #[rtype(result = "Reply<EmailMoved>")]
 pub struct ConfirmEmailChange {
     pub code: String,
+    pub origin: Origin,
 }
 
 /// Sent by the directory when the actor's last change could not be made durable: the actor

@@ -19,8 +19,10 @@ use crate::delivery::{self, Channel, Purpose};
 use crate::domain::backoff::Attempts;
 use crate::domain::codes::{self, CodePolicy};
 use crate::domain::error::DomainError;
+use crate::domain::events::{EventKind, Origin};
 use crate::domain::ids::TokenId;
 use crate::domain::mfa;
+use crate::domain::sessions::LoginMethod;
 use crate::domain::time::Timestamp;
 use crate::domain::user::{EmailMoved, UserState};
 use crate::store::{IndexChange, StoreError};
@@ -68,6 +70,7 @@ impl UserActor {
             value,
             state: self.state.clone(),
             ticket: None,
+            recorded: Vec::new(),
         })
     }
 
@@ -80,9 +83,11 @@ impl UserActor {
     }
 
     /// Runs a second-factor `rule` under the account's limit of wrong answers: refused while
-    /// over it (the right code too), a wrong code counted, a right one clearing the count.
+    /// over it (the right code too), a wrong code counted (and recorded as `mfa_failed` from
+    /// `origin`), a right one clearing the count.
     fn second_factor<T>(
         &mut self,
+        origin: &Origin,
         rule: impl FnOnce(&mut UserState, &mut Vec<IndexChange>, Timestamp) -> Result<T, DomainError>,
     ) -> Reply<T> {
         let now = clock::now();
@@ -92,7 +97,13 @@ impl UserActor {
                 return self.unchanged(Err(e));
             }
         }
-        let reply = self.apply(rule);
+        let reply = self.apply(|s, index, now| {
+            let value = rule(s, index, now);
+            if let Err(DomainError::InvalidCode { .. }) = &value {
+                s.record(EventKind::MfaFailed, origin, None, now);
+            }
+            value
+        });
         if let (Some(limit), Ok(done)) = (&limit, &reply) {
             match &done.value {
                 Err(DomainError::InvalidCode { .. }) => self.second_factors.fail(limit, now),
@@ -139,6 +150,7 @@ impl UserActor {
                 value,
                 state: self.state.clone(),
                 ticket: None,
+                recorded: Vec::new(),
             });
         }
         next.revision = self.state.revision.wrapping_add(1);
@@ -148,6 +160,8 @@ impl UserActor {
                 self.dir.api_keys.remove(d);
             }
         }
+        let recorded = next.history.since(&self.state.history).cloned().collect();
+        count_sessions(&self.state, &next, clock::now());
         self.state = Arc::new(next);
         self.dir
             .views
@@ -156,6 +170,7 @@ impl UserActor {
             value,
             state: self.state.clone(),
             ticket: Some(ticket),
+            recorded,
         })
     }
 
@@ -242,6 +257,49 @@ impl UserActor {
     }
 }
 
+/// Counts the sessions a change opened and ended. Why one ended is read from what the change
+/// recorded (a session past its life is `expired`, whatever else happened).
+fn count_sessions(before: &UserState, after: &UserState, now: Timestamp) {
+    // The common change (a refresh) keeps the same sessions in the same order: no search.
+    let same = before.sessions.len() == after.sessions.len()
+        && before
+            .sessions
+            .iter()
+            .zip(&after.sessions)
+            .all(|(b, a)| b.id == a.id);
+    if same {
+        return;
+    }
+    let metrics = crate::metrics::get();
+    for s in after.sessions.iter() {
+        if !before.sessions.iter().any(|b| b.id == s.id) {
+            metrics
+                .sessions_created
+                .with_label_values(&[s.method.as_str()])
+                .inc();
+        }
+    }
+    let cause = after
+        .history
+        .since(&before.history)
+        .last()
+        .map(|e| match e.kind {
+            EventKind::Login => "session_limit",
+            EventKind::SessionRevoked if e.ip.is_none() && e.user_agent.is_none() => "admin",
+            kind => kind.as_str(),
+        });
+    for s in before.sessions.iter() {
+        if !after.sessions.iter().any(|a| a.id == s.id) {
+            let reason = if s.is_live(now) {
+                cause.unwrap_or("other")
+            } else {
+                "expired"
+            };
+            metrics.sessions_ended.with_label_values(&[reason]).inc();
+        }
+    }
+}
+
 impl Actor for UserActor {
     type Context = Context<Self>;
 }
@@ -302,12 +360,14 @@ impl Handler<Discard> for UserActor {
 impl Handler<OpenSession> for UserActor {
     type Result = Reply<Opened>;
 
-    fn handle(&mut self, _: OpenSession, _: &mut Context<Self>) -> Self::Result {
+    fn handle(&mut self, msg: OpenSession, _: &mut Context<Self>) -> Self::Result {
         let policy = self.dir.config.policy;
         let key = self.dir.key.clone();
         let subject = self.subject();
         self.apply(|s, _, now| {
-            let (session, refresh, refresh_expires_at) = s.open_session(&key, &policy, now)?;
+            let login = (LoginMethod::Password, &msg.origin);
+            let (session, refresh, refresh_expires_at) =
+                s.open_session(&key, &policy, login, now)?;
             Ok(Opened {
                 session,
                 refresh,
@@ -327,7 +387,7 @@ impl Handler<Refresh> for UserActor {
         let key = self.dir.key.clone();
         let subject = self.subject();
         self.apply(|s, _, now| {
-            let grant = s.refresh(&msg.token, &key, &policy, now)?;
+            let grant = s.refresh(&msg.token, &key, &policy, &msg.origin, now)?;
             Ok(Refreshed {
                 grant,
                 subject,
@@ -342,8 +402,39 @@ impl Handler<Logout> for UserActor {
 
     fn handle(&mut self, msg: Logout, _: &mut Context<Self>) -> Self::Result {
         let key = self.dir.key.clone();
-        self.apply(|s, _, _| {
-            s.logout(msg.session, msg.refresh.as_ref(), msg.everywhere, &key);
+        self.apply(|s, _, now| {
+            let what = (msg.session, msg.refresh.as_ref(), msg.everywhere);
+            s.logout(what, &key, &msg.origin, now);
+            Ok(())
+        })
+    }
+}
+
+impl Handler<EndSession> for UserActor {
+    type Result = Reply<()>;
+
+    fn handle(&mut self, msg: EndSession, _: &mut Context<Self>) -> Self::Result {
+        self.apply(|s, _, now| s.end_session(msg.session, &msg.origin, now))
+    }
+}
+
+impl Handler<EndOtherSessions> for UserActor {
+    type Result = Reply<()>;
+
+    fn handle(&mut self, msg: EndOtherSessions, _: &mut Context<Self>) -> Self::Result {
+        self.apply(|s, _, now| {
+            s.end_other_sessions(msg.current, &msg.origin, now);
+            Ok(())
+        })
+    }
+}
+
+impl Handler<Record> for UserActor {
+    type Result = Reply<()>;
+
+    fn handle(&mut self, msg: Record, _: &mut Context<Self>) -> Self::Result {
+        self.apply(|s, _, now| {
+            s.record(msg.what, &msg.origin, None, now);
             Ok(())
         })
     }
@@ -366,9 +457,10 @@ impl Handler<GetApiKey> for UserActor {
 impl Handler<RotateApiKey> for UserActor {
     type Result = Reply<KeyIssued>;
 
-    fn handle(&mut self, _: RotateApiKey, _: &mut Context<Self>) -> Self::Result {
+    fn handle(&mut self, msg: RotateApiKey, _: &mut Context<Self>) -> Self::Result {
         self.apply(|s, index, now| {
             let (key, secret, old) = s.rotate_api_key(now);
+            s.record(EventKind::ApiKeyRotated, &msg.origin, None, now);
             if let Some(old) = old {
                 index.push(IndexChange::ApiKeyDelete(old));
             }
@@ -432,9 +524,10 @@ impl Handler<ConfirmPhone> for UserActor {
 impl Handler<Deactivate> for UserActor {
     type Result = Reply<()>;
 
-    fn handle(&mut self, _: Deactivate, _: &mut Context<Self>) -> Self::Result {
-        self.apply(|s, _, _| {
+    fn handle(&mut self, msg: Deactivate, _: &mut Context<Self>) -> Self::Result {
+        self.apply(|s, _, now| {
             s.deactivate();
+            s.record(EventKind::Deactivated, &msg.origin, None, now);
             Ok(())
         })
     }
@@ -458,7 +551,11 @@ impl Handler<ConfirmReactivation> for UserActor {
 
     fn handle(&mut self, msg: ConfirmReactivation, _: &mut Context<Self>) -> Self::Result {
         let hash = self.code_hash(Purpose::Reactivate.as_str(), &msg.code);
-        self.apply(|s, _, now| s.confirm_reactivation(&hash, now))
+        self.apply(|s, _, now| {
+            s.confirm_reactivation(&hash, now)?;
+            s.record(EventKind::Reactivated, &msg.origin, None, now);
+            Ok(())
+        })
     }
 }
 
@@ -505,8 +602,9 @@ impl Handler<MfaVerify> for UserActor {
         let totp = self.totp();
         let codes = mfa::new_recovery_codes();
         let hashes = codes.iter().map(|c| self.recovery_hash(c)).collect();
-        self.second_factor(|s, _, now| {
+        self.second_factor(&msg.origin, |s, _, now| {
             s.mfa_enable(totp.as_ref(), &msg.code, hashes, now)?;
+            s.record(EventKind::MfaEnabled, &msg.origin, None, now);
             Ok(codes)
         })
     }
@@ -517,7 +615,11 @@ impl Handler<MfaDisable> for UserActor {
 
     fn handle(&mut self, msg: MfaDisable, _: &mut Context<Self>) -> Self::Result {
         let totp = self.totp();
-        self.second_factor(|s, _, now| s.mfa_disable(totp.as_ref(), &msg.code, now))
+        self.second_factor(&msg.origin, |s, _, now| {
+            s.mfa_disable(totp.as_ref(), &msg.code, now)?;
+            s.record(EventKind::MfaDisabled, &msg.origin, None, now);
+            Ok(())
+        })
     }
 }
 
@@ -539,9 +641,11 @@ impl Handler<AnswerMfa> for UserActor {
         let policy = self.dir.config.policy;
         let key = self.dir.key.clone();
         let subject = self.subject();
-        self.second_factor(|s, _, now| {
+        self.second_factor(&msg.origin, |s, _, now| {
             s.mfa_answer(msg.jti, totp.as_ref(), msg.code.as_deref(), recovery, now)?;
-            let (session, refresh, refresh_expires_at) = s.open_session(&key, &policy, now)?;
+            let login = (LoginMethod::SecondFactor, &msg.origin);
+            let (session, refresh, refresh_expires_at) =
+                s.open_session(&key, &policy, login, now)?;
             Ok(Opened {
                 session,
                 refresh,
@@ -557,8 +661,9 @@ impl Handler<ChangePassword> for UserActor {
     type Result = Reply<()>;
 
     fn handle(&mut self, msg: ChangePassword, _: &mut Context<Self>) -> Self::Result {
-        self.apply(|s, _, _| {
+        self.apply(|s, _, now| {
             s.change_password(msg.hash, msg.current, msg.revoke_others);
+            s.record(EventKind::PasswordChanged, &msg.origin, None, now);
             Ok(())
         })
     }
@@ -582,7 +687,11 @@ impl Handler<ResetPassword> for UserActor {
 
     fn handle(&mut self, msg: ResetPassword, _: &mut Context<Self>) -> Self::Result {
         let hash = self.code_hash(Purpose::PasswordReset.as_str(), &msg.code);
-        self.apply(|s, _, now| s.reset_password(&hash, msg.hash, now))
+        self.apply(|s, _, now| {
+            s.reset_password(&hash, msg.hash, now)?;
+            s.record(EventKind::PasswordReset, &msg.origin, None, now);
+            Ok(())
+        })
     }
 }
 
@@ -638,6 +747,7 @@ impl Handler<ConfirmEmailChange> for UserActor {
         let hash = self.code_hash(Purpose::ChangeEmail.as_str(), &msg.code);
         let decision = self.decide(|s, index, now| {
             let moved = s.confirm_email_change(&hash, now)?;
+            s.record(EventKind::EmailChanged, &msg.origin, None, now);
             index.push(IndexChange::EmailMove {
                 from: moved.old_key.clone(),
                 to: moved.new_key.clone(),

@@ -111,14 +111,11 @@ pub async fn rotate_api_key(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let caller = authenticate_for_secret(&req, &state)?;
-    let issued = state.directory.call(caller.user.id, RotateApiKey).await??;
-    audit::record(
-        &state,
-        &req,
-        Some(caller.user.id),
-        "api_key_rotated",
-        "rotated",
-    );
+    let origin = audit::caller_origin(&state, &req, &caller);
+    let issued = state
+        .directory
+        .call(caller.user.id, RotateApiKey { origin })
+        .await??;
     Ok(key_response(issued))
 }
 
@@ -214,14 +211,11 @@ pub async fn deactivate(
     })
     .await?;
     passwords::confirm_own(&state, &req, &caller.user, &password, "deactivation").await?;
-    state.directory.call(caller.user.id, Deactivate).await??;
-    audit::record(
-        &state,
-        &req,
-        Some(caller.user.id),
-        "deactivation",
-        "deactivated",
-    );
+    let origin = audit::caller_origin(&state, &req, &caller);
+    state
+        .directory
+        .call(caller.user.id, Deactivate { origin })
+        .await??;
     Ok(HttpResponse::NoContent()
         .cookie(clearing_cookie(state.config.cookie.secure))
         .finish())

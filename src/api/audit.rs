@@ -1,42 +1,39 @@
-//! Security events: one structured event per event on the `bp_auth::audit` target, with the
-//! user, the client address and the outcome, so they can be routed and kept apart from the
-//! request log (`RUST_LOG=bp_auth::audit=info`). Never a secret: callers pass ids and words.
+//! Audit lines for what is not kept in a user's history (a registration, a wrong password for an
+//! unknown email, a login waiting for its second factor), with the request's client address.
+//! Events of the history are logged by the user actor as it records them: see [`crate::audit`].
 
+use actix_web::http::header;
 use actix_web::HttpRequest;
 
+use super::authn::{Caller, Via};
 use super::AppState;
-use crate::domain::ids::UserId;
+use crate::domain::events::Origin;
+use crate::domain::ids::{SessionId, UserId};
 
-/// How loud an event is: most are routine; an alert deserves attention (refresh-token reuse:
-/// a token was likely stolen).
-#[derive(Debug, Clone, Copy)]
-enum Severity {
-    Routine,
-    Alert,
+/// Where a request came from, for the user's history and a session opened by it: the client
+/// address as the rate limits count it, the user agent (bounded), and `session`.
+pub fn origin(state: &AppState, req: &HttpRequest, session: Option<SessionId>) -> Origin {
+    let user_agent = req
+        .headers()
+        .get(header::USER_AGENT)
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+    Origin::new(
+        state.throttle.client_ip(req),
+        user_agent.as_deref(),
+        session,
+    )
 }
 
-fn emit(
-    severity: Severity,
-    state: &AppState,
-    req: &HttpRequest,
-    user: Option<UserId>,
-    event: &str,
-    outcome: &str,
-) {
-    let client = state.throttle.client_ip(req);
-    let user = user.map(|u| u.to_string());
-    // tracing's level is part of each call site's static metadata, hence one call per level.
-    match severity {
-        Severity::Routine => {
-            tracing::info!(target: "bp_auth::audit", user = ?user, client = ?client, event, outcome)
-        }
-        Severity::Alert => {
-            tracing::warn!(target: "bp_auth::audit", user = ?user, client = ?client, event, outcome)
-        }
-    }
+/// [`origin`] of an authenticated request: with the caller's session, if they used one.
+pub fn caller_origin(state: &AppState, req: &HttpRequest, caller: &Caller) -> Origin {
+    let session = match &caller.via {
+        Via::Session { sid, .. } => Some(*sid),
+        Via::ApiKey => None,
+    };
+    origin(state, req, session)
 }
 
-/// Records `event` with its `outcome` for `user` (if known) from the request's client.
+/// Notes `event` with its `outcome` for `user` (if known) from the request's client.
 pub fn record(
     state: &AppState,
     req: &HttpRequest,
@@ -44,16 +41,5 @@ pub fn record(
     event: &str,
     outcome: &str,
 ) {
-    emit(Severity::Routine, state, req, user, event, outcome);
-}
-
-/// A [`record`] that deserves attention.
-pub fn alert(
-    state: &AppState,
-    req: &HttpRequest,
-    user: Option<UserId>,
-    event: &str,
-    outcome: &str,
-) {
-    emit(Severity::Alert, state, req, user, event, outcome);
+    crate::audit::note(user, state.throttle.client_ip(req), event, outcome);
 }

@@ -184,10 +184,15 @@ pub async fn change_confirm(
         .code_request(state.throttle.client_ip(&req))?;
     let (moved, user) = state
         .directory
-        .call_with_state(caller.user.id, ConfirmEmailChange { code })
+        .call_with_state(
+            caller.user.id,
+            ConfirmEmailChange {
+                code,
+                origin: audit::caller_origin(&state, &req, &caller),
+            },
+        )
         .await?;
     let moved = moved?;
-    audit::record(&state, &req, Some(user.id), "email_change", "changed");
     state.directory.notify(Message::notification(
         Channel::Email,
         &moved.old_email,

@@ -125,7 +125,7 @@ fn domain_status(d: &DomainError) -> StatusCode {
             StatusCode::BAD_REQUEST
         }
         D::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
-        D::UserNotFound => StatusCode::NOT_FOUND,
+        D::UserNotFound | D::SessionNotFound => StatusCode::NOT_FOUND,
     }
 }
 

@@ -12,9 +12,10 @@ use super::passwords::{self, Account};
 use super::respond::{no_store, BodyErrors, TokenResponse};
 use super::sessions::token_response;
 use super::AppState;
-use crate::actors::messages::{BeginMfa, OpenSession};
+use crate::actors::messages::{BeginMfa, OpenSession, Record};
 use crate::clock;
 use crate::domain::credentials::Email;
+use crate::domain::events::EventKind;
 use crate::domain::ids::UserId;
 use crate::domain::tokens::TYP_MFA_PENDING;
 use crate::domain::user::Status;
@@ -131,14 +132,19 @@ pub async fn login(
         })?;
     let user = match user {
         Some(u) if matched => u,
-        other => {
-            audit::record(
-                &state,
-                &req,
-                other.map(|u| u.id),
-                "login",
-                "invalid_credentials",
-            );
+        Some(u) => {
+            // In the history before the answer, so that the client's next read has it.
+            let origin = audit::origin(&state, &req, None);
+            let what = EventKind::LoginFailed;
+            let recorded = state
+                .directory
+                .call_unflushed(u.id, Record { what, origin });
+            recorded.await??;
+            login_outcome("invalid_credentials");
+            return Err(DomainError::InvalidCredentials.into());
+        }
+        None => {
+            audit::record(&state, &req, None, "login", "invalid_credentials");
             login_outcome("invalid_credentials");
             return Err(DomainError::InvalidCredentials.into());
         }
@@ -151,9 +157,12 @@ pub async fn login(
         login_outcome("mfa_required");
         return mfa_pending(&state, &req, user.id).await;
     }
-    let opened = state.directory.call(user.id, OpenSession).await??;
+    let origin = audit::origin(&state, &req, None);
+    let opened = state
+        .directory
+        .call(user.id, OpenSession { origin })
+        .await??;
     login_outcome("success");
-    audit::record(&state, &req, Some(user.id), "login", "success");
     Ok(token_response(
         &state,
         user.id,

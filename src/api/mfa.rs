@@ -110,11 +110,11 @@ async fn totp_verify_inner(
         f.string("code").map(str::to_string)
     })
     .await?;
+    let origin = audit::caller_origin(&state, &req, &caller);
     let recovery_codes = state
         .directory
-        .call(caller.user.id, MfaVerify { code })
+        .call(caller.user.id, MfaVerify { code, origin })
         .await??;
-    audit::record(&state, &req, Some(caller.user.id), "mfa", "enabled");
     Ok(no_store(&mut HttpResponse::Ok()).json(TotpEnabled {
         mfa_enabled: true,
         recovery_codes,
@@ -153,11 +153,11 @@ async fn totp_disable_inner(
         f.string("code").map(str::to_string)
     })
     .await?;
+    let origin = audit::caller_origin(&state, &req, &caller);
     state
         .directory
-        .call(caller.user.id, MfaDisable { code })
+        .call(caller.user.id, MfaDisable { code, origin })
         .await??;
-    audit::record(&state, &req, Some(caller.user.id), "mfa", "disabled");
     Ok(no_store(&mut HttpResponse::NoContent()).finish())
 }
 
@@ -209,30 +209,21 @@ pub async fn challenge(
         jti: claims.jti,
         code,
         recovery_code,
+        origin: audit::origin(&state, &req, None),
     };
     let opened = unknown_user_as(
         state.directory.call(claims.sub, answer).await,
         DomainError::InvalidToken,
     )?;
     let opened = opened.map_err(|e| match e {
-        DomainError::InvalidCode { .. } => {
-            audit::record(
-                &state,
-                &req,
-                Some(claims.sub),
-                "mfa_challenge",
-                "invalid_code",
-            );
-            ApiError::WithStatus(
-                StatusCode::UNAUTHORIZED,
-                DomainError::InvalidCode {
-                    attempts_left: None,
-                },
-            )
-        }
+        DomainError::InvalidCode { .. } => ApiError::WithStatus(
+            StatusCode::UNAUTHORIZED,
+            DomainError::InvalidCode {
+                attempts_left: None,
+            },
+        ),
         other => other.into(),
     })?;
-    audit::record(&state, &req, Some(claims.sub), "login", "success_mfa");
     Ok(token_response(
         &state,
         claims.sub,

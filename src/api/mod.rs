@@ -10,6 +10,7 @@ pub mod email;
 pub mod error;
 pub mod extract;
 pub mod forwarded;
+pub mod history;
 pub mod login;
 pub mod meta;
 pub mod mfa;
@@ -73,6 +74,22 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         "/api/auth/me/entitlements",
         Method::GET,
         account::entitlements,
+    ))
+    .service(resource(
+        "/api/auth/me/events",
+        Method::GET,
+        history::events,
+    ))
+    .service(resource("/api/auth/sessions", Method::GET, sessions::list))
+    .service(resource(
+        "/api/auth/sessions/revoke-others",
+        Method::POST,
+        sessions::revoke_others,
+    ))
+    .service(resource(
+        "/api/auth/sessions/{id}",
+        Method::DELETE,
+        sessions::revoke,
     ))
     .service(resource(
         "/api/auth/api-key",

@@ -6,7 +6,8 @@ use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder
 use utoipa::{Modify, OpenApi};
 
 use super::{
-    account, email, login, meta, mfa, password, register, respond, sessions, verification, AppState,
+    account, email, history, login, meta, mfa, password, register, respond, sessions, verification,
+    AppState,
 };
 use crate::config::Config;
 use crate::domain::credentials::{
@@ -23,6 +24,10 @@ use crate::domain::credentials::{
         sessions::logout,
         account::me,
         account::entitlements,
+        history::events,
+        sessions::list,
+        sessions::revoke,
+        sessions::revoke_others,
         account::get_api_key,
         account::rotate_api_key,
         account::patch_me,
@@ -77,6 +82,10 @@ use crate::domain::credentials::{
         mfa::TotpEnabled,
         mfa::TotpCode,
         mfa::ChallengeAnswer,
+        sessions::SessionInfo,
+        sessions::SessionList,
+        history::EventInfo,
+        history::EventList,
     )),
     modifiers(&Security),
     tags((name = "auth", description = "Authentication"), (name = "mfa", description = "Two-factor authentication"), (name = "meta", description = "About the server"))

@@ -87,13 +87,13 @@ pub async fn change(
         hash,
         current: sid,
         revoke_others,
+        origin: audit::caller_origin(&state, &req, &caller),
     };
     let (done, user) = state
         .directory
         .call_with_state(caller.user.id, change)
         .await?;
     done?;
-    audit::record(&state, &req, Some(user.id), "password_change", "changed");
     notify_password_changed(&state, user.id, &user.email);
     Ok(no_store(&mut HttpResponse::NoContent()).finish())
 }
@@ -193,16 +193,16 @@ pub async fn reset(
     let Some(user) = user else {
         return Err(invalid());
     };
-    let after = match state
-        .directory
-        .call_with_state(user, ResetPassword { code, hash })
-        .await
-    {
+    let reset = ResetPassword {
+        code,
+        hash,
+        origin: audit::origin(&state, &req, None),
+    };
+    let after = match state.directory.call_with_state(user, reset).await {
         Ok((Ok(()), after)) => after,
         Ok((Err(_), _)) | Err(DirectoryError::UnknownUser) => return Err(invalid()),
         Err(e) => return Err(e.into()),
     };
-    audit::record(&state, &req, Some(user), "password_reset", "reset");
     notify_password_changed(&state, user, &after.email);
     Ok(HttpResponse::NoContent().finish())
 }

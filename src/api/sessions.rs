@@ -1,18 +1,19 @@
-//! Refresh and logout: the flows that continue and end sessions, and the token response every
-//! session-opening flow answers.
+//! Sessions: refresh and logout (the flows that continue and end them), the caller's list of
+//! them and the revocations from it, and the token response every session-opening flow answers.
 
 use actix_web::{web, HttpRequest, HttpResponse};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::audit;
-use super::authn::{self, Presented};
+use super::authn::{self, authenticate, Caller, Presented, Via};
 use super::error::{unknown_user_as, ApiError};
 use super::extract::json_body;
 use super::respond::{auth_cookie, clearing_cookie, no_store, BodyErrors, TokenResponse};
 use super::AppState;
-use crate::actors::messages::{Logout, Refresh, Subject};
+use crate::actors::messages::{EndOtherSessions, EndSession, Logout, Refresh, Subject};
 use crate::actors::DirectoryError;
+use crate::clock;
 use crate::domain::ids::{SessionId, UserId};
 use crate::domain::secrets::RefreshToken;
 use crate::domain::time::Timestamp;
@@ -92,16 +93,14 @@ pub async fn refresh(
     .await?;
     let token = RefreshToken::parse(&presented).ok_or(DomainError::InvalidRefreshToken)?;
     let user = token.user;
+    let origin = audit::origin(&state, &req, None);
     let refreshed = unknown_user_as(
-        state.directory.call(user, Refresh { token }).await,
+        state.directory.call(user, Refresh { token, origin }).await,
         DomainError::InvalidRefreshToken,
     )?;
     let outcome = match &refreshed {
         Ok(r) => r.grant.outcome.as_str(),
-        Err(DomainError::RefreshTokenReused) => {
-            audit::alert(&state, &req, Some(user), "refresh_reuse", "session_revoked");
-            "reused"
-        }
+        Err(DomainError::RefreshTokenReused) => "reused",
         Err(_) => "invalid",
     };
     crate::metrics::get()
@@ -174,25 +173,16 @@ async fn logout_inner(
             session: c.sid,
             refresh: same_user_refresh,
             everywhere: body.everywhere,
+            origin: audit::origin(state, req, c.sid),
         };
         best_effort(state.directory.call(c.sub, msg).await)?;
-        audit::record(
-            state,
-            req,
-            Some(c.sub),
-            "logout",
-            if body.everywhere {
-                "everywhere"
-            } else {
-                "session"
-            },
-        );
     }
     if let Some(r) = refresh.filter(|r| claims.as_ref().is_none_or(|c| c.sub != r.user)) {
         let msg = Logout {
             session: None,
             refresh: Some(r.clone()),
             everywhere: false,
+            origin: audit::origin(state, req, None),
         };
         best_effort(state.directory.call(r.user, msg).await)?;
     }
@@ -202,4 +192,121 @@ async fn logout_inner(
 /// Logout is best-effort: a token of a user that no longer exists revokes nothing.
 fn best_effort(r: Result<Result<(), DomainError>, DirectoryError>) -> Result<(), ApiError> {
     unknown_user_as(r, DomainError::InvalidToken).map(drop)
+}
+
+/// One live session, as `GET /api/auth/sessions` lists it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SessionInfo {
+    pub id: String,
+    pub created_at: String,
+    /// The login or the last refresh.
+    pub last_used_at: String,
+    /// When it ends unless refreshed.
+    pub expires_at: String,
+    /// As the client sent it at login, at most 256 characters.
+    pub user_agent: Option<String>,
+    /// The client address at login.
+    pub ip: Option<String>,
+    /// Whether the login showed a second factor.
+    pub mfa: bool,
+    /// Whether this is the session of the request's own token.
+    pub current: bool,
+}
+
+/// `GET /api/auth/sessions` answer.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SessionList {
+    /// Newest first.
+    pub sessions: Vec<SessionInfo>,
+}
+
+/// The caller's session: these endpoints are about the caller's logins, so an API key cannot
+/// use them (403 `session_required`).
+fn session_caller(req: &HttpRequest, state: &AppState) -> Result<(Caller, SessionId), ApiError> {
+    let caller = authenticate(req, state, false)?;
+    match caller.via {
+        Via::Session { sid, .. } => Ok((caller, sid)),
+        Via::ApiKey => Err(DomainError::SessionRequired.into()),
+    }
+}
+
+#[utoipa::path(
+    get, path = "/api/auth/sessions", tag = "sessions", summary = "List Sessions",
+    description = "The caller's live sessions, newest first: where and when each logged in, its last use, and which one is the caller's.",
+    responses(
+        (status = 200, description = "Successful Response", body = SessionList),
+        (status = 401, description = "Not authenticated", body = super::respond::ErrorBody),
+        (status = 403, description = "`session_required` (an API key)", body = super::respond::ErrorBody),
+    ),
+    security(("bearer" = []), ("cookie" = []))
+)]
+pub async fn list(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let (caller, sid) = session_caller(&req, &state)?;
+    let sessions = caller
+        .user
+        .live_sessions(clock::now())
+        .into_iter()
+        .map(|s| SessionInfo {
+            id: s.id.to_string(),
+            created_at: s.created_at.rfc3339(),
+            last_used_at: s.last_used_at.rfc3339(),
+            expires_at: s.expires_at().rfc3339(),
+            user_agent: s.user_agent.clone(),
+            ip: s.ip.map(|ip| ip.to_string()),
+            mfa: s.method.is_multi_factor(),
+            current: s.id == sid,
+        })
+        .collect();
+    Ok(no_store(&mut HttpResponse::Ok()).json(SessionList { sessions }))
+}
+
+#[utoipa::path(
+    delete, path = "/api/auth/sessions/{id}", tag = "sessions", summary = "Revoke Session",
+    description = "End one of the caller's sessions: its access tokens and its refresh family stop working at once.",
+    params(("id" = String, Path, description = "A session id from the list")),
+    responses(
+        (status = 204, description = "Revoked"),
+        (status = 401, description = "Not authenticated", body = super::respond::ErrorBody),
+        (status = 403, description = "`session_required` (an API key), or `origin_not_allowed`", body = super::respond::ErrorBody),
+        (status = 404, description = "`not_found`: not a live session of the caller", body = super::respond::ErrorBody),
+    ),
+    security(("bearer" = []), ("cookie" = []))
+)]
+pub async fn revoke(
+    req: HttpRequest,
+    path: web::Path<String>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let (caller, _) = session_caller(&req, &state)?;
+    // An id that does not parse is no session of the caller's either.
+    let session: SessionId = path.parse().map_err(|_| DomainError::SessionNotFound)?;
+    let origin = audit::caller_origin(&state, &req, &caller);
+    state
+        .directory
+        .call(caller.user.id, EndSession { session, origin })
+        .await??;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+#[utoipa::path(
+    post, path = "/api/auth/sessions/revoke-others", tag = "sessions", summary = "Revoke Other Sessions",
+    description = "End every session of the caller but the one making the request.",
+    responses(
+        (status = 204, description = "Revoked"),
+        (status = 401, description = "Not authenticated", body = super::respond::ErrorBody),
+        (status = 403, description = "`session_required` (an API key), or `origin_not_allowed`", body = super::respond::ErrorBody),
+    ),
+    security(("bearer" = []), ("cookie" = []))
+)]
+pub async fn revoke_others(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let (caller, current) = session_caller(&req, &state)?;
+    let origin = audit::caller_origin(&state, &req, &caller);
+    state
+        .directory
+        .call(caller.user.id, EndOtherSessions { current, origin })
+        .await??;
+    Ok(HttpResponse::NoContent().finish())
 }

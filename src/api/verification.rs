@@ -233,7 +233,13 @@ pub async fn reactivate_confirm(
     let confirmed = unknown_user_as(
         state
             .directory
-            .call(user, ConfirmReactivation { code })
+            .call(
+                user,
+                ConfirmReactivation {
+                    code,
+                    origin: audit::origin(&state, &req, None),
+                },
+            )
             .await,
         DomainError::InvalidCode {
             attempts_left: None,
@@ -242,6 +248,5 @@ pub async fn reactivate_confirm(
     if confirmed.is_err() {
         return Err(invalid());
     }
-    audit::record(&state, &req, Some(user), "reactivation", "reactivated");
     Ok(HttpResponse::Ok().json(serde_json::json!({"status": "active"})))
 }

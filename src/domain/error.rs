@@ -47,6 +47,9 @@ pub enum DomainError {
     OriginNotAllowed,
     #[error("User not found")]
     UserNotFound,
+    /// Not a live session of the caller (another user's looks the same).
+    #[error("Session not found")]
+    SessionNotFound,
 }
 
 impl DomainError {
@@ -73,7 +76,7 @@ impl DomainError {
             Self::MfaNotEnabled => "mfa_not_enabled",
             Self::RateLimited { .. } => "rate_limited",
             Self::OriginNotAllowed => "origin_not_allowed",
-            Self::UserNotFound => "not_found",
+            Self::UserNotFound | Self::SessionNotFound => "not_found",
         }
     }
 }

@@ -9,6 +9,7 @@ pub mod codes;
 pub mod credentials;
 pub mod entitlements;
 pub mod error;
+pub mod events;
 pub mod ids;
 pub mod mfa;
 pub mod password;

@@ -51,6 +51,9 @@
 use serde::{Deserialize, Serialize};
 use subtle::ConstantTimeEq;
 
+use std::net::IpAddr;
+
+use super::events::Origin;
 use super::ids::{SessionId, UserId};
 use super::secrets::{sha256, RefreshToken, ServerKey};
 use super::time::Timestamp;
@@ -68,9 +71,45 @@ pub struct Session {
     pub current_hash: [u8; 32],
     /// When the current refresh token stops working.
     pub refresh_expires_at: Timestamp,
-    /// When the current generation was issued: the start of the grace period of its predecessor,
-    /// and the last use that counts for `tokens.max_sessions_per_user`.
+    /// When the current generation was issued: the start of the grace period of its predecessor.
     pub rotated_at: Timestamp,
+    /// The login or last refresh: what the user sees, and the use that counts for
+    /// `tokens.max_sessions_per_user` (since format version 3; older sessions start at
+    /// `rotated_at`).
+    pub last_used_at: Timestamp,
+    /// How the login proved who it was.
+    pub method: LoginMethod,
+    /// The client's user agent at login, at most 256 characters.
+    pub user_agent: Option<String>,
+    /// The client's address at login.
+    pub ip: Option<IpAddr>,
+}
+
+/// How a session's login was proved. New variants go at the end: snapshots store the index.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum LoginMethod {
+    /// Opened before sessions recorded it (format versions 1 and 2).
+    Unrecorded,
+    /// A password alone.
+    Password,
+    /// A password and a second factor (TOTP or a recovery code).
+    SecondFactor,
+}
+
+impl LoginMethod {
+    /// Whether more than one factor was shown (the `mfa` of the sessions list).
+    pub fn is_multi_factor(self) -> bool {
+        matches!(self, Self::SecondFactor)
+    }
+
+    /// The metric label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Unrecorded => "unrecorded",
+            Self::Password => "password",
+            Self::SecondFactor => "second_factor",
+        }
+    }
 }
 
 /// Session lifetimes, rotation policy and the cap on sessions, from the configuration.
@@ -92,11 +131,13 @@ enum Standing {
 }
 
 impl Session {
-    /// Opens a session; returns it and its first refresh token.
+    /// Opens a session for a login proved by `method` from `origin`; returns it and its first
+    /// refresh token.
     pub fn open(
         user: UserId,
         key: &ServerKey,
         policy: &SessionPolicy,
+        (method, origin): (LoginMethod, &Origin),
         now: Timestamp,
     ) -> (Self, RefreshToken) {
         let id = SessionId::generate();
@@ -110,6 +151,10 @@ impl Session {
             current_hash: sha256(&secret),
             refresh_expires_at: now.plus(policy.refresh_ttl).min(max_expires_at),
             rotated_at: now,
+            last_used_at: now,
+            method,
+            user_agent: origin.user_agent.clone(),
+            ip: origin.ip,
         };
         let token = RefreshToken {
             user,
@@ -174,6 +219,7 @@ impl Session {
             return Err(RefreshError::Invalid);
         };
         if standing == Standing::Current {
+            self.last_used_at = now;
             if !policy.rotation_enabled {
                 return Ok(RefreshGrant {
                     token: token.clone(),
@@ -214,6 +260,7 @@ impl Session {
             if !self.holds_current(&current) {
                 return Err(RefreshError::Invalid);
             }
+            self.last_used_at = now;
             return Ok(RefreshGrant {
                 token: RefreshToken {
                     user: token.user,
@@ -272,6 +319,14 @@ mod tests {
     use super::*;
 
     const T0: Timestamp = Timestamp(1_800_000_000);
+    const LOGIN: (LoginMethod, &Origin) = (
+        LoginMethod::Password,
+        &Origin {
+            ip: None,
+            user_agent: None,
+            session: None,
+        },
+    );
 
     fn policy(rotation: bool, grace: u64) -> SessionPolicy {
         SessionPolicy {
@@ -285,7 +340,7 @@ mod tests {
 
     fn setup() -> (ServerKey, Session, RefreshToken) {
         let key = ServerKey::from_bytes([3; 32]);
-        let (s, t) = Session::open(UserId::generate(), &key, &policy(true, 0), T0);
+        let (s, t) = Session::open(UserId::generate(), &key, &policy(true, 0), LOGIN, T0);
         (key, s, t)
     }
 
@@ -413,7 +468,7 @@ mod tests {
             RefreshError::Invalid
         );
         // Another session's genuine token, sent with this session's id.
-        let (other, other_t0) = Session::open(t0.user, &key, &p, T0);
+        let (other, other_t0) = Session::open(t0.user, &key, &p, LOGIN, T0);
         let moved = RefreshToken {
             session: s.id,
             ..other_t0.clone()
@@ -428,7 +483,7 @@ mod tests {
 
     /// A session as the chained derivation left it: its current secret is no derivation.
     fn pre_change_session(key: &ServerKey) -> (Session, RefreshToken, RefreshToken) {
-        let (mut s, t0) = Session::open(UserId::generate(), key, &policy(true, 0), T0);
+        let (mut s, t0) = Session::open(UserId::generate(), key, &policy(true, 0), LOGIN, T0);
         let chained = [5; 32];
         s.generation = 7;
         s.current_hash = sha256(&chained);

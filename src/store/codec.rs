@@ -6,14 +6,16 @@
 //! - Version 1: `UserState` as of the first release.
 //! - Version 2: adds `email_verified`, the email and reset codes and a pending email change
 //!   (version 1 users count as unverified).
+//! - Version 3: sessions record their last use, login method, user agent and address; the user
+//!   keeps a security history (older sessions read as unrecorded, the history starts empty).
 
 use serde::Serialize;
 
-use super::legacy::UserStateV1;
+use super::legacy::{UserStateV1, UserStateV2};
 use super::StoreError;
 use crate::domain::user::UserState;
 
-pub const FORMAT_VERSION: u8 = 2;
+pub const FORMAT_VERSION: u8 = 3;
 
 pub fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {
     let mut out = vec![FORMAT_VERSION];
@@ -35,7 +37,10 @@ fn decode_exact<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, StoreE
 pub fn decode_user(bytes: &[u8]) -> Result<UserState, StoreError> {
     match bytes.split_first() {
         Some((&FORMAT_VERSION, body)) => decode_exact(body),
-        Some((1, body)) => decode_exact::<UserStateV1>(body).map(UserState::from),
+        Some((2, body)) => decode_exact::<UserStateV2>(body).map(UserState::from),
+        Some((1, body)) => decode_exact::<UserStateV1>(body)
+            .map(UserStateV2::from)
+            .map(UserState::from),
         Some((v, _)) => Err(StoreError::Corrupt(format!(
             "unknown snapshot format version {v}"
         ))),
@@ -100,7 +105,65 @@ mod tests {
         assert_eq!(
             encode(&loaded).unwrap()[0],
             FORMAT_VERSION,
-            "rewritten as version 2"
+            "rewritten as the current version"
         );
+    }
+
+    #[test]
+    fn older_sessions_load_as_unrecorded_and_the_history_starts_empty() {
+        use crate::domain::events::Origin;
+        use crate::domain::secrets::ServerKey;
+        use crate::domain::sessions::{LoginMethod, SessionPolicy};
+        let now = Timestamp(1_800_000_000);
+        let mut u = UserState::register(
+            NewUser {
+                email: Email::parse("ada@example.com").unwrap(),
+                full_name: None,
+                phone: None,
+                password_hash: "$argon2id$v=19$...".into(),
+            },
+            now,
+        );
+        let policy = SessionPolicy {
+            refresh_ttl: 1_000,
+            session_max: 10_000,
+            rotation_enabled: true,
+            reuse_grace: 0,
+            max_sessions: 100,
+        };
+        let origin = Origin::new("192.0.2.1".parse().ok(), Some("curl/8"), None);
+        let key = ServerKey::from_bytes([1; 32]);
+        let (sid, _, _) = u
+            .open_session(&key, &policy, (LoginMethod::SecondFactor, &origin), now)
+            .unwrap();
+        u.email_verified = true;
+        for (version, bytes) in [
+            (1u8, {
+                let mut b = vec![1u8];
+                let v1 = UserStateV1::frozen_from(&u);
+                bincode::serde::encode_into_std_write(&v1, &mut b, bincode::config::standard())
+                    .unwrap();
+                b
+            }),
+            (2u8, {
+                let mut b = vec![2u8];
+                let v2 = UserStateV2::frozen_from(&u);
+                bincode::serde::encode_into_std_write(&v2, &mut b, bincode::config::standard())
+                    .unwrap();
+                b
+            }),
+        ] {
+            let loaded = decode_user(&bytes).unwrap();
+            let s = loaded.session(sid, now).expect("the session survives");
+            assert_eq!(s.method, LoginMethod::Unrecorded, "version {version}");
+            assert_eq!((s.ip, s.user_agent.as_deref()), (None, None));
+            assert_eq!(s.last_used_at, s.rotated_at);
+            assert_eq!(s.current_hash, u.sessions[0].current_hash);
+            assert!(loaded.history.is_empty());
+            assert_eq!(loaded.email_verified, version == 2);
+        }
+        let current = decode_user(&encode(&u).unwrap()).unwrap();
+        assert_eq!(current, u);
+        assert_eq!(current.history.len(), 1, "the login was recorded");
     }
 }

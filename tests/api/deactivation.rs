@@ -8,7 +8,7 @@ use serde_json::{json, Value};
 
 use crate::helpers::*;
 
-async fn deactivate(app: &TestApp, token: &str, password: &str) -> Response {
+pub(crate) async fn deactivate(app: &TestApp, token: &str, password: &str) -> Response {
     app.post_bearer(
         "/api/auth/deactivate",
         token,
@@ -17,12 +17,12 @@ async fn deactivate(app: &TestApp, token: &str, password: &str) -> Response {
     .await
 }
 
-async fn reactivate_request(app: &TestApp, email: &str) -> Response {
+pub(crate) async fn reactivate_request(app: &TestApp, email: &str) -> Response {
     app.post_json("/api/auth/reactivate/request", &json!({ "email": email }))
         .await
 }
 
-async fn reactivate_confirm(app: &TestApp, email: &str, code: &str) -> Response {
+pub(crate) async fn reactivate_confirm(app: &TestApp, email: &str, code: &str) -> Response {
     app.post_json(
         "/api/auth/reactivate/confirm",
         &json!({ "email": email, "code": code }),

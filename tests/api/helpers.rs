@@ -681,8 +681,13 @@ pub async fn expect_refresh_error(server: &impl Server, refresh: &str, code: &st
     expect_error(server.refresh_raw(refresh).await, 401, code).await
 }
 
-/// A 422 in pydantic v2's list shape; returns the `detail` entries.
+/// A 422 in pydantic v2's list shape about the body; returns the `detail` entries.
 pub async fn expect_validation(res: Response) -> Vec<Value> {
+    expect_validation_at(res, "body").await
+}
+
+/// A 422 in pydantic v2's list shape, every `loc` starting at `part` (`body`, `query`).
+pub async fn expect_validation_at(res: Response, part: &str) -> Vec<Value> {
     let (_, body) = error_answer(res, 422).await;
     assert_eq!(body["code"], "validation_error", "{body}");
     let detail = body["detail"]
@@ -696,7 +701,7 @@ pub async fn expect_validation(res: Response) -> Vec<Value> {
         let loc = d["loc"]
             .as_array()
             .unwrap_or_else(|| panic!("loc is a list: {d}"));
-        assert_eq!(loc.first(), Some(&json!("body")), "loc starts at body: {d}");
+        assert_eq!(loc.first(), Some(&json!(part)), "loc starts at {part}: {d}");
     }
     detail
 }

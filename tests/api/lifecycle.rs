@@ -19,7 +19,7 @@ fn lines_for(app: &TestApp, purpose: &str) -> Vec<Value> {
 }
 
 /// Waits for the `n`th outbox line of `purpose`.
-async fn wait_for(app: &TestApp, purpose: &str, n: usize) -> Value {
+pub(crate) async fn wait_for(app: &TestApp, purpose: &str, n: usize) -> Value {
     for _ in 0..200 {
         let lines = lines_for(app, purpose);
         if lines.len() >= n {
@@ -42,17 +42,17 @@ fn assert_notification(line: &Value, purpose: &str, to: &str, user_id: &Value) {
     );
 }
 
-async fn change_password(app: &TestApp, token: &str, body: &Value) -> Response {
+pub(crate) async fn change_password(app: &TestApp, token: &str, body: &Value) -> Response {
     app.post_bearer("/api/auth/password/change", token, Some(body))
         .await
 }
 
-async fn forgot(app: &TestApp, email: &str) -> Response {
+pub(crate) async fn forgot(app: &TestApp, email: &str) -> Response {
     app.post_json("/api/auth/password/forgot", &json!({ "email": email }))
         .await
 }
 
-async fn reset(app: &TestApp, email: &str, code: &str, password: &str) -> Response {
+pub(crate) async fn reset(app: &TestApp, email: &str, code: &str, password: &str) -> Response {
     app.post_json(
         "/api/auth/password/reset",
         &json!({ "email": email, "code": code, "new_password": password }),
@@ -357,7 +357,12 @@ async fn a_verification_code_can_be_asked_for_again() {
     expect_error(again, 429, "rate_limited").await;
 }
 
-async fn change_email(app: &TestApp, token: &str, new_email: &str, password: &str) -> Response {
+pub(crate) async fn change_email(
+    app: &TestApp,
+    token: &str,
+    new_email: &str,
+    password: &str,
+) -> Response {
     app.post_bearer(
         "/api/auth/email/change",
         token,
@@ -366,7 +371,7 @@ async fn change_email(app: &TestApp, token: &str, new_email: &str, password: &st
     .await
 }
 
-async fn confirm_change(app: &TestApp, token: &str, code: &str) -> Response {
+pub(crate) async fn confirm_change(app: &TestApp, token: &str, code: &str) -> Response {
     app.post_bearer(
         "/api/auth/email/change/confirm",
         token,

@@ -143,7 +143,7 @@ pub(crate) async fn login_pending(app: &TestApp, email: &str) -> String {
 }
 
 /// A full token response with its cookie, from the challenge; returns the tokens.
-async fn expect_signed_in(res: Response) -> Tokens {
+pub(crate) async fn expect_signed_in(res: Response) -> Tokens {
     let status = res.status().as_u16();
     let headers = res.headers().clone();
     let v = json_of(res).await;

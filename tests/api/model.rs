@@ -15,9 +15,10 @@
 //! - a login while `MAX_SESSIONS` are live ends the one least recently logged in or rotated.
 
 use bp_auth::domain::credentials::Email;
+use bp_auth::domain::events::Origin;
 use bp_auth::domain::ids::SessionId;
 use bp_auth::domain::secrets::{RefreshToken, ServerKey};
-use bp_auth::domain::sessions::{RefreshOutcome, SessionPolicy};
+use bp_auth::domain::sessions::{LoginMethod, RefreshOutcome, SessionPolicy};
 use bp_auth::domain::time::Timestamp;
 use bp_auth::domain::user::{NewUser, UserState};
 use bp_auth::domain::DomainError;
@@ -86,6 +87,8 @@ struct ModelSession {
     refresh_expires_at: Timestamp,
     max_expires_at: Timestamp,
     rotated_at: Timestamp,
+    /// The login or last successful refresh (a grace replay too): what the cap's LRU uses.
+    last_used_at: Timestamp,
 }
 
 impl ModelSession {
@@ -159,7 +162,9 @@ impl Harness {
         forged: bool,
     ) -> Result<(), TestCaseError> {
         let now = self.now;
-        let got = self.state.refresh(token, &self.key, &self.policy, now);
+        let got = self
+            .state
+            .refresh(token, &self.key, &self.policy, &Origin::default(), now);
         let grace = self.policy.reuse_grace;
         let m = &mut self.model[i];
         if forged || !m.live(now) {
@@ -183,6 +188,7 @@ impl Harness {
             m.generation += 1;
             m.refresh_expires_at = now.plus(REFRESH_TTL).min(m.max_expires_at);
             m.rotated_at = now;
+            m.last_used_at = now;
             prop_assert_eq!(grant.expires_at, m.refresh_expires_at.min(m.max_expires_at));
             self.issued[i].push(grant.token);
             return Ok(());
@@ -199,6 +205,7 @@ impl Harness {
                 self.issued[i].last().expect("current"),
                 "the same successor"
             );
+            m.last_used_at = now;
             return Ok(());
         }
         prop_assert_eq!(
@@ -217,7 +224,7 @@ impl Harness {
                 let live = self.model.iter().filter(|m| m.live(now));
                 if live.clone().count() >= MAX_SESSIONS {
                     // The first of the least recently used, in login order, as the state keeps it.
-                    let lru = live.min_by_key(|m| m.rotated_at).map(|m| m.sid);
+                    let lru = live.min_by_key(|m| m.last_used_at).map(|m| m.sid);
                     for m in &mut self.model {
                         if Some(m.sid) == lru {
                             m.revoked = true;
@@ -226,7 +233,12 @@ impl Harness {
                 }
                 let (sid, token, expires) = self
                     .state
-                    .open_session(&self.key, &self.policy, self.now)
+                    .open_session(
+                        &self.key,
+                        &self.policy,
+                        (LoginMethod::Password, &Origin::default()),
+                        self.now,
+                    )
                     .map_err(|e| TestCaseError::fail(format!("login: {e:?}")))?;
                 prop_assert_eq!(token.generation, 0);
                 prop_assert_eq!(token.session, sid);
@@ -240,6 +252,7 @@ impl Harness {
                     refresh_expires_at: self.now.plus(REFRESH_TTL),
                     max_expires_at: self.now.plus(SESSION_MAX),
                     rotated_at: self.now,
+                    last_used_at: self.now,
                 });
                 self.issued.push(vec![token]);
             }
@@ -277,19 +290,26 @@ impl Harness {
         let key = &self.key;
         match by {
             LogoutBy::Everywhere => {
-                self.state.logout(None, None, true, key);
+                self.state
+                    .logout((None, None, true), key, &Origin::default(), self.now);
                 self.model.iter_mut().for_each(|m| m.revoked = true);
             }
             LogoutBy::Sid(p) => {
                 if let Some(i) = self.pick(*p) {
-                    self.state.logout(Some(self.model[i].sid), None, false, key);
+                    self.state.logout(
+                        (Some(self.model[i].sid), None, false),
+                        key,
+                        &Origin::default(),
+                        self.now,
+                    );
                     self.model[i].revoked = true;
                 }
             }
             LogoutBy::Refresh(p, back) => {
                 if let Some(i) = self.pick(*p) {
                     let t = self.older(i, *back % (self.issued[i].len() + 1));
-                    self.state.logout(None, Some(&t), false, key);
+                    self.state
+                        .logout((None, Some(&t), false), key, &Origin::default(), self.now);
                     // A genuine token of the family, current or older, ends it.
                     self.model[i].revoked = true;
                 }
@@ -297,14 +317,19 @@ impl Harness {
             LogoutBy::ForgedRefresh(p, byte) => {
                 if let Some(i) = self.pick(*p) {
                     let t = self.forged(i, *byte, 0);
-                    self.state.logout(None, Some(&t), false, key);
+                    self.state
+                        .logout((None, Some(&t), false), key, &Origin::default(), self.now);
                 }
             }
             LogoutBy::SidAndRefresh(a, b) => {
                 if let (Some(i), Some(j)) = (self.pick(*a), self.pick(*b)) {
                     let t = self.older(j, 0);
-                    self.state
-                        .logout(Some(self.model[i].sid), Some(&t), false, key);
+                    self.state.logout(
+                        (Some(self.model[i].sid), Some(&t), false),
+                        key,
+                        &Origin::default(),
+                        self.now,
+                    );
                     self.model[i].revoked = true;
                     self.model[j].revoked = true;
                 }

@@ -23,7 +23,8 @@ pub use profile::ProfilePatch;
 use super::apikey::ApiKey;
 use super::codes::CodeSlot;
 use super::credentials::Email;
-use super::ids::{TenantId, UserId};
+use super::events::{Event, EventKind, History, Origin};
+use super::ids::{SessionId, TenantId, UserId};
 use super::mfa::MfaState;
 use super::sessions::Session;
 use super::time::Timestamp;
@@ -105,6 +106,9 @@ pub struct UserState {
     /// A change of address waiting for the code sent to the new one.
     #[serde(default)]
     pub email_change: EmailChange,
+    /// The security history (since format version 3).
+    #[serde(default)]
+    pub history: History,
 }
 
 /// The address a change is waiting to confirm, and the code sent to it.
@@ -160,7 +164,26 @@ impl UserState {
             email_code: CodeSlot::default(),
             reset_code: CodeSlot::default(),
             email_change: EmailChange::default(),
+            history: History::default(),
         }
+    }
+
+    /// Adds an event to the history: `what` happened at `now`, asked from `origin`, about
+    /// `session` (the one opened or ended) or else the session `origin` used.
+    pub fn record(
+        &mut self,
+        what: EventKind,
+        origin: &Origin,
+        session: Option<SessionId>,
+        now: Timestamp,
+    ) {
+        self.history.record(Event {
+            at: now,
+            kind: what,
+            ip: origin.ip,
+            user_agent: origin.user_agent.clone(),
+            session: session.or(origin.session),
+        });
     }
 
     /// Drops sessions that can no longer authorise anything, so state does not grow forever.
@@ -173,9 +196,18 @@ impl UserState {
 pub(crate) mod fixtures {
     use super::*;
     use crate::domain::codes::CodePolicy;
-    use crate::domain::sessions::SessionPolicy;
+    use crate::domain::sessions::{LoginMethod, SessionPolicy};
 
     pub(crate) const T0: Timestamp = Timestamp(1_800_000_000);
+    /// A password login from nowhere in particular.
+    pub(crate) const LOGIN: (LoginMethod, &Origin) = (
+        LoginMethod::Password,
+        &Origin {
+            ip: None,
+            user_agent: None,
+            session: None,
+        },
+    );
 
     pub(crate) fn policy() -> SessionPolicy {
         SessionPolicy {
@@ -229,7 +261,13 @@ mod tests {
         let mut u = user();
         u.email_verified = true;
         let mut json = serde_json::to_value(&u).unwrap();
-        for field in ["email_verified", "email_code", "reset_code", "email_change"] {
+        for field in [
+            "email_verified",
+            "email_code",
+            "reset_code",
+            "email_change",
+            "history",
+        ] {
             json.as_object_mut().unwrap().remove(field);
         }
         let read: UserState = serde_json::from_value(json).unwrap();

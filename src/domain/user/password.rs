@@ -75,8 +75,8 @@ mod tests {
     #[test]
     fn a_change_keeps_the_current_session_and_ends_the_others_if_asked() {
         let mut u = user();
-        let (a, _, _) = u.open_session(&key(), &policy(), T0).unwrap();
-        let (b, _, _) = u.open_session(&key(), &policy(), T0).unwrap();
+        let (a, _, _) = u.open_session(&key(), &policy(), LOGIN, T0).unwrap();
+        let (b, _, _) = u.open_session(&key(), &policy(), LOGIN, T0).unwrap();
         u.change_password("$argon2id$new".into(), a, false);
         assert_eq!(u.sessions.len(), 2);
         u.change_password("$argon2id$newer".into(), a, true);
@@ -88,7 +88,7 @@ mod tests {
     #[test]
     fn a_reset_needs_the_code_ends_every_session_and_keeps_mfa() {
         let mut u = user();
-        u.open_session(&key(), &policy(), T0).unwrap();
+        u.open_session(&key(), &policy(), LOGIN, T0).unwrap();
         u.mfa.enabled = true;
         assert!(u.request_password_reset([7; 32], &code_policy(), T0));
         assert_eq!(u.reset_password(&[8; 32], "$x".into(), T0), Err(refused()));

@@ -66,6 +66,7 @@ mod tests {
         u.open_session(
             &crate::domain::secrets::ServerKey::from_bytes([1; 32]),
             &policy(),
+            LOGIN,
             T0,
         )
         .unwrap();
