@@ -8,7 +8,9 @@ use serde::{Deserialize, Serialize};
 
 use super::messages::Reply;
 use super::user::UserActor;
+use crate::domain::events::{EventKind, Origin};
 use crate::domain::mfa::MfaState;
+use crate::domain::time::Timestamp;
 use crate::domain::user::UserState;
 use crate::store::IndexChange;
 
@@ -29,9 +31,11 @@ pub enum Change {
 }
 
 impl Change {
-    /// Applies the change to `state`, adding the index entries that must land with it. The one
-    /// definition of each change, whichever way it runs.
-    pub fn apply(&self, state: &mut UserState, index: &mut Vec<IndexChange>) {
+    /// Applies the change to `state` at `now`, adding the index entries that must land with it,
+    /// and records it in the user's history (from no client: an operator's command) if it
+    /// changed anything. The one definition of each change, whichever way it runs.
+    pub fn apply(&self, state: &mut UserState, index: &mut Vec<IndexChange>, now: Timestamp) {
+        let before = state.clone();
         match self {
             Change::Deactivate => state.deactivate(),
             Change::Reactivate => state.reactivate(),
@@ -41,6 +45,20 @@ impl Change {
             }
             Change::RevokeSessions => state.revoke_all_sessions(),
             Change::ResetMfa => state.mfa = MfaState::default(),
+        }
+        if let Some(kind) = self.event().filter(|_| *state != before) {
+            state.record(kind, &Origin::default(), None, now);
+        }
+    }
+
+    /// What the user's history calls it (a plan is the tenant's, not a security event).
+    fn event(&self) -> Option<EventKind> {
+        match self {
+            Change::Deactivate => Some(EventKind::Deactivated),
+            Change::Reactivate => Some(EventKind::Reactivated),
+            Change::SetPlan(_) => None,
+            Change::RevokeSessions => Some(EventKind::SessionRevoked),
+            Change::ResetMfa => Some(EventKind::MfaDisabled),
         }
     }
 
@@ -66,8 +84,8 @@ impl Handler<Administer> for UserActor {
     type Result = Reply<()>;
 
     fn handle(&mut self, msg: Administer, _: &mut Context<Self>) -> Self::Result {
-        self.apply(|s, index, _| {
-            msg.0.apply(s, index);
+        self.apply(|s, index, now| {
+            msg.0.apply(s, index, now);
             Ok(())
         })
     }
@@ -77,27 +95,55 @@ impl Handler<Administer> for UserActor {
 mod tests {
     use super::*;
     use crate::domain::secrets::ServerKey;
-    use crate::domain::user::fixtures::{policy, user, T0};
+    use crate::domain::user::fixtures::{policy, user, LOGIN, T0};
     use crate::domain::user::Status;
 
     #[test]
     fn each_change_does_what_it_says_and_only_set_plan_touches_an_index() {
         let mut u = user();
-        u.open_session(&ServerKey::from_bytes([1; 32]), &policy(), T0)
+        u.open_session(&ServerKey::from_bytes([1; 32]), &policy(), LOGIN, T0)
             .unwrap();
         u.mfa.enabled = true;
         let mut index = Vec::new();
-        Change::RevokeSessions.apply(&mut u, &mut index);
+        Change::RevokeSessions.apply(&mut u, &mut index, T0);
         assert!(u.sessions.is_empty());
-        Change::ResetMfa.apply(&mut u, &mut index);
+        Change::ResetMfa.apply(&mut u, &mut index, T0);
         assert_eq!(u.mfa, MfaState::default());
-        Change::Deactivate.apply(&mut u, &mut index);
+        Change::Deactivate.apply(&mut u, &mut index, T0);
         assert_eq!(u.status, Status::Deactivated);
-        Change::Reactivate.apply(&mut u, &mut index);
+        Change::Reactivate.apply(&mut u, &mut index, T0);
         assert_eq!(u.status, Status::Active);
         assert!(index.is_empty());
-        Change::SetPlan("pro".into()).apply(&mut u, &mut index);
+        Change::SetPlan("pro".into()).apply(&mut u, &mut index, T0);
         assert_eq!(u.tenant.plan, "pro");
         assert_eq!(index, vec![IndexChange::Tenant]);
+    }
+
+    #[test]
+    fn a_change_is_recorded_once_from_no_client_and_only_if_it_changed_something() {
+        let mut u = user();
+        let start = u.history.clone();
+        let mut index = Vec::new();
+        Change::Reactivate.apply(&mut u, &mut index, T0);
+        Change::RevokeSessions.apply(&mut u, &mut index, T0);
+        Change::ResetMfa.apply(&mut u, &mut index, T0);
+        assert_eq!(
+            u.history.since(&start).count(),
+            0,
+            "nothing to do, nothing recorded"
+        );
+        Change::Deactivate.apply(&mut u, &mut index, T0);
+        Change::Deactivate.apply(&mut u, &mut index, T0);
+        Change::SetPlan("pro".into()).apply(&mut u, &mut index, T0);
+        Change::Reactivate.apply(&mut u, &mut index, T0);
+        let added: Vec<_> = u.history.since(&start).collect();
+        let kinds: Vec<EventKind> = added.iter().map(|e| e.kind).collect();
+        assert_eq!(kinds, [EventKind::Deactivated, EventKind::Reactivated]);
+        for e in added {
+            assert_eq!(
+                (e.ip, &e.user_agent, e.session, e.at),
+                (None, &None, None, T0)
+            );
+        }
     }
 }

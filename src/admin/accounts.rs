@@ -6,6 +6,7 @@ use std::sync::Arc;
 use super::AdminError;
 use crate::actors::admin::{Administer, Change};
 use crate::actors::{Directory, DirectoryError};
+use crate::clock;
 use crate::domain::user::UserState;
 use crate::store::Store;
 
@@ -45,7 +46,7 @@ impl Accounts for Stored<'_> {
         let before = self.load(email)?;
         let mut next = before.clone();
         let mut index = Vec::new();
-        change.apply(&mut next, &mut index);
+        change.apply(&mut next, &mut index, clock::now());
         if next != before {
             next.revision = before.revision.wrapping_add(1);
             let ticket = self.0.save_user(&next, &index)?;
@@ -92,7 +93,8 @@ impl Accounts for Running<'_> {
             .await
             .map_err(|e| from_directory(e, email))?;
         verdict.map_err(|e| AdminError::Server(e.to_string()))?;
-        tracing::info!(target: "bp_auth::audit", user = %id, client = "admin socket", event = "admin", outcome = name);
+        // Beside the history's own line (`deactivated`, ...): that an operator did it.
+        crate::audit::note(Some(id), None, "admin", name);
         Ok(state)
     }
 }

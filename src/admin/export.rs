@@ -441,7 +441,13 @@ mod tests {
             .map(|l| {
                 let mut v: serde_json::Value = serde_json::from_str(l).unwrap();
                 if let Some(u) = v.get_mut("user").and_then(|u| u.as_object_mut()) {
-                    for field in ["email_verified", "email_code", "reset_code", "email_change"] {
+                    for field in [
+                        "email_verified",
+                        "email_code",
+                        "reset_code",
+                        "email_change",
+                        "history",
+                    ] {
                         u.remove(field);
                     }
                 }

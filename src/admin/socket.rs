@@ -341,8 +341,15 @@ where
 }
 
 /// An export or import through the socket, on the audit log (no user: it is about them all).
-fn audit(what: &'static str, outcome: &Outcome) {
-    if let Outcome::Exported { users, keys } | Outcome::Imported { users, keys } = outcome {
-        tracing::info!(target: "bp_auth::audit", client = "admin socket", event = "admin", outcome = what, users, keys);
-    }
+fn audit(what: &str, outcome: &Outcome) {
+    let keys = matches!(
+        outcome,
+        Outcome::Exported { keys: true, .. } | Outcome::Imported { keys: true, .. }
+    );
+    crate::audit::note(
+        None,
+        None,
+        "admin",
+        &format!("{what}{}", if keys { "_with_keys" } else { "" }),
+    );
 }
