@@ -20,7 +20,7 @@ pub mod export;
 mod local;
 mod outfile;
 pub mod socket;
-mod wire;
+pub mod wire;
 
 use std::sync::Arc;
 
