@@ -27,6 +27,7 @@ use super::wire::{self, MAX_RECORD};
 use super::AdminError;
 use crate::clock;
 use crate::domain::ids::UserId;
+use crate::domain::sessions::Session;
 use crate::domain::user::{Tenant, UserState};
 use crate::keys::{self, KeyMaterial};
 use crate::store::{Created, IndexChange, Store, Ticket};
@@ -267,7 +268,12 @@ impl<'a> Importer<'a> {
             Line::Keys { .. } => Err(AdminError::Invalid(
                 "keys may only follow a version 2 header".into(),
             )),
-            Line::User { user } => self.user(&user),
+            Line::User { mut user } => {
+                user.sessions
+                    .iter_mut()
+                    .for_each(Session::complete_from_before_format_3);
+                self.user(&user)
+            }
             Line::EmailIndex { .. } => {
                 self.emails += 1;
                 Ok(())

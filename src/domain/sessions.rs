@@ -75,20 +75,25 @@ pub struct Session {
     pub rotated_at: Timestamp,
     /// The login or last refresh: what the user sees, and the use that counts for
     /// `tokens.max_sessions_per_user` (since format version 3; older sessions start at
-    /// `rotated_at`).
+    /// `rotated_at`). The defaults let exports from before it import.
+    #[serde(default)]
     pub last_used_at: Timestamp,
     /// How the login proved who it was.
+    #[serde(default)]
     pub method: LoginMethod,
     /// The client's user agent at login, at most 256 characters.
+    #[serde(default)]
     pub user_agent: Option<String>,
     /// The client's address at login.
+    #[serde(default)]
     pub ip: Option<IpAddr>,
 }
 
 /// How a session's login was proved. New variants go at the end: snapshots store the index.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub enum LoginMethod {
     /// Opened before sessions recorded it (format versions 1 and 2).
+    #[default]
     Unrecorded,
     /// A password alone.
     Password,
@@ -163,6 +168,12 @@ impl Session {
             secret,
         };
         (session, token)
+    }
+
+    /// A session read from an export made before format 3 has no last use: its last rotation
+    /// is the best one known (a use is never before it).
+    pub fn complete_from_before_format_3(&mut self) {
+        self.last_used_at = self.last_used_at.max(self.rotated_at);
     }
 
     /// Whether the session still authorises anything at `now`.

@@ -3,7 +3,9 @@
 use serde::{Deserialize, Serialize};
 
 /// Seconds since the Unix epoch. Whole seconds are all the contract shows and all JWTs carry.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
 pub struct Timestamp(pub i64);
 
 impl Timestamp {

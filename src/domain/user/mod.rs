@@ -274,4 +274,35 @@ mod tests {
         assert!(!read.email_verified);
         assert_eq!(read.email_change, EmailChange::default());
     }
+
+    #[test]
+    fn an_export_from_before_format_3_reads_its_sessions_as_unrecorded() {
+        use crate::domain::secrets::ServerKey;
+        use crate::domain::sessions::{LoginMethod, Session};
+        let mut u = user();
+        let key = ServerKey::from_bytes([1; 32]);
+        u.open_session(&key, &policy(), LOGIN, T0).unwrap();
+        let (_, second, _) = u.open_session(&key, &policy(), LOGIN, T0).unwrap();
+        u.refresh(&second, &key, &policy(), &Origin::default(), T0.plus(5))
+            .unwrap();
+        let mut json = serde_json::to_value(&u).unwrap();
+        json.as_object_mut().unwrap().remove("history");
+        for s in json["sessions"].as_array_mut().unwrap() {
+            for field in ["last_used_at", "method", "user_agent", "ip"] {
+                s.as_object_mut().unwrap().remove(field);
+            }
+        }
+        let mut read: UserState = serde_json::from_value(json).unwrap();
+        read.sessions
+            .iter_mut()
+            .for_each(Session::complete_from_before_format_3);
+        assert!(read.history.is_empty());
+        for (s, was) in read.sessions.iter().zip(&u.sessions) {
+            assert_eq!(s.method, LoginMethod::Unrecorded);
+            assert_eq!((s.ip, s.user_agent.as_deref()), (None, None));
+            assert_eq!(s.last_used_at, was.rotated_at, "its last rotation");
+            assert_eq!(s.current_hash, was.current_hash);
+        }
+        assert_eq!(read.sessions[1].last_used_at, T0.plus(5));
+    }
 }
