@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use actix::{Actor, Arbiter, Context, Handler, Message};
 use bp_auth::actors::messages::GetApiKey;
-use bp_auth::actors::{Directory, DirectoryConfig};
+use bp_auth::actors::{Directory, DirectoryConfig, PasskeySettings};
 use bp_auth::api::verifier::Verifier;
 use bp_auth::config::{Config, DeliveryConfig, DeliveryKind, StorageConfig};
 use bp_auth::domain::apikey::{self, ApiKey};
@@ -283,6 +283,11 @@ fn directory_with_user(store: Arc<SledStore>, config: &Config) -> (Directory, Us
             email_codes: codes(900),
             reset_codes: codes(900),
             attempts: AttemptRules::new(true, 10, 10, 900, 2),
+            passkeys: PasskeySettings {
+                webauthn: Arc::new(config.relying_party().expect("relying party")),
+                challenge_ttl: config.webauthn.challenge_ttl_seconds,
+                login_slots: config.rate_limit.max_tracked_addresses,
+            },
         },
         cores,
     );

@@ -6,7 +6,8 @@
 
 pub mod directory;
 pub mod messages;
+pub mod passkeys;
 mod shared;
 pub mod user;
 
-pub use directory::{Directory, DirectoryConfig, DirectoryError};
+pub use directory::{Directory, DirectoryConfig, DirectoryError, PasskeySettings};
