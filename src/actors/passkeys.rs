@@ -326,6 +326,10 @@ impl Handler<AnswerMfaPasskey> for UserActor {
     type Result = Reply<Opened>;
 
     fn handle(&mut self, msg: AnswerMfaPasskey, _: &mut Context<Self>) -> Self::Result {
+        // A spent or voided pending token is that, whatever ceremony it names.
+        if !self.state.mfa.challenge_open(msg.jti, clock::now()) {
+            return self.unchanged(Err(DomainError::InvalidToken));
+        }
         let state = match self.ceremonies.take(msg.challenge, clock::now()) {
             Some(Waiting::SecondFactor { jti, state }) if jti == msg.jti => state,
             _ => return self.unchanged(Err(DomainError::InvalidChallenge)),
