@@ -394,7 +394,7 @@ pub async fn login_finish(
             } else if user.is_none() {
                 audit::record(&state, &req, None, "passkey_login", "invalid_credentials");
             }
-            return Err(DomainError::InvalidCredentials.into());
+            return Err(DomainError::PasskeyRefused { cloned: None }.into());
         }
         Err(e) => return Err(e.into()),
     };
