@@ -83,15 +83,9 @@ impl StoredPasskey {
     }
 
     /// The credential, for webauthn-rs. `None` only if the stored JSON is not a credential this
-    /// build of webauthn-rs reads (then the passkey cannot be used, and says so in the log).
+    /// build of webauthn-rs reads: the passkey then cannot be used (its assertions are refused).
     pub fn passkey(&self) -> Option<Passkey> {
-        match serde_json::from_str(&self.credential) {
-            Ok(p) => Some(p),
-            Err(e) => {
-                tracing::error!(passkey = %self.id, error = %e, "a stored passkey is unreadable");
-                None
-            }
-        }
+        serde_json::from_str(&self.credential).ok()
     }
 
     /// Replaces the credential after a use (its counter and backup state moved).
