@@ -1,6 +1,7 @@
 //! Micro-benchmarks of the hot paths (criterion): token signing, verification (full and through
 //! the verified-token cache), the snapshot codec, argon2id at the configured parameters, API-key
-//! hashing and lookup, one actor hop, and refresh attempts against a long-lived session.
+//! hashing and lookup, one actor hop, refresh attempts against a long-lived session, and the
+//! server's side of one password login against one passkey login.
 //!
 //! `cargo bench --bench micro` (add `-- --quick` for a short run, or a filter such as
 //! `-- tokens/`). Figures are per operation, on this machine, with whatever else it is doing.
@@ -13,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use actix::{Actor, Arbiter, Context, Handler, Message};
 use bp_auth::actors::messages::GetApiKey;
-use bp_auth::actors::{Directory, DirectoryConfig};
+use bp_auth::actors::{Directory, DirectoryConfig, PasskeySettings};
 use bp_auth::api::verifier::Verifier;
 use bp_auth::config::{Config, DeliveryConfig, DeliveryKind, StorageConfig};
 use bp_auth::domain::apikey::{self, ApiKey};
@@ -253,6 +254,12 @@ fn directory_with_user(store: Arc<SledStore>, config: &Config) -> (Directory, Us
     store
         .save_user(&user, &[IndexChange::ApiKeyPut(digest)])
         .expect("save");
+    (directory_over(store, config), user.id, digest)
+}
+
+/// A directory like the server's over `store`: one arbiter per core, the configured limits and
+/// relying party.
+fn directory_over(store: Arc<SledStore>, config: &Config) -> Directory {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let codes = |ttl| CodePolicy {
         ttl,
@@ -268,7 +275,7 @@ fn directory_with_user(store: Arc<SledStore>, config: &Config) -> (Directory, Us
         std::path::Path::new("."),
     )
     .expect("delivery");
-    let directory = Directory::new(
+    Directory::new(
         store as Arc<dyn Store>,
         (
             ServerKey::from_bytes(random_32()),
@@ -283,10 +290,14 @@ fn directory_with_user(store: Arc<SledStore>, config: &Config) -> (Directory, Us
             email_codes: codes(900),
             reset_codes: codes(900),
             attempts: AttemptRules::new(true, 10, 10, 900, 2),
+            passkeys: PasskeySettings {
+                webauthn: Arc::new(config.relying_party().expect("relying party")),
+                challenge_ttl: config.webauthn.challenge_ttl_seconds,
+                login_slots: config.rate_limit.max_tracked_addresses,
+            },
         },
         cores,
-    );
-    (directory, user.id, digest)
+    )
 }
 
 /// Messages kept in flight by the `_pipelined` actor benches.
@@ -458,5 +469,150 @@ fn refresh(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, tokens, snapshot, argon2, api_keys, actors, refresh);
+/// The server's side of one login, as the handlers do it (without HTTP parsing): a password
+/// login (the email lookup, the account's attempt reserved in its actor, argon2id on the
+/// hashing pool, the attempt settled, a session opened, an access token signed), against a
+/// passkey login (`login/start`: the email lookup, the ceremony opened in the user's actor, the
+/// options written as JSON; then `login/finish`: the credential read from JSON, the ceremony
+/// taken, the assertion verified by webauthn-rs (ECDSA P-256), a session opened, an access token
+/// signed), named by email or usernameless. The software authenticator's signature between the
+/// two steps is the browser's work and is not timed. Snapshots are written with
+/// `storage.durability = "periodic"`, so that the figures are the work of the login, not an
+/// fsync (which `"flush"` adds to both alike).
+fn logins(c: &mut Criterion) {
+    use bp_auth::actors::messages::{OpenSession, ReservePassword, SettlePassword};
+    use bp_auth::actors::passkeys::{FinishPasskeyRegistration, StartPasskeyRegistration};
+    use bp_auth::domain::backoff::Settled;
+    use bp_auth::domain::ids::ChallengeId;
+    use webauthn_authenticator_rs::prelude::{Url, WebauthnAuthenticator};
+    use webauthn_authenticator_rs::softpasskey::SoftPasskey;
+    use webauthn_rs_proto::PublicKeyCredential;
+
+    let config = config();
+    let system = actix::System::new();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let storage = StorageConfig {
+        durability: bp_auth::config::Durability::Periodic,
+        ..StorageConfig::default()
+    };
+    let store = Arc::new(SledStore::open(&dir.path().join("db"), &storage).expect("store"));
+    let user = realistic_user(&config, bp_auth::clock::now());
+    let (id, email_key, phc) = (user.id, user.email_key.clone(), user.password_hash.clone());
+    store.create_user(&user).expect("create");
+    let directory = system.block_on(async { directory_over(store, &config) });
+    let ring = keyring(&config);
+    let hashes =
+        bp_auth::hashing::HashPool::start(hasher(&config), 0, config.password.max_queue).unwrap();
+    let origin = Url::parse("http://localhost:8080").unwrap();
+    let mut soft = SoftPasskey::new(true);
+    system.block_on(async {
+        let challenge = ChallengeId::generate();
+        let options = directory
+            .call(id, StartPasskeyRegistration { challenge })
+            .await
+            .unwrap()
+            .unwrap();
+        let credential = soft.do_registration(origin.clone(), options).unwrap();
+        let msg = FinishPasskeyRegistration {
+            challenge,
+            name: "Laptop".into(),
+            credential: Box::new(credential),
+            origin: browser(),
+        };
+        directory.call(id, msg).await.unwrap().unwrap();
+    });
+    let sign = |subject: &bp_auth::actors::messages::Subject, sid, now| {
+        let claims = ring.claims(id, subject.tenant, Some(sid), subject.role, now, 900);
+        black_box(ring.sign(&claims, TYP_ACCESS))
+    };
+
+    let mut g = c.benchmark_group("login");
+    g.sample_size(20);
+    g.measurement_time(Duration::from_secs(5));
+    g.bench_function("password", |b| {
+        b.iter_custom(|iters| {
+            system.block_on(async {
+                let start = Instant::now();
+                for _ in 0..iters {
+                    let user = directory.user_by_email(&email_key).unwrap().unwrap();
+                    let view = directory.view(user).unwrap().unwrap();
+                    directory
+                        .call(user, ReservePassword)
+                        .await
+                        .unwrap()
+                        .unwrap();
+                    let phc: Arc<str> = Arc::from(view.password_hash.as_str());
+                    let ok = hashes
+                        .verify("correct horse battery staple", Some(phc))
+                        .await
+                        .unwrap();
+                    assert!(ok);
+                    directory.tell(user, SettlePassword(Settled::Succeeded));
+                    let opened = directory
+                        .call(user, OpenSession { origin: browser() })
+                        .await
+                        .unwrap()
+                        .unwrap();
+                    sign(&opened.subject, opened.session, opened.issued_at);
+                }
+                start.elapsed()
+            })
+        })
+    });
+    let _ = phc;
+    for (name, email) in [
+        ("passkey_email", Some(email_key.as_str())),
+        ("passkey_usernameless", None),
+    ] {
+        g.bench_function(name, |b| {
+            b.iter_custom(|iters| {
+                system.block_on(async {
+                    let mut timed = Duration::ZERO;
+                    for _ in 0..iters {
+                        let start = Instant::now();
+                        let (challenge, options) =
+                            directory.start_passkey_login(email).await.unwrap();
+                        let served = serde_json::to_string(&options.public_key).unwrap();
+                        timed += start.elapsed();
+                        // The browser and the authenticator (untimed).
+                        let mut options = options;
+                        if options.public_key.allow_credentials.is_empty() {
+                            let listed = serde_json::json!([{"type": "public-key",
+                                "id": soft_credential_id(&directory, id)}]);
+                            options.public_key.allow_credentials =
+                                serde_json::from_value(listed).unwrap();
+                        }
+                        black_box(served);
+                        let mut answer = soft.do_authentication(origin.clone(), options).unwrap();
+                        answer.response.user_handle = Some(id.as_bytes().to_vec());
+                        let posted = serde_json::to_string(&answer).unwrap();
+                        let start = Instant::now();
+                        let credential: PublicKeyCredential =
+                            serde_json::from_str(&posted).unwrap();
+                        let (_, opened) = directory
+                            .finish_passkey_login(challenge, Some(credential), browser())
+                            .await
+                            .unwrap();
+                        let opened = opened.unwrap();
+                        sign(&opened.subject, opened.session, opened.issued_at);
+                        timed += start.elapsed();
+                    }
+                    timed
+                })
+            })
+        });
+    }
+    g.finish();
+    drop(directory);
+}
+
+/// The credential id of the user's first passkey, base64url, as the browser's account chooser
+/// would pick it for a usernameless login.
+fn soft_credential_id(directory: &Directory, id: UserId) -> String {
+    use base64::Engine;
+    let view = directory.view(id).unwrap().unwrap();
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&view.passkeys[0].credential_id)
+}
+
+criterion_group!(benches, tokens, snapshot, argon2, api_keys, actors, refresh, logins);
 criterion_main!(benches);

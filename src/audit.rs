@@ -46,3 +46,9 @@ pub fn recorded(user: UserId, event: &Event) {
 pub fn note(user: Option<UserId>, client: Option<IpAddr>, event: &str, outcome: &str) {
     line(false, user, client, None, event, outcome);
 }
+
+/// [`note`] at warn level: something an operator should look at (a passkey whose signature
+/// counter went back, the mark of a cloned authenticator).
+pub fn alert(user: Option<UserId>, client: Option<IpAddr>, event: &str, outcome: &str) {
+    line(true, user, client, None, event, outcome);
+}

@@ -31,6 +31,7 @@ pub struct Config {
     pub log: LogConfig,
     pub delivery: DeliveryConfig,
     pub metrics: MetricsConfig,
+    pub webauthn: WebauthnConfig,
     pub plans: BTreeMap<String, Plan>,
 }
 
@@ -415,6 +416,53 @@ impl Default for MetricsConfig {
     }
 }
 
+/// Passkeys: the WebAuthn relying party.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebauthnConfig {
+    /// The relying party id: the domain passkeys are bound to (the site's domain or a parent of
+    /// it). Changing it orphans every registered passkey.
+    pub rp_id: String,
+    /// The origins (`scheme://host[:port]`) whose pages may run ceremonies; the first must be on
+    /// `rp_id`. `cors.allowed_origins` are allowed too.
+    pub rp_origins: Vec<String>,
+    /// The name authenticators show.
+    pub rp_name: String,
+    /// How long a ceremony waits for its answer (also the browser's timeout).
+    pub challenge_ttl_seconds: u64,
+}
+
+impl Default for WebauthnConfig {
+    fn default() -> Self {
+        Self {
+            rp_id: "localhost".into(),
+            rp_origins: vec!["http://localhost:8080".into()],
+            rp_name: "BlitzPulse".into(),
+            challenge_ttl_seconds: 300,
+        }
+    }
+}
+
+impl Config {
+    /// The WebAuthn relying party: `webauthn.*`, its origins and the CORS ones.
+    pub fn relying_party(&self) -> Result<webauthn_rs::Webauthn, ConfigError> {
+        let mut origins = self.webauthn.rp_origins.clone();
+        for o in &self.cors.allowed_origins {
+            if !origins.iter().any(|known| known.eq_ignore_ascii_case(o)) {
+                origins.push(o.clone());
+            }
+        }
+        crate::domain::passkeys::RelyingParty {
+            id: &self.webauthn.rp_id,
+            name: &self.webauthn.rp_name,
+            origins: &origins,
+            challenge_ttl: self.webauthn.challenge_ttl_seconds,
+        }
+        .build()
+        .map_err(ConfigError::Invalid)
+    }
+}
+
 /// Why the configuration could not be loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -493,6 +541,10 @@ impl Config {
             return bad("rate_limit.max_tracked_addresses must be between 1 and 10000000");
         }
         self.delivery.validate().map_err(ConfigError::Invalid)?;
+        if !(1..=3_600).contains(&self.webauthn.challenge_ttl_seconds) {
+            return bad("webauthn.challenge_ttl_seconds must be between 1 and 3600");
+        }
+        self.relying_party()?;
         Ok(())
     }
 }
@@ -693,6 +745,36 @@ mod tests {
         }
         // Settings only matter to the delivery that uses them.
         with_env(&[("BP_AUTH__DELIVERY__SMTP_URL", "not checked")]).unwrap();
+    }
+
+    #[test]
+    fn the_relying_party_follows_webauthn_and_cors() {
+        let c = with_env(&[]).unwrap();
+        let w = c.relying_party().unwrap();
+        let origins: Vec<String> = w
+            .get_allowed_origins()
+            .iter()
+            .map(|u| u.to_string())
+            .collect();
+        assert_eq!(origins, ["http://localhost:8080/"]);
+        let c = with_env(&[
+            ("BP_AUTH__WEBAUTHN__RP_ID", "blitzpulse.example"),
+            (
+                "BP_AUTH__WEBAUTHN__RP_ORIGINS",
+                r#"["https://auth.blitzpulse.example"]"#,
+            ),
+            (
+                "BP_AUTH__CORS__ALLOWED_ORIGINS",
+                r#"["https://app.blitzpulse.example"]"#,
+            ),
+        ])
+        .unwrap();
+        let w = c.relying_party().unwrap();
+        assert_eq!(w.get_allowed_origins().len(), 2);
+        let err = with_env(&[("BP_AUTH__WEBAUTHN__RP_ID", "example.org")]).unwrap_err();
+        assert!(err.to_string().contains("webauthn.rp_id"), "{err}");
+        let err = with_env(&[("BP_AUTH__WEBAUTHN__CHALLENGE_TTL_SECONDS", "0")]).unwrap_err();
+        assert!(err.to_string().contains("challenge_ttl_seconds"), "{err}");
     }
 
     #[test]

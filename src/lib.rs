@@ -15,7 +15,8 @@
 //!   that imports sled), the snapshot codec, group commit. `store::open` is the one place an
 //!   engine is named.
 //! - [`actors`] (layer 3): the user actor, the views it publishes, and the directory that finds,
-//!   starts and retires actors. The only layer that imports actix.
+//!   starts and retires actors, with the passkey ceremonies waiting for their answer. The only
+//!   layer that imports actix.
 //! - [`api`] (layer 4): routes, extractors, authentication, the token verifier and its cache,
 //!   throttles, error mapping, OpenAPI, one file per area. Reaches state only through
 //!   [`actors::Directory`]; never sees the store.

@@ -12,7 +12,7 @@ use actix_web::middleware::{from_fn, DefaultHeaders};
 use actix_web::{web, App, HttpServer};
 use arc_swap::ArcSwap;
 
-use crate::actors::{Directory, DirectoryConfig};
+use crate::actors::{Directory, DirectoryConfig, PasskeySettings};
 use crate::admin::socket::{AdminSocket, Live};
 use crate::api::verifier::Verifier;
 use crate::api::{self, AppState};
@@ -42,6 +42,8 @@ pub enum StartupError {
     Delivery(String),
     #[error("cannot bind {0}: {1}")]
     Bind(String, std::io::Error),
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
 }
 
 /// A built, bound, not yet running server.
@@ -146,6 +148,11 @@ impl Application {
                 email_codes: code_policy(codes.email_ttl_seconds),
                 reset_codes: code_policy(codes.reset_ttl_seconds),
                 attempts: throttle.rules(),
+                passkeys: PasskeySettings {
+                    webauthn: Arc::new(config.relying_party()?),
+                    challenge_ttl: config.webauthn.challenge_ttl_seconds,
+                    login_slots: config.rate_limit.max_tracked_addresses,
+                },
             },
             cores,
         );

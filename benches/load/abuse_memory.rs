@@ -257,7 +257,7 @@ impl FailedLogins {
 /// only ever header values: nothing is sent to them.
 fn address(i: u64) -> IpAddr {
     let n = i / 2;
-    if i % 2 == 0 {
+    if i.is_multiple_of(2) {
         IpAddr::V4(Ipv4Addr::from(0x6440_0000u32.wrapping_add(n as u32)))
     } else {
         IpAddr::V6(Ipv6Addr::new(

@@ -9,7 +9,6 @@ use serde::{Deserialize, Serialize};
 use super::messages::Reply;
 use super::user::UserActor;
 use crate::domain::events::{EventKind, Origin};
-use crate::domain::mfa::MfaState;
 use crate::domain::time::Timestamp;
 use crate::domain::user::UserState;
 use crate::store::IndexChange;
@@ -26,7 +25,8 @@ pub enum Change {
     SetPlan(String),
     /// Every session and refresh family ends.
     RevokeSessions,
-    /// MFA off; the TOTP secret, recovery codes and open challenges forgotten.
+    /// Every second factor gone: TOTP (its secret, recovery codes and open challenges) and every
+    /// passkey (their credential ids released).
     ResetMfa,
 }
 
@@ -44,7 +44,11 @@ impl Change {
                 index.push(IndexChange::Tenant);
             }
             Change::RevokeSessions => state.revoke_all_sessions(),
-            Change::ResetMfa => state.mfa = MfaState::default(),
+            Change::ResetMfa => {
+                for credential_id in state.reset_second_factors() {
+                    index.push(IndexChange::PasskeyDelete(credential_id));
+                }
+            }
         }
         if let Some(kind) = self.event().filter(|_| *state != before) {
             state.record(kind, &Origin::default(), None, now);
@@ -84,6 +88,10 @@ impl Handler<Administer> for UserActor {
     type Result = Reply<()>;
 
     fn handle(&mut self, msg: Administer, _: &mut Context<Self>) -> Self::Result {
+        if msg.0 == Change::ResetMfa {
+            // A ceremony begun before the reset must not finish after it.
+            self.ceremonies = Default::default();
+        }
         self.apply(|s, index, now| {
             msg.0.apply(s, index, now);
             Ok(())
@@ -94,6 +102,7 @@ impl Handler<Administer> for UserActor {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::mfa::MfaState;
     use crate::domain::secrets::ServerKey;
     use crate::domain::user::fixtures::{policy, user, LOGIN, T0};
     use crate::domain::user::Status;

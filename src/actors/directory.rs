@@ -37,6 +37,20 @@ pub struct DirectoryConfig {
     pub reset_codes: CodePolicy,
     /// Limits on password checks and second-factor answers per account.
     pub attempts: AttemptRules,
+    /// The WebAuthn relying party and its ceremonies' lifetime.
+    pub passkeys: PasskeySettings,
+}
+
+/// What the passkey ceremonies need from the configuration.
+#[derive(Debug, Clone)]
+pub struct PasskeySettings {
+    /// The relying party (`webauthn.*`), built once at start.
+    pub webauthn: Arc<webauthn_rs::Webauthn>,
+    /// How long a ceremony waits for its answer (`webauthn.challenge_ttl_seconds`).
+    pub challenge_ttl: u64,
+    /// Slots of the table of login ceremonies not yet tied to a user (a fixed bound, like every
+    /// table keyed by client input: `rate_limit.max_tracked_addresses`).
+    pub login_slots: usize,
 }
 
 /// Why the directory could not give a verdict: the one error type of this layer, so that the
@@ -52,6 +66,9 @@ pub enum DirectoryError {
     Unavailable,
     #[error("delivery failed: {0}")]
     Delivery(String),
+    /// A WebAuthn ceremony could not be started.
+    #[error("webauthn: {0}")]
+    Ceremony(String),
 }
 
 impl From<StoreError> for DirectoryError {
@@ -93,6 +110,11 @@ impl Directory {
                 arbiters: Mutex::new(arbiters),
             }),
         }
+    }
+
+    /// What the actors share, for the directory's other files (`actors/passkeys.rs`).
+    pub(super) fn shared(&self) -> &Arc<Shared> {
+        &self.inner.shared
     }
 
     /// Stops the actors' threads (at shutdown, after the last request).
@@ -370,6 +392,7 @@ impl Directory {
                 Ok(Ok(done)) => return Ok((done, addr)),
                 Ok(Err(ActorError::Store(e))) => return Err(e.into()),
                 Ok(Err(ActorError::Delivery(e))) => return Err(DirectoryError::Delivery(e)),
+                Ok(Err(ActorError::Ceremony(e))) => return Err(DirectoryError::Ceremony(e)),
                 Ok(Err(ActorError::Retired)) | Err(MailboxError::Closed) => {
                     self.inner.actors.remove_if(&id, |_, a| *a == addr);
                 }
@@ -436,6 +459,9 @@ mod tests {
             Ok(None)
         }
         fn user_by_api_key(&self, _: &[u8; 32]) -> Result<Option<UserId>, StoreError> {
+            Ok(None)
+        }
+        fn user_by_passkey(&self, _: &[u8]) -> Result<Option<UserId>, StoreError> {
             Ok(None)
         }
         fn create_user(&self, _: &UserState) -> Result<Created, StoreError> {
@@ -512,6 +538,7 @@ mod tests {
                 email_codes: codes,
                 reset_codes: codes,
                 attempts: AttemptRules::new(true, 10, 10, 900, 2),
+                passkeys: crate::actors::passkeys::test_settings(),
             },
             1,
         );

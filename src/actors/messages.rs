@@ -41,6 +41,9 @@ pub enum ActorError {
     /// A code could not be delivered; the change was discarded.
     #[error("delivery failed: {0}")]
     Delivery(String),
+    /// webauthn-rs could not start a ceremony (a bug or a misconfiguration, never the input).
+    #[error("webauthn: {0}")]
+    Ceremony(String),
 }
 
 pub type Reply<T> = Result<Done<T>, ActorError>;

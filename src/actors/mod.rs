@@ -7,7 +7,8 @@
 pub mod admin;
 pub mod directory;
 pub mod messages;
+pub mod passkeys;
 mod shared;
 pub mod user;
 
-pub use directory::{Directory, DirectoryConfig, DirectoryError};
+pub use directory::{Directory, DirectoryConfig, DirectoryError, PasskeySettings};

@@ -8,9 +8,11 @@ use std::time::Instant;
 
 use dashmap::DashMap;
 
+use super::passkeys::LoginTable;
 use super::DirectoryConfig;
 use crate::delivery::Sender;
 use crate::domain::ids::UserId;
+use crate::domain::passkeys::Decoys;
 use crate::domain::secrets::{DataKey, ServerKey};
 use crate::domain::user::UserState;
 use crate::store::Store;
@@ -67,6 +69,11 @@ pub(crate) struct Shared {
     /// Seals TOTP secrets at rest.
     pub(crate) data_key: DataKey,
     pub(crate) config: DirectoryConfig,
+    /// Login ceremonies not tied to a user's actor: usernameless ones with their state, and the
+    /// route of each named one (see `actors/passkeys.rs`).
+    pub(crate) logins: LoginTable,
+    /// The decoy credentials of emails without passkeys, keyed from the server key.
+    pub(crate) decoys: Option<Decoys>,
     /// The origin of the activity clock: a monotonic clock, so idling is immune to wall-clock
     /// jumps.
     epoch: Instant,
@@ -79,6 +86,10 @@ impl Shared {
         delivery: Arc<dyn Sender>,
         config: DirectoryConfig,
     ) -> Self {
+        let decoy_key = keys.0.digest("webauthn-decoy-credentials", b"");
+        let decoys = Decoys::new(&decoy_key)
+            .inspect_err(|e| tracing::error!(error = %e, "no passkey decoys"))
+            .ok();
         Self {
             views: Views::default(),
             store,
@@ -86,6 +97,8 @@ impl Shared {
             delivery,
             key: keys.0,
             data_key: keys.1,
+            logins: LoginTable::new(config.passkeys.login_slots),
+            decoys,
             config,
             epoch: Instant::now(),
         }

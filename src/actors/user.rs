@@ -13,6 +13,7 @@ use actix::{Actor, ActorContext, AtomicResponse, Context, Handler};
 use tracing::debug;
 
 use super::messages::*;
+use super::passkeys::Waiting;
 use super::shared::Shared;
 use crate::clock;
 use crate::delivery::{self, Channel, Purpose};
@@ -22,16 +23,17 @@ use crate::domain::error::DomainError;
 use crate::domain::events::{EventKind, Origin};
 use crate::domain::ids::TokenId;
 use crate::domain::mfa;
+use crate::domain::passkeys::Pending;
 use crate::domain::sessions::LoginMethod;
 use crate::domain::time::Timestamp;
 use crate::domain::user::{EmailMoved, UserState};
 use crate::store::{IndexChange, StoreError};
 
 pub struct UserActor {
-    state: Arc<UserState>,
+    pub(super) state: Arc<UserState>,
     /// Seconds (on the directory's clock) of the last read or write; shared with the view.
     activity: Arc<AtomicU64>,
-    dir: Arc<Shared>,
+    pub(super) dir: Arc<Shared>,
     /// Set once the actor has left the directory; it then refuses every message.
     retired: bool,
     /// Password checks of this account, in memory: an actor with a live window or a check in
@@ -39,11 +41,15 @@ pub struct UserActor {
     passwords: Attempts,
     /// Wrong second-factor answers, across pending tokens.
     second_factors: Attempts,
+    /// WebAuthn ceremonies of this user waiting for their answer (`actors/passkeys.rs`): in
+    /// memory only, each answered once, bounded, expiring with its challenge. An actor holding
+    /// a live one is not retired.
+    pub(super) ceremonies: Pending<Waiting>,
 }
 
 /// What a rule decided: the changed copy of the state (if anything changed), the index
 /// entries that change with it, and the verdict.
-struct Decision<T> {
+pub(super) struct Decision<T> {
     next: UserState,
     index: Vec<IndexChange>,
     value: Result<T, DomainError>,
@@ -58,11 +64,12 @@ impl UserActor {
             retired: false,
             passwords: Attempts::default(),
             second_factors: Attempts::default(),
+            ceremonies: Pending::default(),
         }
     }
 
     /// An answer that changed nothing.
-    fn unchanged<T>(&self, value: Result<T, DomainError>) -> Reply<T> {
+    pub(super) fn unchanged<T>(&self, value: Result<T, DomainError>) -> Reply<T> {
         if self.retired {
             return Err(ActorError::Retired);
         }
@@ -83,9 +90,9 @@ impl UserActor {
     }
 
     /// Runs a second-factor `rule` under the account's limit of wrong answers: refused while
-    /// over it (the right code too), a wrong code counted (and recorded as `mfa_failed` from
-    /// `origin`), a right one clearing the count.
-    fn second_factor<T>(
+    /// over it (the right code too), a wrong code or passkey counted (and recorded as
+    /// `mfa_failed` from `origin`), a right one clearing the count.
+    pub(super) fn second_factor<T>(
         &mut self,
         origin: &Origin,
         rule: impl FnOnce(&mut UserState, &mut Vec<IndexChange>, Timestamp) -> Result<T, DomainError>,
@@ -99,14 +106,18 @@ impl UserActor {
         }
         let reply = self.apply(|s, index, now| {
             let value = rule(s, index, now);
-            if let Err(DomainError::InvalidCode { .. }) = &value {
+            if let Err(DomainError::InvalidCode { .. } | DomainError::PasskeyRefused { .. }) =
+                &value
+            {
                 s.record(EventKind::MfaFailed, origin, None, now);
             }
             value
         });
         if let (Some(limit), Ok(done)) = (&limit, &reply) {
             match &done.value {
-                Err(DomainError::InvalidCode { .. }) => self.second_factors.fail(limit, now),
+                Err(DomainError::InvalidCode { .. } | DomainError::PasskeyRefused { .. }) => {
+                    self.second_factors.fail(limit, now)
+                }
                 Ok(_) => self.second_factors.reset(),
                 Err(_) => {}
             }
@@ -114,7 +125,7 @@ impl UserActor {
         reply
     }
 
-    fn subject(&self) -> Subject {
+    pub(super) fn subject(&self) -> Subject {
         Subject {
             tenant: self.state.tenant.id,
             role: self.state.role.as_str(),
@@ -122,7 +133,7 @@ impl UserActor {
     }
 
     /// Runs `rule` on a copy of the state, without committing it.
-    fn decide<T>(
+    pub(super) fn decide<T>(
         &self,
         rule: impl FnOnce(&mut UserState, &mut Vec<IndexChange>, Timestamp) -> Result<T, DomainError>,
     ) -> Result<Decision<T>, ActorError> {
@@ -138,7 +149,7 @@ impl UserActor {
     }
 
     /// Writes a decision's state (if it changed) and publishes it.
-    fn commit<T>(&mut self, d: Decision<T>) -> Reply<T> {
+    pub(super) fn commit<T>(&mut self, d: Decision<T>) -> Reply<T> {
         let Decision {
             mut next,
             index,
@@ -313,6 +324,7 @@ impl Handler<RetireIfIdle> for UserActor {
         if !self.retired
             && self.dir.uptime_secs().saturating_sub(last) >= self.dir.config.idle.as_secs()
             && self.attempts_quiet(clock::now())
+            && self.ceremonies.is_quiet(clock::now())
         {
             self.retire(ctx);
         }

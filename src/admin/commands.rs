@@ -142,7 +142,7 @@ pub fn summary(u: &UserState) -> serde_json::Value {
         "tenant_id": u.tenant.id.to_string(),
         "plan": u.tenant.plan,
         "created_at": u.created_at.rfc3339(),
-        "mfa_enabled": u.mfa.enabled,
+        "mfa_enabled": u.mfa_enabled(),
         "live_sessions": u.sessions.iter().filter(|s| s.is_live(now)).count(),
         "api_key": u.api_key.as_ref().map(|k| json!({
             "prefix": k.prefix, "created_at": k.created_at.rfc3339(),

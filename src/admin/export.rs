@@ -340,13 +340,20 @@ impl<'a> Importer<'a> {
             }
             Created::Yes(t) => self.last = Some(t),
         }
-        // The same snapshot again, with its key's index entry: an actor started in between
-        // (a running server) loaded exactly this state, so nothing diverges.
-        if let Some(k) = &user.api_key {
-            self.last = Some(
-                self.store
-                    .save_user(user, &[IndexChange::ApiKeyPut(k.digest)])?,
-            );
+        // The same snapshot again, with its API key's and passkeys' index entries: an actor
+        // started in between (a running server) loaded exactly this state, so nothing diverges.
+        let index: Vec<IndexChange> = user
+            .api_key
+            .iter()
+            .map(|k| IndexChange::ApiKeyPut(k.digest))
+            .chain(
+                user.passkeys
+                    .iter()
+                    .map(|p| IndexChange::PasskeyPut(p.credential_id.clone())),
+            )
+            .collect();
+        if !index.is_empty() {
+            self.last = Some(self.store.save_user(user, &index)?);
         }
         self.users += 1;
         Ok(())

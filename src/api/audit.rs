@@ -43,3 +43,20 @@ pub fn record(
 ) {
     crate::audit::note(user, state.throttle.client_ip(req), event, outcome);
 }
+
+/// A refused passkey whose signature counter went back (a cloned authenticator), for the
+/// operator: a warning on the audit target naming the user and the passkey.
+pub fn passkey_cloned(
+    state: &AppState,
+    req: &HttpRequest,
+    user: Option<UserId>,
+    passkey: crate::domain::ids::PasskeyId,
+) {
+    let outcome = format!("counter_went_back passkey={passkey}");
+    crate::audit::alert(
+        user,
+        state.throttle.client_ip(req),
+        "passkey_refused",
+        &outcome,
+    );
+}

@@ -115,17 +115,25 @@ fn domain_status(d: &DomainError) -> StatusCode {
         | D::SessionRevoked
         | D::InvalidCredentials
         | D::InvalidRefreshToken
-        | D::RefreshTokenReused => StatusCode::UNAUTHORIZED,
+        | D::RefreshTokenReused
+        | D::PasskeyRefused { .. } => StatusCode::UNAUTHORIZED,
         D::SessionRequired | D::AccountDeactivated | D::OriginNotAllowed => StatusCode::FORBIDDEN,
         D::EmailTaken
         | D::PhoneAlreadyVerified
         | D::EmailAlreadyVerified
-        | D::MfaAlreadyEnabled => StatusCode::CONFLICT,
-        D::InvalidCode { .. } | D::CodeExpired | D::NoPhone | D::MfaNotSetUp | D::MfaNotEnabled => {
-            StatusCode::BAD_REQUEST
-        }
+        | D::MfaAlreadyEnabled
+        | D::PasskeyExists
+        | D::TooManyPasskeys => StatusCode::CONFLICT,
+        D::InvalidCode { .. }
+        | D::CodeExpired
+        | D::NoPhone
+        | D::MfaNotSetUp
+        | D::MfaNotEnabled
+        | D::InvalidChallenge
+        | D::InvalidPasskey
+        | D::NoPasskey => StatusCode::BAD_REQUEST,
         D::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
-        D::UserNotFound | D::SessionNotFound => StatusCode::NOT_FOUND,
+        D::UserNotFound | D::SessionNotFound | D::PasskeyNotFound => StatusCode::NOT_FOUND,
     }
 }
 
@@ -209,6 +217,10 @@ impl From<DirectoryError> for ApiError {
             }
             DirectoryError::Unavailable => Self::StorageUnavailable,
             DirectoryError::Delivery(_) => Self::DeliveryFailed,
+            DirectoryError::Ceremony(e) => {
+                tracing::error!(error = %e, "a WebAuthn ceremony could not start");
+                Self::Internal
+            }
         }
     }
 }

@@ -183,6 +183,34 @@ impl<'a> Fields<'a> {
         }
     }
 
+    /// A required JSON object (a WebAuthn credential, say), as pydantic reads a `dict` field.
+    pub fn object(&mut self, name: &str) -> Option<&'a Map<String, Value>> {
+        match self.obj.get(name) {
+            None => {
+                self.push(name, "missing", "Field required");
+                None
+            }
+            Some(Value::Object(m)) => Some(m),
+            Some(_) => {
+                self.push(name, "dict_type", "Input should be a valid dictionary");
+                None
+            }
+        }
+    }
+
+    /// An optional JSON object: absent or `null` is `Some(None)`; `None` means a wrong type,
+    /// already reported.
+    pub fn opt_object(&mut self, name: &str) -> Option<Option<&'a Map<String, Value>>> {
+        match self.obj.get(name) {
+            None | Some(Value::Null) => Some(None),
+            Some(Value::Object(m)) => Some(Some(m)),
+            Some(_) => {
+                self.push(name, "dict_type", "Input should be a valid dictionary");
+                None
+            }
+        }
+    }
+
     /// Whether the field is present at all (`null` included): PATCH tells absent from cleared.
     pub fn has(&self, name: &str) -> bool {
         self.obj.contains_key(name)

@@ -1,4 +1,5 @@
-//! Two-factor authentication: TOTP enrolment and the login challenge.
+//! Two-factor authentication: TOTP enrolment and the login challenge (answered with a TOTP or
+//! recovery code, or a passkey: `passkeys.rs` starts that ceremony).
 
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -13,8 +14,9 @@ use super::respond::{never_cached, no_store, BodyErrors, ErrorBody, TokenRespons
 use super::sessions::token_response;
 use super::AppState;
 use crate::actors::messages::{AnswerMfa, MfaDisable, MfaSetup, MfaVerify};
+use crate::actors::passkeys::AnswerMfaPasskey;
 use crate::clock;
-use crate::domain::tokens::TYP_MFA_PENDING;
+use crate::domain::tokens::{Claims, TYP_MFA_PENDING};
 use crate::domain::DomainError;
 
 /// `POST /api/auth/mfa/totp/setup` answer.
@@ -42,12 +44,18 @@ pub struct TotpCode {
     pub code: String,
 }
 
-/// `POST /api/auth/mfa/challenge` body: one of the two.
+/// `POST /api/auth/mfa/challenge` body: a `code`, a `recovery_code`, or a passkey's answer
+/// (`challenge_id` from `POST /api/auth/mfa/passkey/start` and the `credential`).
 #[derive(Debug, ToSchema)]
 #[schema(example = json!({"code": "123456"}))]
 pub struct ChallengeAnswer {
     pub code: Option<String>,
     pub recovery_code: Option<String>,
+    pub challenge_id: Option<String>,
+    /// The `PublicKeyCredential` from `navigator.credentials.get()`, its binary fields in
+    /// base64url.
+    #[schema(value_type = Option<Object>)]
+    pub credential: Option<serde_json::Value>,
 }
 
 #[utoipa::path(
@@ -161,13 +169,43 @@ async fn totp_disable_inner(
     Ok(no_store(&mut HttpResponse::NoContent()).finish())
 }
 
+/// The claims of the MFA-pending token in `Authorization` (the cookie and API keys do not
+/// count here).
+pub(super) fn pending_claims(req: &HttpRequest, state: &AppState) -> Result<Claims, ApiError> {
+    let token = match presented(req) {
+        Presented::Jwt(t) if req.headers().contains_key("authorization") => t,
+        Presented::None | Presented::Malformed => return Err(DomainError::NotAuthenticated.into()),
+        _ => return Err(DomainError::InvalidToken.into()),
+    };
+    Ok(state
+        .keyring()
+        .verify(&token, TYP_MFA_PENDING, clock::now())
+        .map_err(DomainError::from)?)
+}
+
+/// What the challenge was answered with.
+enum Answer {
+    Codes(Option<String>, Option<String>),
+    Passkey(String, serde_json::Map<String, serde_json::Value>),
+}
+
+fn wrong_answer() -> ApiError {
+    ApiError::WithStatus(
+        StatusCode::UNAUTHORIZED,
+        DomainError::InvalidCode {
+            attempts_left: None,
+        },
+    )
+}
+
 #[utoipa::path(
     post, path = "/api/auth/mfa/challenge", tag = "mfa", summary = "Mfa Challenge",
-    description = "Complete a login that answered an MFA-pending token: `Authorization: Bearer <mfa-pending token>` and a TOTP `code` or a `recovery_code`. Five wrong answers void the pending token.",
+    description = "Complete a login that answered an MFA-pending token: `Authorization: Bearer <mfa-pending token>` and a TOTP `code`, a `recovery_code`, or a passkey's `challenge_id` (from `POST /api/auth/mfa/passkey/start`) and `credential`. A wrong passkey answers like a wrong code. Five wrong answers void the pending token.",
     request_body(content = ChallengeAnswer, content_type = "application/json"),
     responses(
         (status = 200, description = "Signed in", body = TokenResponse),
-        (status = 401, description = "`invalid_code`, `invalid_token`, `token_expired` or `not_authenticated`", body = ErrorBody),
+        (status = 400, description = "`invalid_challenge`: the passkey ceremony is unknown, answered or expired", body = ErrorBody),
+        (status = 401, description = "`invalid_code` (a wrong code or passkey), `invalid_token`, `token_expired` or `not_authenticated`", body = ErrorBody),
         BodyErrors,
         (status = 429, description = "Too many attempts from this client, or too many wrong answers for the account across its pending tokens (`rate_limited`)", body = ErrorBody),
     ),
@@ -178,50 +216,72 @@ pub async fn challenge(
     payload: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let token = match presented(&req) {
-        Presented::Jwt(t) if req.headers().contains_key("authorization") => t,
-        Presented::None | Presented::Malformed => return Err(DomainError::NotAuthenticated.into()),
-        _ => return Err(DomainError::InvalidToken.into()),
-    };
-    let claims = state
-        .keyring()
-        .verify(&token, TYP_MFA_PENDING, clock::now())
-        .map_err(DomainError::from)?;
-    let (code, recovery_code) = json_body(&req, payload, true, |f| {
+    let claims = pending_claims(&req, &state)?;
+    let answer = json_body(&req, payload, true, |f| {
+        let missing = || {
+            Err(crate::domain::credentials::FieldProblem::new(
+                "missing",
+                "Field required",
+            ))
+        };
         let code = f.opt_string("code")?.map(str::to_string);
         let recovery = f.opt_string("recovery_code")?.map(str::to_string);
-        if code.is_none() && recovery.is_none() {
-            f.check::<()>(
-                "code",
-                Err(crate::domain::credentials::FieldProblem::new(
-                    "missing",
-                    "Field required",
-                )),
-            );
-            return None;
+        let challenge = f.opt_string("challenge_id")?.map(str::to_string);
+        let credential = f.opt_object("credential")?.cloned();
+        if code.is_some() || recovery.is_some() {
+            return Some(Answer::Codes(code, recovery));
         }
-        Some((code, recovery))
+        match (challenge, credential) {
+            (Some(c), Some(cred)) => Some(Answer::Passkey(c, cred)),
+            (None, None) => f.check::<Answer>("code", missing()),
+            (Some(_), None) => f.check::<Answer>("credential", missing()),
+            (None, Some(_)) => f.check::<Answer>("challenge_id", missing()),
+        }
     })
     .await?;
     let ip = state.throttle.client_ip(&req);
     state.throttle.mfa_attempt(ip)?;
-    let answer = AnswerMfa {
-        jti: claims.jti,
-        code,
-        recovery_code,
-        origin: audit::origin(&state, &req, None),
+    let origin = audit::origin(&state, &req, None);
+    let opened = match answer {
+        Answer::Codes(code, recovery_code) => {
+            let answer = AnswerMfa {
+                jti: claims.jti,
+                code,
+                recovery_code,
+                origin,
+            };
+            unknown_user_as(
+                state.directory.call(claims.sub, answer).await,
+                DomainError::InvalidToken,
+            )?
+        }
+        Answer::Passkey(challenge, credential) => {
+            let challenge = challenge
+                .parse()
+                .map_err(|_| DomainError::InvalidChallenge)?;
+            // Not a credential at all: wrong, though no secret was checked to know it.
+            let credential =
+                serde_json::from_value(credential.into()).map_err(|_| wrong_answer())?;
+            let answer = AnswerMfaPasskey {
+                jti: claims.jti,
+                challenge,
+                credential: Box::new(credential),
+                origin,
+            };
+            unknown_user_as(
+                state.directory.call(claims.sub, answer).await,
+                DomainError::InvalidToken,
+            )?
+        }
     };
-    let opened = unknown_user_as(
-        state.directory.call(claims.sub, answer).await,
-        DomainError::InvalidToken,
-    )?;
     let opened = opened.map_err(|e| match e {
-        DomainError::InvalidCode { .. } => ApiError::WithStatus(
-            StatusCode::UNAUTHORIZED,
-            DomainError::InvalidCode {
-                attempts_left: None,
-            },
-        ),
+        DomainError::InvalidCode { .. } => wrong_answer(),
+        DomainError::PasskeyRefused { cloned } => {
+            if let Some(passkey) = cloned {
+                audit::passkey_cloned(&state, &req, Some(claims.sub), passkey);
+            }
+            wrong_answer()
+        }
         other => other.into(),
     })?;
     Ok(token_response(

@@ -15,6 +15,7 @@ pub mod login;
 pub mod meta;
 pub mod mfa;
 pub mod openapi;
+pub mod passkeys;
 pub mod password;
 pub mod passwords;
 pub mod register;
@@ -181,6 +182,38 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         Method::POST,
         mfa::challenge,
     ))
+    .service(resource(
+        "/api/auth/mfa/passkey/start",
+        Method::POST,
+        passkeys::mfa_start,
+    ))
+    .service(resource("/api/auth/passkeys", Method::GET, passkeys::list))
+    .service(resource(
+        "/api/auth/passkeys/register/start",
+        Method::POST,
+        passkeys::register_start,
+    ))
+    .service(resource(
+        "/api/auth/passkeys/register/finish",
+        Method::POST,
+        passkeys::register_finish,
+    ))
+    .service(resource(
+        "/api/auth/passkeys/login/start",
+        Method::POST,
+        passkeys::login_start,
+    ))
+    .service(resource(
+        "/api/auth/passkeys/login/finish",
+        Method::POST,
+        passkeys::login_finish,
+    ))
+    .service(
+        web::resource("/api/auth/passkeys/{id}")
+            .route(web::patch().to(passkeys::rename))
+            .route(web::delete().to(passkeys::remove))
+            .default_service(web::to(|| method_not_allowed("PATCH, DELETE".into()))),
+    )
     .service(resource("/.well-known/jwks.json", Method::GET, meta::jwks))
     .service(resource("/openapi.json", Method::GET, openapi::serve))
     .service(resource("/healthz", Method::GET, meta::healthz))

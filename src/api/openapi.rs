@@ -6,12 +6,15 @@ use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder
 use utoipa::{Modify, OpenApi};
 
 use super::{
-    account, email, history, login, meta, mfa, password, register, respond, sessions, verification,
-    AppState,
+    account, email, history, login, meta, mfa, passkeys, password, register, respond, sessions,
+    verification, AppState,
 };
 use crate::config::Config;
 use crate::domain::credentials::{
     Email, NewPassword, FULL_NAME_MAX_LEN, FULL_NAME_PATTERN, PHONE_PATTERN,
+};
+use crate::domain::passkeys::{
+    NAME_MAX_LEN as PASSKEY_NAME_MAX_LEN, NAME_PATTERN as PASSKEY_NAME_PATTERN,
 };
 
 #[derive(OpenApi)]
@@ -47,6 +50,14 @@ use crate::domain::credentials::{
         mfa::totp_verify,
         mfa::totp_disable,
         mfa::challenge,
+        passkeys::mfa_start,
+        passkeys::register_start,
+        passkeys::register_finish,
+        passkeys::list,
+        passkeys::rename,
+        passkeys::remove,
+        passkeys::login_start,
+        passkeys::login_finish,
         meta::jwks,
         meta::healthz,
         meta::readyz,
@@ -86,9 +97,16 @@ use crate::domain::credentials::{
         sessions::SessionList,
         history::EventInfo,
         history::EventList,
+        passkeys::PasskeyOptions,
+        passkeys::PasskeyInfo,
+        passkeys::PasskeyList,
+        passkeys::PasskeyRegisterFinish,
+        passkeys::PasskeyRename,
+        passkeys::PasskeyLoginStart,
+        passkeys::PasskeyLoginFinish,
     )),
     modifiers(&Security),
-    tags((name = "auth", description = "Authentication"), (name = "mfa", description = "Two-factor authentication"), (name = "meta", description = "About the server"))
+    tags((name = "auth", description = "Authentication"), (name = "mfa", description = "Two-factor authentication"), (name = "passkeys", description = "Passkeys (WebAuthn)"), (name = "meta", description = "About the server"))
 )]
 struct ApiDoc;
 
@@ -122,20 +140,35 @@ pub fn document(config: &Config) -> Value {
     let mut doc = serde_json::to_value(ApiDoc::openapi()).unwrap_or_default();
     state_the_parsers_rules(&mut doc, config);
     spell_links_in_camel_case(&mut doc);
-    // Logout's body is optional, but when sent it is an object: `null` is not one. (utoipa can
-    // say "optional" only with `Option<…>`, which it renders as "this schema or null".)
-    if let Some(body) = doc.pointer_mut("/paths/~1api~1auth~1logout/post/requestBody") {
-        body["content"]["application/json"]["schema"] =
-            json!({"$ref": "#/components/schemas/LogoutRequest"});
-        if let Some(body) = body.as_object_mut() {
-            body.remove("required");
+    // Logout's and a passkey login start's bodies are optional, but when sent they are objects:
+    // `null` is not one. (utoipa can say "optional" only with `Option<…>`, which it renders as
+    // "this schema or null".)
+    for (path, schema) in [
+        (
+            "/paths/~1api~1auth~1logout/post/requestBody",
+            "LogoutRequest",
+        ),
+        (
+            "/paths/~1api~1auth~1passkeys~1login~1start/post/requestBody",
+            "PasskeyLoginStart",
+        ),
+    ] {
+        if let Some(body) = doc.pointer_mut(path) {
+            body["content"]["application/json"]["schema"] =
+                json!({"$ref": format!("#/components/schemas/{schema}")});
+            if let Some(body) = body.as_object_mut() {
+                body.remove("required");
+            }
         }
     }
-    // The challenge takes a TOTP `code` or a `recovery_code`, and refuses a body with neither.
+    // The challenge takes a TOTP `code`, a `recovery_code`, or a passkey's `challenge_id` and
+    // `credential`, and refuses a body with none of them.
     if let Some(answer) = doc.pointer_mut("/components/schemas/ChallengeAnswer") {
         answer["anyOf"] = json!([
             {"required": ["code"], "properties": {"code": {"type": "string"}}},
             {"required": ["recovery_code"], "properties": {"recovery_code": {"type": "string"}}},
+            {"required": ["challenge_id", "credential"], "properties": {
+                "challenge_id": {"type": "string"}, "credential": {"type": "object"}}},
         ]);
     }
     doc
@@ -151,6 +184,7 @@ fn parsed_fields(config: &Config) -> Vec<(&'static str, &'static str, Value)> {
     });
     let full_name = json!({"maxLength": FULL_NAME_MAX_LEN, "pattern": FULL_NAME_PATTERN});
     let phone = json!({"pattern": PHONE_PATTERN});
+    let passkey_name = json!({"maxLength": PASSKEY_NAME_MAX_LEN, "pattern": PASSKEY_NAME_PATTERN});
     vec![
         ("RegisterRequest", "email", email.clone()),
         ("RegisterRequest", "password", new_password.clone()),
@@ -167,7 +201,10 @@ fn parsed_fields(config: &Config) -> Vec<(&'static str, &'static str, Value)> {
         ("ReactivateRequest", "email", email.clone()),
         // Not parsed (an address that cannot register cannot be reactivated, and the answer is
         // `invalid_code` either way), but the same kind of value.
-        ("ReactivateConfirm", "email", email),
+        ("ReactivateConfirm", "email", email.clone()),
+        ("PasskeyLoginStart", "email", email),
+        ("PasskeyRegisterFinish", "name", passkey_name.clone()),
+        ("PasskeyRename", "name", passkey_name),
     ]
 }
 

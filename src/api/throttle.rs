@@ -5,8 +5,8 @@
 //!   follows the account, not the spelling that named it), and, for an email that names no
 //!   account, in a table here that behaves exactly like an account's (a `429` must not tell
 //!   which accounts exist).
-//! - **Rates** (registrations, code requests, MFA challenges per client address) use
-//!   `governor`'s keyed GCRA limiters.
+//! - **Rates** (registrations, code requests, MFA challenges, passkey ceremonies begun per
+//!   client address) use `governor`'s keyed GCRA limiters.
 //!
 //! Every table is of fixed size: a key's keyed hash picks its slot, so an attacker naming
 //! endless addresses or emails cannot grow memory, and colliding keys share a count, which errs
@@ -79,6 +79,7 @@ pub struct Throttle {
     registrations: Rate,
     codes: Rate,
     mfa: Rate,
+    passkey_starts: Rate,
     trusted_proxies: Vec<IpAddr>,
     ipv6_prefix: u8,
 }
@@ -107,6 +108,10 @@ impl Throttle {
             // codes for many accounts.
             codes: Rate::new(rate.login_failures_per_ip.max(1), w),
             mfa: Rate::new(rate.login_failures_per_ip.max(1), w),
+            // Each begun ceremony holds a slot of a bounded table until it is answered or
+            // expires; this keeps one address from displacing everyone else's. A passkey login
+            // is two requests and fails rarely, hence more room than for password failures.
+            passkey_starts: Rate::new(rate.login_failures_per_ip.max(1).saturating_mul(4), w),
             trusted_proxies: server.trusted_proxies.clone(),
             ipv6_prefix: rate.ipv6_prefix,
         }
@@ -186,7 +191,12 @@ impl Throttle {
 
     /// Drops rate-limiter keys back at rest; run on a timer.
     pub fn prune(&self) {
-        for rate in [&self.registrations, &self.codes, &self.mfa] {
+        for rate in [
+            &self.registrations,
+            &self.codes,
+            &self.mfa,
+            &self.passkey_starts,
+        ] {
             rate.prune();
         }
     }
@@ -208,6 +218,11 @@ impl Throttle {
 
     pub fn mfa_attempt(&self, ip: Option<IpAddr>) -> Result<(), DomainError> {
         self.rate(&self.mfa, ip)
+    }
+
+    /// A passkey login ceremony begun (`passkeys/login/start`, `mfa/passkey/start`).
+    pub fn passkey_start(&self, ip: Option<IpAddr>) -> Result<(), DomainError> {
+        self.rate(&self.passkey_starts, ip)
     }
 }
 

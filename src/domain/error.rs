@@ -50,6 +50,31 @@ pub enum DomainError {
     /// Not a live session of the caller (another user's looks the same).
     #[error("Session not found")]
     SessionNotFound,
+    /// A WebAuthn ceremony that is unknown, already answered or expired.
+    #[error("Unknown, used or expired challenge")]
+    InvalidChallenge,
+    /// A registration credential that failed verification.
+    #[error("The passkey could not be verified")]
+    InvalidPasskey,
+    /// The credential is registered already (to this account or another).
+    #[error("This passkey is already registered")]
+    PasskeyExists,
+    /// The account has as many passkeys as it may have.
+    #[error("Too many passkeys on the account")]
+    TooManyPasskeys,
+    /// A second factor by passkey was asked of an account that has none.
+    #[error("No passkey on the account")]
+    NoPasskey,
+    /// Not a passkey of the caller (another user's looks the same).
+    #[error("Passkey not found")]
+    PasskeyNotFound,
+    /// An assertion that did not verify: unknown credential, wrong signature or challenge, or
+    /// a signature counter that went back, the mark of a copied authenticator (`cloned` names
+    /// that passkey). The client is told the same either way; the operator is told of a clone.
+    #[error("The passkey was not accepted")]
+    PasskeyRefused {
+        cloned: Option<super::ids::PasskeyId>,
+    },
 }
 
 impl DomainError {
@@ -76,7 +101,13 @@ impl DomainError {
             Self::MfaNotEnabled => "mfa_not_enabled",
             Self::RateLimited { .. } => "rate_limited",
             Self::OriginNotAllowed => "origin_not_allowed",
-            Self::UserNotFound | Self::SessionNotFound => "not_found",
+            Self::UserNotFound | Self::SessionNotFound | Self::PasskeyNotFound => "not_found",
+            Self::InvalidChallenge => "invalid_challenge",
+            Self::InvalidPasskey => "invalid_passkey",
+            Self::PasskeyExists => "passkey_exists",
+            Self::TooManyPasskeys => "too_many_passkeys",
+            Self::NoPasskey => "no_passkey",
+            Self::PasskeyRefused { .. } => "invalid_credentials",
         }
     }
 }

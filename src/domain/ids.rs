@@ -62,6 +62,14 @@ id_type!(
     /// A token's `jti`.
     TokenId
 );
+id_type!(
+    /// A passkey registered to a user (ours; the credential id is the authenticator's).
+    PasskeyId
+);
+id_type!(
+    /// One WebAuthn ceremony (a registration or a login) waiting for its answer.
+    ChallengeId
+);
 
 #[cfg(test)]
 mod tests {

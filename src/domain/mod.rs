@@ -12,6 +12,7 @@ pub mod error;
 pub mod events;
 pub mod ids;
 pub mod mfa;
+pub mod passkeys;
 pub mod password;
 pub mod plans;
 pub mod secrets;

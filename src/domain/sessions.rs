@@ -97,14 +97,16 @@ pub enum LoginMethod {
     Unrecorded,
     /// A password alone.
     Password,
-    /// A password and a second factor (TOTP or a recovery code).
+    /// A password and a second factor (TOTP, a recovery code or a passkey).
     SecondFactor,
+    /// A passkey alone: it verified its user (PIN or biometric), so it is two factors.
+    Passkey,
 }
 
 impl LoginMethod {
     /// Whether more than one factor was shown (the `mfa` of the sessions list).
     pub fn is_multi_factor(self) -> bool {
-        matches!(self, Self::SecondFactor)
+        matches!(self, Self::SecondFactor | Self::Passkey)
     }
 
     /// The metric label.
@@ -113,6 +115,7 @@ impl LoginMethod {
             Self::Unrecorded => "unrecorded",
             Self::Password => "password",
             Self::SecondFactor => "second_factor",
+            Self::Passkey => "passkey",
         }
     }
 }

@@ -8,14 +8,15 @@
 //!   (version 1 users count as unverified).
 //! - Version 3: sessions record their last use, login method, user agent and address; the user
 //!   keeps a security history (older sessions read as unrecorded, the history starts empty).
+//! - Version 4: the user's passkeys (none before), and a `Passkey` login method appended.
 
 use serde::Serialize;
 
-use super::legacy::{UserStateV1, UserStateV2};
+use super::legacy::{UserStateV1, UserStateV2, UserStateV3};
 use super::StoreError;
 use crate::domain::user::UserState;
 
-pub const FORMAT_VERSION: u8 = 3;
+pub const FORMAT_VERSION: u8 = 4;
 
 pub fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {
     let mut out = vec![FORMAT_VERSION];
@@ -37,9 +38,13 @@ fn decode_exact<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, StoreE
 pub fn decode_user(bytes: &[u8]) -> Result<UserState, StoreError> {
     match bytes.split_first() {
         Some((&FORMAT_VERSION, body)) => decode_exact(body),
-        Some((2, body)) => decode_exact::<UserStateV2>(body).map(UserState::from),
+        Some((3, body)) => decode_exact::<UserStateV3>(body).map(UserState::from),
+        Some((2, body)) => decode_exact::<UserStateV2>(body)
+            .map(UserStateV3::from)
+            .map(UserState::from),
         Some((1, body)) => decode_exact::<UserStateV1>(body)
             .map(UserStateV2::from)
+            .map(UserStateV3::from)
             .map(UserState::from),
         Some((v, _)) => Err(StoreError::Corrupt(format!(
             "unknown snapshot format version {v}"
@@ -165,5 +170,69 @@ mod tests {
         let current = decode_user(&encode(&u).unwrap()).unwrap();
         assert_eq!(current, u);
         assert_eq!(current.history.len(), 1, "the login was recorded");
+    }
+
+    #[test]
+    fn a_version_3_snapshot_loads_with_no_passkeys_and_keeps_the_rest() {
+        use crate::domain::events::Origin;
+        use crate::domain::secrets::ServerKey;
+        use crate::domain::sessions::{LoginMethod, SessionPolicy};
+        let now = Timestamp(1_800_000_000);
+        let mut u = UserState::register(
+            NewUser {
+                email: Email::parse("ada@example.com").unwrap(),
+                full_name: Some("Ada".into()),
+                phone: None,
+                password_hash: "$argon2id$v=19$...".into(),
+            },
+            now,
+        );
+        let policy = SessionPolicy {
+            refresh_ttl: 1_000,
+            session_max: 10_000,
+            rotation_enabled: true,
+            reuse_grace: 0,
+            max_sessions: 100,
+        };
+        let origin = Origin::new("192.0.2.1".parse().ok(), Some("curl/8"), None);
+        let key = ServerKey::from_bytes([1; 32]);
+        for method in [LoginMethod::Password, LoginMethod::SecondFactor] {
+            u.open_session(&key, &policy, (method, &origin), now)
+                .unwrap();
+        }
+        u.email_verified = true;
+        u.mfa.enabled = true;
+        u.revision = 9;
+        let mut bytes = vec![3u8];
+        let v3 = UserStateV3::frozen_from(&u);
+        bincode::serde::encode_into_std_write(&v3, &mut bytes, bincode::config::standard())
+            .unwrap();
+        let loaded = decode_user(&bytes).unwrap();
+        assert_eq!(loaded, u, "every version 3 field kept");
+        assert!(loaded.passkeys.is_empty());
+        let methods: Vec<LoginMethod> = loaded.sessions.iter().map(|s| s.method).collect();
+        assert_eq!(methods, [LoginMethod::Password, LoginMethod::SecondFactor]);
+        assert_eq!(encode(&loaded).unwrap()[0], 4, "rewritten as version 4");
+    }
+
+    #[test]
+    fn a_user_with_a_passkey_round_trips() {
+        let w = crate::domain::user::soft::webauthn();
+        let mut u = UserState::register(
+            NewUser {
+                email: Email::parse("ada@example.com").unwrap(),
+                full_name: None,
+                phone: None,
+                password_hash: "$argon2id$v=19$...".into(),
+            },
+            Timestamp(1_800_000_000),
+        );
+        crate::domain::user::soft::register(&mut u, &w, "Laptop", Timestamp(1_800_000_000));
+        let loaded = decode_user(&encode(&u).unwrap()).unwrap();
+        assert_eq!(loaded, u);
+        assert!(
+            loaded.passkeys[0].passkey().is_some(),
+            "webauthn-rs reads it back"
+        );
     }
 }

@@ -1,6 +1,7 @@
 //! Persistence behind one trait, so the engine (sled today) can be replaced without touching the
 //! actors. A user's state is one versioned snapshot; cross-user lookups (email → user, API-key
-//! hash → user) are index entries written in the same batch as the snapshot that changes them.
+//! hash → user, passkey credential id → user) are index entries written in the same batch as the
+//! snapshot that changes them.
 
 pub mod codec;
 pub mod commit;
@@ -27,6 +28,10 @@ pub enum StoreError {
     /// An email index claim found the address taken by another user; nothing was written.
     #[error("the email is taken by another user")]
     EmailTaken,
+    /// A passkey index claim found the credential id registered to another user; nothing was
+    /// written.
+    #[error("the passkey is registered to another user")]
+    PasskeyTaken,
 }
 
 /// A change to a cross-user index that must land atomically with a snapshot.
@@ -41,6 +46,11 @@ pub enum IndexChange {
     /// The user's address changed: claim `to` (refused with [`StoreError::EmailTaken`] if
     /// another user has it) and release `from`.
     EmailMove { from: String, to: String },
+    /// The passkey with this credential id now belongs to the user (refused with
+    /// [`StoreError::PasskeyTaken`] if another user has it).
+    PasskeyPut(Vec<u8>),
+    /// The passkey with this credential id no longer belongs to anyone.
+    PasskeyDelete(Vec<u8>),
 }
 
 /// What registration's atomic claim of an email found.
@@ -56,6 +66,8 @@ pub trait Store: Send + Sync + 'static {
     fn load_user(&self, id: UserId) -> Result<Option<UserState>, StoreError>;
     fn user_by_email(&self, email_key: &str) -> Result<Option<UserId>, StoreError>;
     fn user_by_api_key(&self, digest: &[u8; 32]) -> Result<Option<UserId>, StoreError>;
+    /// The user a passkey's credential id is registered to.
+    fn user_by_passkey(&self, credential_id: &[u8]) -> Result<Option<UserId>, StoreError>;
     /// Claims `state.email_key` and writes the first snapshot and the tenant record, all or none.
     fn create_user(&self, state: &UserState) -> Result<Created, StoreError>;
     /// Writes a snapshot and the index changes it implies, all or none.

@@ -1,8 +1,9 @@
 //! The sled engine: the only module that imports sled.
 //!
 //! Trees: `users` (user id → snapshot), `emails` (lowercase email → user id), `tenants`
-//! (tenant id → record), `api_keys` (key digest → user id). Changes that touch more than one tree
-//! run in one sled transaction, so an index never points at a snapshot that was not written.
+//! (tenant id → record), `api_keys` (key digest → user id), `passkeys` (WebAuthn credential id →
+//! user id). Changes that touch more than one tree run in one sled transaction, so an index never
+//! points at a snapshot that was not written.
 
 use std::path::Path;
 use std::time::Duration;
@@ -20,6 +21,7 @@ pub struct SledStore {
     emails: sled::Tree,
     tenants: sled::Tree,
     api_keys: sled::Tree,
+    passkeys: sled::Tree,
     commit: GroupCommit,
 }
 
@@ -58,6 +60,7 @@ impl SledStore {
         let emails = db.open_tree("emails")?;
         let tenants = db.open_tree("tenants")?;
         let api_keys = db.open_tree("api_keys")?;
+        let passkeys = db.open_tree("passkeys")?;
         let flush_db = db.clone();
         let commit = GroupCommit::start(
             storage.durability,
@@ -70,6 +73,7 @@ impl SledStore {
             emails,
             tenants,
             api_keys,
+            passkeys,
             commit,
         })
     }
@@ -107,6 +111,13 @@ impl Store for SledStore {
         self.api_keys.get(digest)?.map(|v| user_id(&v)).transpose()
     }
 
+    fn user_by_passkey(&self, credential_id: &[u8]) -> Result<Option<UserId>, StoreError> {
+        self.passkeys
+            .get(credential_id)?
+            .map(|v| user_id(&v))
+            .transpose()
+    }
+
     fn create_user(&self, state: &UserState) -> Result<Created, StoreError> {
         let snapshot = codec::encode(state)?;
         let tenant = codec::encode(&state.tenant)?;
@@ -133,8 +144,15 @@ impl Store for SledStore {
             self.users.insert(state.id.as_bytes(), snapshot)?;
         } else {
             let tenant = codec::encode(&state.tenant)?;
-            (&self.users, &self.api_keys, &self.tenants, &self.emails)
-                .transaction(|(users, api_keys, tenants, emails)| {
+            let trees = (
+                &self.users,
+                &self.api_keys,
+                &self.tenants,
+                &self.emails,
+                &self.passkeys,
+            );
+            trees
+                .transaction(|(users, api_keys, tenants, emails, passkeys)| {
                     for change in index {
                         match change {
                             IndexChange::ApiKeyPut(d) => {
@@ -156,6 +174,25 @@ impl Store for SledStore {
                                 }
                                 emails.insert(to.as_bytes(), state.id.as_bytes())?;
                                 emails.remove(from.as_bytes())?;
+                            }
+                            IndexChange::PasskeyPut(credential_id) => {
+                                if let Some(owner) = passkeys.get(credential_id.as_slice())? {
+                                    if owner.as_ref() != state.id.as_bytes() {
+                                        return Err(ConflictableTransactionError::Abort(
+                                            StoreError::PasskeyTaken,
+                                        ));
+                                    }
+                                }
+                                passkeys.insert(credential_id.as_slice(), state.id.as_bytes())?;
+                            }
+                            IndexChange::PasskeyDelete(credential_id) => {
+                                // Only the owner's entry: a stale delete cannot release a
+                                // credential another user holds.
+                                if let Some(owner) = passkeys.get(credential_id.as_slice())? {
+                                    if owner.as_ref() == state.id.as_bytes() {
+                                        passkeys.remove(credential_id.as_slice())?;
+                                    }
+                                }
                             }
                         }
                     }
@@ -294,5 +331,42 @@ mod tests {
         store.save_user(&a, &[to_free]).unwrap();
         assert_eq!(store.user_by_email("ada@example.org").unwrap(), Some(a.id));
         assert_eq!(store.user_by_email("ada@example.com").unwrap(), None);
+    }
+
+    #[test]
+    fn a_passkey_belongs_to_one_user_or_nothing_is_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path());
+        let mut a = user("ada@example.com");
+        let mut b = user("bob@example.com");
+        store.create_user(&a).unwrap();
+        store.create_user(&b).unwrap();
+        let cred = vec![7u8; 32];
+        a.revision = 1;
+        store
+            .save_user(&a, &[IndexChange::PasskeyPut(cred.clone())])
+            .unwrap();
+        assert_eq!(store.user_by_passkey(&cred).unwrap(), Some(a.id));
+        // Claiming it again for its owner is fine; for another user it is refused whole.
+        store
+            .save_user(&a, &[IndexChange::PasskeyPut(cred.clone())])
+            .unwrap();
+        let before = store.load_user(b.id).unwrap();
+        b.revision = 3;
+        assert!(matches!(
+            store.save_user(&b, &[IndexChange::PasskeyPut(cred.clone())]),
+            Err(StoreError::PasskeyTaken)
+        ));
+        assert_eq!(store.load_user(b.id).unwrap(), before, "no snapshot landed");
+        // Another user's delete does not release it; the owner's does.
+        store
+            .save_user(&b, &[IndexChange::PasskeyDelete(cred.clone())])
+            .unwrap();
+        assert_eq!(store.user_by_passkey(&cred).unwrap(), Some(a.id));
+        store
+            .save_user(&a, &[IndexChange::PasskeyDelete(cred.clone())])
+            .unwrap();
+        assert_eq!(store.user_by_passkey(&cred).unwrap(), None);
+        assert_eq!(store.user_by_passkey(b"other").unwrap(), None);
     }
 }

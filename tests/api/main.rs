@@ -22,6 +22,7 @@ mod meta;
 mod mfa;
 mod model;
 mod operate;
+mod passkeys;
 mod phone;
 mod refresh;
 mod register;

@@ -288,7 +288,7 @@ async fn openapi_request_schemas_state_what_the_server_enforces() {
         .unwrap()
         .contains(&json!("grant_type")));
 
-    // The challenge needs a code or a recovery code.
+    // The challenge needs a code, a recovery code, or a passkey's ceremony and credential.
     let any_of = &schemas["ChallengeAnswer"]["anyOf"];
     let required: Vec<&Value> = any_of
         .as_array()
@@ -298,7 +298,11 @@ async fn openapi_request_schemas_state_what_the_server_enforces() {
         .collect();
     assert_eq!(
         required,
-        [&json!(["code"]), &json!(["recovery_code"])],
+        [
+            &json!(["code"]),
+            &json!(["recovery_code"]),
+            &json!(["challenge_id", "credential"])
+        ],
         "{any_of}"
     );
     // Logout's body is optional, and an object when sent: `null` is not one.

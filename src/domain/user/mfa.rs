@@ -1,4 +1,5 @@
-//! Two-factor rules of one user: TOTP enrolment, disabling it, and the login challenge.
+//! Two-factor rules of one user: TOTP enrolment, disabling it, and the login challenge (which a
+//! passkey may answer too: `passkeys.rs`).
 
 use super::{Status, UserState};
 use crate::domain::error::DomainError;
@@ -7,8 +8,9 @@ use crate::domain::mfa::{self, MfaState};
 use crate::domain::time::Timestamp;
 
 impl UserState {
+    /// Whether a login needs a second factor: TOTP is enabled, or the user has a passkey.
     pub fn mfa_enabled(&self) -> bool {
-        self.mfa.enabled
+        self.mfa.enabled || !self.passkeys.is_empty()
     }
 
     /// Stores a new (encrypted) secret awaiting its first code.
@@ -86,7 +88,7 @@ impl UserState {
         recovery: Option<[u8; 32]>,
         now: Timestamp,
     ) -> Result<(), DomainError> {
-        if !self.mfa.enabled || !self.mfa.challenge_open(jti, now) {
+        if !self.mfa_enabled() || !self.mfa.challenge_open(jti, now) {
             return Err(DomainError::InvalidToken);
         }
         let ok = match (code, recovery) {

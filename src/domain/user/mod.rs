@@ -4,13 +4,15 @@
 //! The rules that change it live beside it, one file per area: `sessions` (login, refresh,
 //! logout), `mfa` (TOTP enrolment and the login challenge), `api_key`, `profile`,
 //! `phone` (verification codes), `email` (verification and change of address), `password`
-//! (change and reset) and `status` (deactivation and reactivation).
+//! (change and reset), `status` (deactivation and reactivation) and `passkeys` (WebAuthn
+//! registration, login and second factor).
 
 use serde::{Deserialize, Serialize};
 
 mod api_key;
 mod email;
 mod mfa;
+mod passkeys;
 mod password;
 mod phone;
 mod profile;
@@ -18,6 +20,9 @@ mod sessions;
 mod status;
 
 pub use email::EmailMoved;
+#[cfg(test)]
+pub(crate) use passkeys::soft;
+pub use passkeys::{Ceremony, PasskeyUser};
 pub use profile::ProfilePatch;
 
 use super::apikey::ApiKey;
@@ -26,6 +31,7 @@ use super::credentials::Email;
 use super::events::{Event, EventKind, History, Origin};
 use super::ids::{SessionId, TenantId, UserId};
 use super::mfa::MfaState;
+use super::passkeys::StoredPasskey;
 use super::sessions::Session;
 use super::time::Timestamp;
 
@@ -109,6 +115,9 @@ pub struct UserState {
     /// The security history (since format version 3).
     #[serde(default)]
     pub history: History,
+    /// Registered passkeys, oldest first (since format version 4).
+    #[serde(default)]
+    pub passkeys: Vec<StoredPasskey>,
 }
 
 /// The address a change is waiting to confirm, and the code sent to it.
@@ -165,6 +174,7 @@ impl UserState {
             reset_code: CodeSlot::default(),
             email_change: EmailChange::default(),
             history: History::default(),
+            passkeys: Vec::new(),
         }
     }
 
@@ -267,12 +277,14 @@ mod tests {
             "reset_code",
             "email_change",
             "history",
+            "passkeys",
         ] {
             json.as_object_mut().unwrap().remove(field);
         }
         let read: UserState = serde_json::from_value(json).unwrap();
         assert!(!read.email_verified);
         assert_eq!(read.email_change, EmailChange::default());
+        assert!(read.passkeys.is_empty());
     }
 
     #[test]
