@@ -331,3 +331,89 @@ async fn the_server_runs_on_postgres_and_keeps_everything_across_a_restart() {
         "no sled database was made"
     );
 }
+
+/// A change made elsewhere on the database (here an offline store, later another node) makes the
+/// resident actor stale: its next write is refused on the version, and the directory reloads
+/// the user and runs the request again, keeping both changes. The client never sees a conflict.
+#[actix_web::test]
+async fn a_stale_actor_reloads_and_decides_again() {
+    let url = pg_cluster::database();
+    let app = spawn_app_with(|c| c.storage = pg_config(&url)).await;
+    let e = email();
+    let profile = app.register(&e).await;
+    let t = app.login(&e).await;
+    assert_eq!(
+        app.me(&t.access).await.status(),
+        200,
+        "the actor is resident"
+    );
+
+    let elsewhere = open_pg(&url);
+    let id = profile["id"].as_str().unwrap().parse().unwrap();
+    let mut changed = bumped(&elsewhere.load_user(id).unwrap().unwrap());
+    changed.full_name = Some("Changed elsewhere".into());
+    elsewhere.save_user(&changed, &[]).unwrap();
+
+    // The login's new session is written over the fresh state, not over the stale one.
+    let t2 = app.login(&e).await;
+    let me = json_of(app.me(&t2.access).await).await;
+    assert_eq!(me["full_name"], "Changed elsewhere", "{me}");
+    let stored = elsewhere.load_user(id).unwrap().unwrap();
+    assert_eq!(stored.full_name.as_deref(), Some("Changed elsewhere"));
+    assert_eq!(stored.sessions.len(), 2, "both logins' sessions");
+    assert_eq!(stored.revision, changed.revision + 1);
+    assert_eq!(
+        app.me(&t.access).await.status(),
+        200,
+        "the first session too"
+    );
+    elsewhere.close();
+}
+
+/// Until `admin migrate-to-postgres` exists: a sled data dir's export imports into PostgreSQL,
+/// and the server on PostgreSQL serves its users (password, API key).
+#[actix_web::test]
+async fn a_sled_export_imports_into_postgres() {
+    let src = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(src.path(), &[]).await;
+    let e = email();
+    server.register(&e).await;
+    let t = server.login(&e).await;
+    let key = server.new_api_key(&t.access).await;
+    assert!(server.terminate().success());
+
+    let files = tempfile::tempdir().unwrap();
+    let export = files.path().join("export.jsonl");
+    let export_s = export.to_str().unwrap();
+    crate::operate::bp_auth_ok(src.path(), &["admin", "export", "--out", export_s]);
+
+    let url = pg_cluster::database();
+    let dest = tempfile::tempdir().unwrap();
+    crate::operate::copy_keys(src.path(), dest.path());
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_bp-auth"));
+    cmd.args(["admin", "import", "--in", export_s, "--data-dir"])
+        .arg(dest.path())
+        .current_dir(dest.path())
+        .env("BP_AUTH__STORAGE__ENGINE", "postgres")
+        .env("BP_AUTH__STORAGE__POSTGRES_URL", &url);
+    let out = run_to_exit(cmd, std::time::Duration::from_secs(60));
+    assert!(
+        out.status.success(),
+        "import: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let env = [
+        ("BP_AUTH__STORAGE__ENGINE", "postgres"),
+        ("BP_AUTH__STORAGE__POSTGRES_URL", url.as_str()),
+    ];
+    let server = ServerProcess::start(dest.path(), &env).await;
+    let t = server.login(&e).await;
+    assert_eq!(server.me(&t.access).await.status(), 200);
+    let res = server.get_with_api_key("/api/auth/me", &key).await;
+    expect_status(res, 200, "the API key authenticates").await;
+    assert!(
+        !dest.path().join("db").exists(),
+        "no sled database was made"
+    );
+}
