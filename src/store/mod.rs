@@ -1,5 +1,5 @@
-//! Persistence behind one trait, so the engine (sled today) can be replaced without touching the
-//! actors. A user's state is one versioned snapshot; cross-user lookups (email → user, API-key
+//! Persistence behind one trait, so the engine (embedded sled by default, or PostgreSQL) can be
+//! chosen without touching the actors. A user's state is one versioned snapshot; cross-user lookups (email → user, API-key
 //! hash → user) are index entries written in the same batch as the snapshot that changes them.
 
 pub mod codec;
