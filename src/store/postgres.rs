@@ -189,6 +189,8 @@ impl PgStore {
         });
         match rx.recv_timeout(CALL_TIMEOUT) {
             Ok(answer) => answer,
+            // The write may still commit after we gave up. That is safe: the caller keeps its
+            // old state, so its next write is refused on the version and the user reloaded.
             Err(mpsc::RecvTimeoutError::Timeout) => {
                 Err(StoreError::Io("postgres: no answer in time".into()))
             }
