@@ -130,9 +130,16 @@ fn system_user(user: &str) -> Result<(u32, u32), String> {
 
 fn start() -> Result<Cluster, String> {
     let bin = find_bin()?;
+    // As root, in /tmp itself: the cluster's user must reach the directory, and root's own
+    // TMPDIR may be private to root.
+    let parent = if is_root() {
+        PathBuf::from("/tmp")
+    } else {
+        std::env::temp_dir()
+    };
     let dir = tempfile::Builder::new()
         .prefix("bp-auth-pg-")
-        .tempdir()
+        .tempdir_in(parent)
         .map_err(|e| e.to_string())?
         // Removed by the guard shell when this process exits (see the module docs).
         .keep();
