@@ -245,17 +245,45 @@ pub enum Durability {
     Periodic,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// Where users are kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Engine {
+    /// sled, embedded, in `<data_dir>/db`: one node.
+    Sled,
+    /// PostgreSQL at `storage.postgres_url`.
+    Postgres,
+}
+
+#[derive(Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StorageConfig {
+    pub engine: Engine,
+    /// `postgres://user:password@host:port/database`; may hold a password, so it is never
+    /// printed (see the `Debug` below).
+    pub postgres_url: String,
     pub durability: Durability,
     pub flush_every_ms: u64,
     pub actor_idle_seconds: u64,
 }
 
+impl std::fmt::Debug for StorageConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StorageConfig")
+            .field("engine", &self.engine)
+            .field("postgres_url", &"<redacted>")
+            .field("durability", &self.durability)
+            .field("flush_every_ms", &self.flush_every_ms)
+            .field("actor_idle_seconds", &self.actor_idle_seconds)
+            .finish()
+    }
+}
+
 impl Default for StorageConfig {
     fn default() -> Self {
         Self {
+            engine: Engine::Sled,
+            postgres_url: String::new(),
             durability: Durability::Flush,
             flush_every_ms: 500,
             actor_idle_seconds: 600,

@@ -12,7 +12,8 @@
 //!   back-off, plans, entitlements, the user state and its rules. No actix, no sled, no
 //!   utoipa, no dashmap, no clock.
 //! - [`store`] (layer 2): the `Store` trait, the sled engine (`store/sled.rs`, the only file
-//!   that imports sled), the snapshot codec, group commit. `store::open` is the one place an
+//!   that imports sled), the PostgreSQL engine (`store/postgres.rs`, the only one that imports
+//!   its client crates), the snapshot codec, group commit. `store::open` is the one place an
 //!   engine is named.
 //! - [`actors`] (layer 3): the user actor, the views it publishes, and the directory that finds,
 //!   starts and retires actors, with the passkey ceremonies waiting for their answer. The only

@@ -375,7 +375,8 @@ impl Directory {
         Ok((done.value, done.state))
     }
 
-    /// Hands `msg` to the user's actor, retrying on a fresh actor if it met one retiring.
+    /// Hands `msg` to the user's actor, retrying on a fresh actor if it met one retiring or one
+    /// whose state was stale (a version conflict in a shared store).
     async fn deliver<M, T>(
         &self,
         id: UserId,
@@ -390,6 +391,14 @@ impl Directory {
             let addr = self.spawn(id)?.ok_or(DirectoryError::UnknownUser)?;
             match addr.send(msg.clone()).await {
                 Ok(Ok(done)) => return Ok((done, addr)),
+                // Another node changed the user since this actor loaded it: the actor's state
+                // is stale and its write was refused. Retire it; the next try reloads the user
+                // and decides again on fresh state, so the client never sees the conflict.
+                Ok(Err(ActorError::Store(StoreError::Conflict))) => {
+                    tracing::debug!(user = %id, "stale user actor; reloading");
+                    let _ = addr.send::<Discard>(Discard).await;
+                    self.inner.actors.remove_if(&id, |_, a| *a == addr);
+                }
                 Ok(Err(ActorError::Store(e))) => return Err(e.into()),
                 Ok(Err(ActorError::Delivery(e))) => return Err(DirectoryError::Delivery(e)),
                 Ok(Err(ActorError::Ceremony(e))) => return Err(DirectoryError::Ceremony(e)),

@@ -1,17 +1,18 @@
-//! Persistence behind one trait, so the engine (sled today) can be replaced without touching the
-//! actors. A user's state is one versioned snapshot; cross-user lookups (email → user, API-key
-//! hash → user, passkey credential id → user) are index entries written in the same batch as the
-//! snapshot that changes them.
+//! Persistence behind one trait, so the engine (embedded sled by default, or PostgreSQL) can be
+//! chosen without touching the actors. A user's state is one versioned snapshot; cross-user
+//! lookups (email → user, API-key hash → user, passkey credential id → user) are index entries
+//! written in the same batch as the snapshot that changes them.
 
 pub mod codec;
 pub mod commit;
 mod legacy;
+pub mod postgres;
 pub mod sled;
 
 use std::path::Path;
 use std::sync::Arc;
 
-use crate::config::StorageConfig;
+use crate::config::{Engine, StorageConfig};
 use crate::domain::ids::UserId;
 use crate::domain::user::UserState;
 
@@ -32,6 +33,10 @@ pub enum StoreError {
     /// written.
     #[error("the passkey is registered to another user")]
     PasskeyTaken,
+    /// The user changed since this snapshot's state was read (another node wrote it); nothing
+    /// was written. The caller reloads the user and decides again.
+    #[error("the user was changed concurrently")]
+    Conflict,
 }
 
 /// A change to a cross-user index that must land atomically with a snapshot.
@@ -70,7 +75,9 @@ pub trait Store: Send + Sync + 'static {
     fn user_by_passkey(&self, credential_id: &[u8]) -> Result<Option<UserId>, StoreError>;
     /// Claims `state.email_key` and writes the first snapshot and the tenant record, all or none.
     fn create_user(&self, state: &UserState) -> Result<Created, StoreError>;
-    /// Writes a snapshot and the index changes it implies, all or none.
+    /// Writes a snapshot and the index changes it implies, all or none. An engine shared by
+    /// several nodes writes it only over `state.revision - 1` (the revision it was derived from)
+    /// and answers [`StoreError::Conflict`] otherwise.
     fn save_user(&self, state: &UserState, index: &[IndexChange]) -> Result<Ticket, StoreError>;
     /// Every user id, for maintenance and export.
     fn user_ids(&self) -> Result<Vec<UserId>, StoreError>;
@@ -80,11 +87,11 @@ pub trait Store: Send + Sync + 'static {
     fn close(&self);
 }
 
-/// Opens the configured engine on the data dir: the one place that names an engine, so that a
-/// second one plugs in here.
+/// Opens the configured engine (sled in the data dir, or PostgreSQL at `storage.postgres_url`):
+/// the one place that names an engine.
 pub fn open(data_dir: &Path, storage: &StorageConfig) -> Result<Arc<dyn Store>, StoreError> {
-    Ok(Arc::new(sled::SledStore::open(
-        &data_dir.join("db"),
-        storage,
-    )?))
+    Ok(match storage.engine {
+        Engine::Sled => Arc::new(sled::SledStore::open(&data_dir.join("db"), storage)?),
+        Engine::Postgres => Arc::new(postgres::PgStore::open(storage)?),
+    })
 }

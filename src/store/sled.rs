@@ -247,6 +247,7 @@ mod tests {
             durability: Durability::Flush,
             flush_every_ms: 500,
             actor_idle_seconds: 600,
+            ..StorageConfig::default()
         };
         // sled's own background thread of a store just dropped can hold the lock a moment
         // longer on a loaded machine; a real restart is a new process.

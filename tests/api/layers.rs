@@ -103,6 +103,15 @@ fn sled_is_used_only_by_the_store() {
 }
 
 #[test]
+fn the_postgres_crates_are_used_only_by_the_store() {
+    assert_layered(&[Rule {
+        files: Files::Outside("store/"),
+        forbidden: &["tokio_postgres", "deadpool_postgres", "postgres"],
+        why: "the PostgreSQL client crates are used only under src/store/",
+    }]);
+}
+
+#[test]
 fn the_actor_crate_is_used_only_by_the_actors() {
     assert_layered(&[Rule {
         files: Files::Outside("actors/"),
@@ -115,7 +124,15 @@ fn the_actor_crate_is_used_only_by_the_actors() {
 fn the_domain_uses_no_framework_and_no_storage() {
     assert_layered(&[Rule {
         files: Files::Under("domain/"),
-        forbidden: &["actix", "actix_web", "sled", "utoipa", "dashmap"],
+        forbidden: &[
+            "actix",
+            "actix_web",
+            "sled",
+            "tokio_postgres",
+            "deadpool_postgres",
+            "utoipa",
+            "dashmap",
+        ],
         why: "the domain is plain data and rules",
     }]);
 }
