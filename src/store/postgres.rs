@@ -3,8 +3,8 @@
 //! Tables (see [`MIGRATIONS`]): `users (id, version, snapshot)` holds the same versioned
 //! snapshot as sled (`store::codec`), `version` being the snapshot's `revision`; `emails`,
 //! `api_keys`, `passkeys` and `tenants` are the cross-user indexes, written in the same
-//! transaction as the
-//! snapshot that changes them, so an index never points at a snapshot that was not committed.
+//! transaction as the snapshot that changes them, so an index never points at a snapshot that
+//! was not committed.
 //!
 //! # How a synchronous trait meets an async client
 //!
