@@ -72,6 +72,24 @@ pub struct Opened {
     pub issued_at: Timestamp,
 }
 
+impl Opened {
+    /// The answer of every flow that opens a session: what `UserState::open_session` returned,
+    /// for `subject`, decided at `issued_at`.
+    pub fn new(
+        (session, refresh, refresh_expires_at): (SessionId, RefreshToken, Timestamp),
+        subject: Subject,
+        issued_at: Timestamp,
+    ) -> Self {
+        Self {
+            session,
+            refresh,
+            refresh_expires_at,
+            subject,
+            issued_at,
+        }
+    }
+}
+
 /// Rotate (or, with rotation off, reuse) a refresh token.
 #[derive(Debug, Clone, Message)]
 #[rtype(result = "Reply<Refreshed>")]

@@ -261,20 +261,14 @@ impl Handler<FinishPasskeyLogin> for UserActor {
         let key = self.dir.key.clone();
         let subject = self.subject();
         self.apply(|s, _, now| {
-            let (session, refresh, refresh_expires_at) = s.passkey_login(
+            let opened = s.passkey_login(
                 &webauthn,
                 (ceremony, &msg.credential),
                 (&key, &policy),
                 &msg.origin,
                 now,
             )?;
-            Ok(Opened {
-                session,
-                refresh,
-                refresh_expires_at,
-                subject,
-                issued_at: now,
-            })
+            Ok(Opened::new(opened, subject, now))
         })
     }
 }
@@ -310,15 +304,8 @@ impl Handler<AnswerMfaPasskey> for UserActor {
         self.second_factor(&msg.origin, |s, _, now| {
             s.mfa_answer_passkey(msg.jti, &webauthn, (state, &msg.credential), now)?;
             let login = (LoginMethod::SecondFactor, &msg.origin);
-            let (session, refresh, refresh_expires_at) =
-                s.open_session(&key, &policy, login, now)?;
-            Ok(Opened {
-                session,
-                refresh,
-                refresh_expires_at,
-                subject,
-                issued_at: now,
-            })
+            let opened = s.open_session(&key, &policy, login, now)?;
+            Ok(Opened::new(opened, subject, now))
         })
     }
 }

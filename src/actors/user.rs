@@ -378,15 +378,8 @@ impl Handler<OpenSession> for UserActor {
         let subject = self.subject();
         self.apply(|s, _, now| {
             let login = (LoginMethod::Password, &msg.origin);
-            let (session, refresh, refresh_expires_at) =
-                s.open_session(&key, &policy, login, now)?;
-            Ok(Opened {
-                session,
-                refresh,
-                refresh_expires_at,
-                subject,
-                issued_at: now,
-            })
+            let opened = s.open_session(&key, &policy, login, now)?;
+            Ok(Opened::new(opened, subject, now))
         })
     }
 }
@@ -656,15 +649,8 @@ impl Handler<AnswerMfa> for UserActor {
         self.second_factor(&msg.origin, |s, _, now| {
             s.mfa_answer(msg.jti, totp.as_ref(), msg.code.as_deref(), recovery, now)?;
             let login = (LoginMethod::SecondFactor, &msg.origin);
-            let (session, refresh, refresh_expires_at) =
-                s.open_session(&key, &policy, login, now)?;
-            Ok(Opened {
-                session,
-                refresh,
-                refresh_expires_at,
-                subject,
-                issued_at: now,
-            })
+            let opened = s.open_session(&key, &policy, login, now)?;
+            Ok(Opened::new(opened, subject, now))
         })
     }
 }
