@@ -262,6 +262,9 @@ pub struct StorageConfig {
     /// `postgres://user:password@host:port/database`; may hold a password, so it is never
     /// printed (see the `Debug` below).
     pub postgres_url: String,
+    /// The key that seals the key material nodes share through PostgreSQL; empty means
+    /// `<data_dir>/master.key` (generated on first start).
+    pub master_key_file: String,
     pub durability: Durability,
     pub flush_every_ms: u64,
     pub actor_idle_seconds: u64,
@@ -272,6 +275,7 @@ impl std::fmt::Debug for StorageConfig {
         f.debug_struct("StorageConfig")
             .field("engine", &self.engine)
             .field("postgres_url", &"<redacted>")
+            .field("master_key_file", &self.master_key_file)
             .field("durability", &self.durability)
             .field("flush_every_ms", &self.flush_every_ms)
             .field("actor_idle_seconds", &self.actor_idle_seconds)
@@ -284,6 +288,7 @@ impl Default for StorageConfig {
         Self {
             engine: Engine::Sled,
             postgres_url: String::new(),
+            master_key_file: String::new(),
             durability: Durability::Flush,
             flush_every_ms: 500,
             actor_idle_seconds: 600,

@@ -1,5 +1,6 @@
-//! Key material in the data dir: Ed25519 signing keys (one file each, named by `kid`) and the
-//! server key. Generated on first start, readable by the owner only, loaded on later starts so
+//! Key material: Ed25519 signing keys (one file each, named by `kid`) and the server and data
+//! keys, in the data dir's `keys/` or, for nodes sharing a database, in the database
+//! ([`KeyFiles`]). Generated on first start, readable by the owner only, loaded on later starts so
 //! that tokens issued before a restart still verify.
 
 use std::fs;
@@ -140,6 +141,69 @@ impl SigningKeys {
     }
 }
 
+const SERVER_KEY: &str = "server.key";
+const DATA_KEY: &str = "data.key";
+
+/// Where the key files live: the data dir's `keys/` (a `Path`: the data dir), or, when several
+/// nodes share a database, the database itself (sealed under the master key; see
+/// `store::postgres`). Files are never changed once written: a rotation adds a signing key.
+pub trait KeyFiles: Send + Sync {
+    /// Every key file: its name and contents.
+    fn read_all(&self) -> Result<Vec<(String, Vec<u8>)>, KeyError>;
+    /// Writes the new file `name`, durably; `Ok(false)`, writing nothing, if it exists.
+    fn create(&self, name: &str, contents: &[u8]) -> Result<bool, KeyError>;
+}
+
+impl KeyFiles for Path {
+    fn read_all(&self) -> Result<Vec<(String, Vec<u8>)>, KeyError> {
+        let dir = self.join("keys");
+        if !dir.exists() {
+            return Ok(Vec::new());
+        }
+        let mut files = Vec::new();
+        for entry in fs::read_dir(&dir).map_err(|e| file_err(&dir, e))? {
+            let path = entry.map_err(|e| file_err(&dir, e))?.path();
+            let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+                continue;
+            };
+            if !path.is_file() {
+                continue;
+            }
+            let name = name.to_string();
+            let bytes = fs::read(&path).map_err(|e| file_err(&path, e))?;
+            files.push((name, bytes));
+        }
+        Ok(files)
+    }
+
+    fn create(&self, name: &str, contents: &[u8]) -> Result<bool, KeyError> {
+        let path = keys_dir(self)?.join(name);
+        if path.exists() {
+            return Ok(false);
+        }
+        write_private(&path, contents)?;
+        Ok(true)
+    }
+}
+
+impl KeyFiles for PathBuf {
+    fn read_all(&self) -> Result<Vec<(String, Vec<u8>)>, KeyError> {
+        self.as_path().read_all()
+    }
+
+    fn create(&self, name: &str, contents: &[u8]) -> Result<bool, KeyError> {
+        self.as_path().create(name, contents)
+    }
+}
+
+/// An error about the key file `name` of `files`.
+fn named_err(name: &str, e: impl ToString) -> KeyError {
+    KeyError::File {
+        path: PathBuf::from("keys").join(name),
+        msg: e.to_string(),
+    }
+}
+
 fn keys_dir(data_dir: &Path) -> Result<PathBuf, KeyError> {
     let dir = data_dir.join("keys");
     if !dir.exists() {
@@ -148,7 +212,6 @@ fn keys_dir(data_dir: &Path) -> Result<PathBuf, KeyError> {
     }
     Ok(dir)
 }
-
 #[cfg(unix)]
 fn restrict(path: &Path, mode: u32) -> Result<(), KeyError> {
     use std::os::unix::fs::PermissionsExt;
@@ -174,12 +237,14 @@ fn write_private(path: &Path, contents: &[u8]) -> Result<(), KeyError> {
     f.sync_all().map_err(|e| file_err(path, e))
 }
 
-/// Creates a new signing key in the data dir and returns it.
-pub fn generate_signing_key(data_dir: &Path, now: Timestamp) -> Result<KeyPair, KeyError> {
-    let dir = keys_dir(data_dir)?;
+/// Creates a new signing key and returns it.
+pub fn generate_signing_key<K: KeyFiles + ?Sized>(
+    files: &K,
+    now: Timestamp,
+) -> Result<KeyPair, KeyError> {
     // Creation times order the keys (the newest signs), in whole seconds: a key made in the
     // same second as the newest existing one is dated one second later, so it still sorts first.
-    let newest = read_signing_keys(&dir)?.into_iter().map(|(_, t)| t).max();
+    let newest = read_signing_keys(files)?.into_iter().map(|(_, t)| t).max();
     let now = match newest {
         Some(t) if t >= now => Timestamp(t.0 + 1),
         _ => now,
@@ -191,77 +256,88 @@ pub fn generate_signing_key(data_dir: &Path, now: Timestamp) -> Result<KeyPair, 
         created_at: now.0,
         seed: URL_SAFE_NO_PAD.encode(seed),
     };
-    let json = serde_json::to_vec_pretty(&stored).map_err(|e| file_err(&dir, e))?;
-    write_private(
-        &dir.join(format!("{SIGNING_PREFIX}{}.json", pair.kid)),
-        &json,
-    )?;
+    let name = stored.file_name();
+    let json = serde_json::to_vec_pretty(&stored).map_err(|e| named_err(&name, e))?;
+    if !files.create(&name, &json)? {
+        return Err(named_err(&name, "exists already"));
+    }
     Ok(pair)
 }
 
-/// Every signing key in the data dir, newest first; generates the first one if there is none.
-pub fn load_or_create_signing_keys(
-    data_dir: &Path,
+/// Every signing key, newest first; generates the first one if there is none.
+pub fn load_or_create_signing_keys<K: KeyFiles + ?Sized>(
+    files: &K,
     now: Timestamp,
 ) -> Result<SigningKeys, KeyError> {
-    let dir = keys_dir(data_dir)?;
-    let mut keys = read_signing_keys(&dir)?;
+    let mut keys = read_signing_keys(files)?;
     if keys.is_empty() {
-        keys.push((generate_signing_key(data_dir, now)?, now));
+        generate_signing_key(files, now)?;
+        // Another node may have made the first key at the same moment: read what stands.
+        keys = read_signing_keys(files)?;
     }
     keys.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.kid.cmp(&b.0.kid)));
     Ok(SigningKeys { keys })
 }
 
-/// The signing keys in `dir`, unordered.
-fn read_signing_keys(dir: &Path) -> Result<Vec<(KeyPair, Timestamp)>, KeyError> {
-    read_stored_keys(dir)?
+/// The signing keys, unordered.
+fn read_signing_keys<K: KeyFiles + ?Sized>(
+    files: &K,
+) -> Result<Vec<(KeyPair, Timestamp)>, KeyError> {
+    read_stored_keys(files)?
         .into_iter()
-        .map(|(path, stored)| {
-            let pair = stored.pair().map_err(|e| file_err(&path, e))?;
+        .map(|(name, stored)| {
+            let pair = stored.pair().map_err(|e| named_err(&name, e))?;
             Ok((pair, Timestamp(stored.created_at)))
         })
         .collect()
 }
 
-/// The signing key files in `dir` as stored, unordered, each with its path.
-fn read_stored_keys(dir: &Path) -> Result<Vec<(PathBuf, StoredKey)>, KeyError> {
+/// The signing key files as stored, unordered, each with its name.
+fn read_stored_keys<K: KeyFiles + ?Sized>(files: &K) -> Result<Vec<(String, StoredKey)>, KeyError> {
     let mut keys = Vec::new();
-    for entry in fs::read_dir(dir).map_err(|e| file_err(dir, e))? {
-        let path = entry.map_err(|e| file_err(dir, e))?.path();
-        let is_signing_key = path
-            .file_name()
-            .and_then(|n| n.to_str())
-            .is_some_and(|n| n.starts_with(SIGNING_PREFIX) && n.ends_with(".json"));
-        if !is_signing_key {
+    for (name, bytes) in files.read_all()? {
+        if !(name.starts_with(SIGNING_PREFIX) && name.ends_with(".json")) {
             continue;
         }
-        let bytes = fs::read(&path).map_err(|e| file_err(&path, e))?;
-        let stored: StoredKey = serde_json::from_slice(&bytes).map_err(|e| file_err(&path, e))?;
-        keys.push((path, stored));
+        let stored: StoredKey = serde_json::from_slice(&bytes).map_err(|e| named_err(&name, e))?;
+        keys.push((name, stored));
     }
     Ok(keys)
 }
 
 /// The server key (`keys/server.key`), generated on first start.
-pub fn load_or_create_server_key(data_dir: &Path) -> Result<ServerKey, KeyError> {
-    load_or_create_secret(data_dir, "server.key").map(ServerKey::from_bytes)
+pub fn load_or_create_server_key<K: KeyFiles + ?Sized>(files: &K) -> Result<ServerKey, KeyError> {
+    load_or_create_secret(files, SERVER_KEY).map(ServerKey::from_bytes)
 }
 
 /// The data key (`keys/data.key`) that encrypts TOTP secrets, generated on first start.
-pub fn load_or_create_data_key(data_dir: &Path) -> Result<DataKey, KeyError> {
-    load_or_create_secret(data_dir, "data.key").map(DataKey::from_bytes)
+pub fn load_or_create_data_key<K: KeyFiles + ?Sized>(files: &K) -> Result<DataKey, KeyError> {
+    load_or_create_secret(files, DATA_KEY).map(DataKey::from_bytes)
 }
 
-fn load_or_create_secret(data_dir: &Path, name: &str) -> Result<[u8; 32], KeyError> {
-    let path = keys_dir(data_dir)?.join(name);
-    if !path.exists() {
-        write_private(&path, URL_SAFE_NO_PAD.encode(random_32()).as_bytes())?;
-    }
-    let text = fs::read_to_string(&path).map_err(|e| file_err(&path, e))?;
-    decode_secret(&text).map_err(|e| file_err(&path, e))
+fn read_file<K: KeyFiles + ?Sized>(files: &K, name: &str) -> Result<Option<Vec<u8>>, KeyError> {
+    Ok(files
+        .read_all()?
+        .into_iter()
+        .find(|(n, _)| n == name)
+        .map(|(_, b)| b))
 }
 
+fn load_or_create_secret<K: KeyFiles + ?Sized>(
+    files: &K,
+    name: &str,
+) -> Result<[u8; 32], KeyError> {
+    let bytes = match read_file(files, name)? {
+        Some(b) => b,
+        None => {
+            // Whoever creates it first wins (another node, at the same moment): read it back.
+            files.create(name, URL_SAFE_NO_PAD.encode(random_32()).as_bytes())?;
+            read_file(files, name)?.ok_or_else(|| named_err(name, "vanished after writing"))?
+        }
+    };
+    let text = String::from_utf8(bytes).map_err(|e| named_err(name, e))?;
+    decode_secret(&text).map_err(|e| named_err(name, e))
+}
 fn decode_secret(text: &str) -> Result<[u8; 32], &'static str> {
     URL_SAFE_NO_PAD
         .decode(text.trim())
@@ -269,9 +345,6 @@ fn decode_secret(text: &str) -> Result<[u8; 32], &'static str> {
         .and_then(|b| b.try_into().ok())
         .ok_or("not 32 bytes of base64url")
 }
-
-const SERVER_KEY: &str = "server.key";
-const DATA_KEY: &str = "data.key";
 
 /// Every key file of a data dir, as a backup made with `--include-keys` carries them: the
 /// signing keys (by `kid`) and the server and data keys (base64url). `Debug` shows no secret.
@@ -345,24 +418,20 @@ impl KeyMaterial {
     }
 }
 
-/// The data dir's keys as they are on disk, creating nothing (no `keys/`: none).
-pub fn read_key_material(data_dir: &Path) -> Result<KeyMaterial, KeyError> {
-    let dir = data_dir.join("keys");
-    if !dir.exists() {
-        return Ok(KeyMaterial::default());
-    }
-    let mut signing: Vec<StoredKey> = read_stored_keys(&dir)?
+/// The keys as they are stored, creating nothing.
+pub fn read_key_material<K: KeyFiles + ?Sized>(files: &K) -> Result<KeyMaterial, KeyError> {
+    let mut signing: Vec<StoredKey> = read_stored_keys(files)?
         .into_iter()
         .map(|(_, k)| k)
         .collect();
     signing.sort_by(|a, b| a.kid.cmp(&b.kid));
+    let all = files.read_all()?;
     let secret = |name: &str| -> Result<Option<String>, KeyError> {
-        let path = dir.join(name);
-        if !path.exists() {
+        let Some((_, bytes)) = all.iter().find(|(n, _)| n == name) else {
             return Ok(None);
-        }
-        let text = fs::read_to_string(&path).map_err(|e| file_err(&path, e))?;
-        let bytes = decode_secret(&text).map_err(|e| file_err(&path, e))?;
+        };
+        let text = std::str::from_utf8(bytes).map_err(|e| named_err(name, e))?;
+        let bytes = decode_secret(text).map_err(|e| named_err(name, e))?;
         Ok(Some(URL_SAFE_NO_PAD.encode(bytes)))
     };
     Ok(KeyMaterial {
@@ -372,10 +441,13 @@ pub fn read_key_material(data_dir: &Path) -> Result<KeyMaterial, KeyError> {
     })
 }
 
-/// How `wanted` (a backup's keys, checked to be well formed) compares with the data dir's.
-pub fn key_differences(data_dir: &Path, wanted: &KeyMaterial) -> Result<KeyDifferences, KeyError> {
+/// How `wanted` (a backup's keys, checked to be well formed) compares with the stored ones.
+pub fn key_differences<K: KeyFiles + ?Sized>(
+    files: &K,
+    wanted: &KeyMaterial,
+) -> Result<KeyDifferences, KeyError> {
     wanted.validate()?;
-    let have = read_key_material(data_dir)?;
+    let have = read_key_material(files)?;
     let theirs: std::collections::BTreeMap<String, Vec<u8>> = wanted.files()?.into_iter().collect();
     let ours: std::collections::BTreeMap<String, Vec<u8>> = have.files()?.into_iter().collect();
     let mut d = KeyDifferences::default();
@@ -392,16 +464,16 @@ pub fn key_differences(data_dir: &Path, wanted: &KeyMaterial) -> Result<KeyDiffe
     Ok(d)
 }
 
-/// Writes the keys of `wanted` that the data dir lacks (owner-only, durably); returns how many.
+/// Writes the keys of `wanted` that are missing (owner-only, durably); returns how many.
 /// The caller has checked with [`key_differences`] that nothing conflicts.
-pub fn write_missing_keys(data_dir: &Path, wanted: &KeyMaterial) -> Result<usize, KeyError> {
+pub fn write_missing_keys<K: KeyFiles + ?Sized>(
+    files: &K,
+    wanted: &KeyMaterial,
+) -> Result<usize, KeyError> {
     wanted.validate()?;
-    let dir = keys_dir(data_dir)?;
     let mut written = 0;
     for (name, contents) in wanted.files()? {
-        let path = dir.join(&name);
-        if !path.exists() {
-            write_private(&path, &contents)?;
+        if files.create(&name, &contents)? {
             written += 1;
         }
     }

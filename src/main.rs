@@ -94,6 +94,13 @@ enum AdminCommand {
         #[arg(long = "in")]
         input: PathBuf,
     },
+    /// Move a stopped server's sled data dir (users, indexes, keys) into an empty PostgreSQL
+    /// database, for nodes with storage.engine = "postgres".
+    MigrateToPostgres {
+        /// The database (`postgres://user:password@host:port/database`); never printed.
+        #[arg(long)]
+        postgres_url: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -142,17 +149,37 @@ fn serve(mut config: Config, bind: Option<String>) -> Result<(), String> {
 fn keys_command(config: &Config, command: KeysCommand) -> Result<(), String> {
     let dir = &config.server.data_dir;
     std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    // Nodes sharing PostgreSQL keep the keys there (sealed); sled's server keeps them in the
+    // data dir, which this command may change while the server runs (sled's lock is not taken).
+    let shared = match config.storage.engine {
+        bp_auth::config::Engine::Postgres => {
+            Some(bp_auth::store::open(dir, &config.storage).map_err(|e| e.to_string())?)
+        }
+        bp_auth::config::Engine::Sled => None,
+    };
+    let files: std::sync::Arc<dyn keys::KeyFiles> = match &shared {
+        Some(store) => bp_auth::store::key_files(store.as_ref(), dir),
+        None => std::sync::Arc::new(dir.clone()),
+    };
     match command {
         KeysCommand::Rotate => {
-            let key = keys::generate_signing_key(dir, clock::now()).map_err(|e| e.to_string())?;
-            println!(
-                "new active key {}; send SIGHUP to a running server to start using it",
-                key.kid
-            );
+            let key = keys::generate_signing_key(files.as_ref(), clock::now())
+                .map_err(|e| e.to_string())?;
+            if shared.is_some() {
+                println!(
+                    "new active key {}; every node on this database starts using it at once",
+                    key.kid
+                );
+            } else {
+                println!(
+                    "new active key {}; send SIGHUP to a running server to start using it",
+                    key.kid
+                );
+            }
         }
         KeysCommand::List => {
-            let all =
-                keys::load_or_create_signing_keys(dir, clock::now()).map_err(|e| e.to_string())?;
+            let all = keys::load_or_create_signing_keys(files.as_ref(), clock::now())
+                .map_err(|e| e.to_string())?;
             let life = bp_auth::startup::max_token_life(config);
             for (key, created, state) in all.states(life, clock::now()) {
                 println!(
@@ -195,6 +222,12 @@ fn admin_command(config: &Config, command: AdminCommand) -> Result<(), String> {
             backup: true,
         },
         AdminCommand::Import { input } => Invocation::Import { input },
+        AdminCommand::MigrateToPostgres { postgres_url } => {
+            let text = admin::migrate::migrate_to_postgres(config, &postgres_url)
+                .map_err(|e| e.to_string())?;
+            println!("{text}");
+            return Ok(());
+        }
     };
     let text = admin::run(config, &invocation).map_err(|e| e.to_string())?;
     println!("{text}");

@@ -24,7 +24,7 @@ use crate::domain::password::Hasher;
 use crate::domain::sessions::SessionPolicy;
 use crate::domain::tokens::Keyring;
 use crate::hashing::HashPool;
-use crate::keys;
+use crate::keys::{self, KeyFiles};
 use crate::store::{self, Store};
 use crate::telemetry;
 
@@ -56,6 +56,9 @@ pub struct Application {
     store: Arc<dyn Store>,
     directory: Directory,
     admin: Option<AdminSocket>,
+    key_files: Arc<dyn KeyFiles>,
+    /// Told when another node added key material (a shared engine's notification).
+    keys_changed: Arc<tokio::sync::Notify>,
 }
 
 /// Creates the data dir if needed and makes it owner-only (`0700`): it holds the keys and
@@ -67,9 +70,12 @@ fn ensure_data_dir(dir: &Path) -> Result<(), StartupError> {
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(fail)
 }
 
-/// The keyring from the data dir's keys.
-pub fn load_keyring(config: &Config) -> Result<Keyring, StartupError> {
-    let signing = keys::load_or_create_signing_keys(&config.server.data_dir, clock::now())?;
+/// The keyring from the key files (the data dir's, or the shared database's).
+pub fn load_keyring<K: KeyFiles + ?Sized>(
+    config: &Config,
+    files: &K,
+) -> Result<Keyring, StartupError> {
+    let signing = keys::load_or_create_signing_keys(files, clock::now())?;
     let active = signing.active().cloned().ok_or_else(|| {
         StartupError::DataDir(
             config.server.data_dir.display().to_string(),
@@ -99,10 +105,11 @@ impl Application {
         ensure_data_dir(&data_dir)?;
         let store = store::open(&data_dir, &config.storage)?;
         let admin = AdminSocket::bind(&data_dir);
-        auto_rotate(&config);
-        let keyring = load_keyring(&config)?;
-        let server_key = keys::load_or_create_server_key(&data_dir)?;
-        let data_key = keys::load_or_create_data_key(&data_dir)?;
+        let key_files = store::key_files(store.as_ref(), &data_dir);
+        auto_rotate(&config, key_files.as_ref());
+        let keyring = load_keyring(&config, key_files.as_ref())?;
+        let server_key = keys::load_or_create_server_key(key_files.as_ref())?;
+        let data_key = keys::load_or_create_data_key(key_files.as_ref())?;
         let p = &config.password;
         let hasher = Hasher::new(
             p.argon2_memory_kib,
@@ -158,6 +165,10 @@ impl Application {
         );
 
         directory.start_sweeper();
+        let keys_changed = Arc::new(tokio::sync::Notify::new());
+        if store.shared() {
+            watch_other_nodes(store.as_ref(), &directory, keys_changed.clone())?;
+        }
         let listener = TcpListener::bind(&config.server.bind)
             .map_err(|e| StartupError::Bind(config.server.bind.clone(), e))?;
         let port = listener
@@ -241,6 +252,8 @@ impl Application {
             store,
             directory,
             admin,
+            key_files,
+            keys_changed,
         })
     }
 
@@ -261,7 +274,12 @@ impl Application {
             actix_web::rt::spawn(s);
             handle
         });
-        let keys_task = actix_web::rt::spawn(watch_keys(self.state.clone(), self.config.clone()));
+        let keys_task = actix_web::rt::spawn(watch_keys(
+            self.state.clone(),
+            self.config.clone(),
+            self.key_files.clone(),
+            self.keys_changed.clone(),
+        ));
         let signals_task = actix_web::rt::spawn(drain_on_signal(self.server.handle()));
         let prune_task = actix_web::rt::spawn(prune_limiters(self.state.clone()));
         let admin = self.admin.map(|socket| {
@@ -317,11 +335,46 @@ async fn drain_on_signal(server: actix_web::dev::ServerHandle) {
     server.stop(true).await;
 }
 
-/// Reloads the signing keys from the data dir: on SIGHUP (after `bp-auth keys rotate`), and
-/// hourly so that superseded keys retire once their tokens have expired. With
-/// `tokens.key_rotation_days` set, also makes a new key when the active one is that old.
-/// Requests in flight keep the keyring they started with; new ones get the new one.
-async fn watch_keys(state: web::Data<AppState>, config: Arc<Config>) {
+/// Tells the directory what other nodes change, from the shared engine's notifications, on a
+/// thread of its own: the engine's thread must never wait, and dropping an actor may wait for
+/// a load in progress (which waits on the engine's thread).
+fn watch_other_nodes(
+    store: &dyn Store,
+    directory: &Directory,
+    keys_changed: Arc<tokio::sync::Notify>,
+) -> Result<(), StartupError> {
+    let (tx, rx) = std::sync::mpsc::channel::<store::Changed>();
+    let directory = directory.clone();
+    std::thread::Builder::new()
+        .name("bp-invalidate".into())
+        .spawn(move || {
+            for change in rx {
+                match change {
+                    store::Changed::Keys => keys_changed.notify_one(),
+                    other => directory.invalidate(other),
+                }
+            }
+        })
+        .map_err(|e| StartupError::DataDir("invalidation thread".into(), e.to_string()))?;
+    let tx = std::sync::Mutex::new(tx);
+    store.watch(Arc::new(move |change| {
+        if let Ok(tx) = tx.lock() {
+            let _ = tx.send(change);
+        }
+    }));
+    Ok(())
+}
+
+/// Reloads the signing keys: on SIGHUP (after `bp-auth keys rotate`), when another node added
+/// one (a shared engine), and hourly so that superseded keys retire once their tokens have
+/// expired. With `tokens.key_rotation_days` set, also makes a new key when the active one is
+/// that old. Requests in flight keep the keyring they started with; new ones get the new one.
+async fn watch_keys(
+    state: web::Data<AppState>,
+    config: Arc<Config>,
+    files: Arc<dyn KeyFiles>,
+    changed: Arc<tokio::sync::Notify>,
+) {
     let mut hangup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
         Ok(s) => Some(s),
         Err(e) => {
@@ -342,9 +395,20 @@ async fn watch_keys(state: web::Data<AppState>, config: Arc<Config>) {
         };
         tokio::select! {
             _ = signalled => tracing::info!("SIGHUP: reloading signing keys"),
-            _ = hourly.tick() => auto_rotate(&config),
+            _ = changed.notified() => tracing::info!("another node added a signing key; reloading"),
+            _ = hourly.tick() => auto_rotate(&config, files.as_ref()),
         }
-        match load_keyring(&config) {
+        // The key files may be the database's: read them off the async threads.
+        let (c, f) = (config.clone(), files.clone());
+        let loaded = tokio::task::spawn_blocking(move || load_keyring(&c, f.as_ref()))
+            .await
+            .unwrap_or_else(|e| {
+                Err(StartupError::DataDir(
+                    "keys".into(),
+                    format!("key reload failed: {e}"),
+                ))
+            });
+        match loaded {
             Ok(k) => {
                 let previous = state.keyring().active_kid().to_string();
                 if previous != k.active_kid() {
@@ -360,13 +424,12 @@ async fn watch_keys(state: web::Data<AppState>, config: Arc<Config>) {
     }
 }
 
-fn auto_rotate(config: &Config) {
+fn auto_rotate(config: &Config, dir: &dyn KeyFiles) {
     let days = config.tokens.key_rotation_days;
     if days == 0 {
         return;
     }
     let now = clock::now();
-    let dir = &config.server.data_dir;
     let due = keys::load_or_create_signing_keys(dir, now)
         .ok()
         .and_then(|k| k.keys.first().map(|(_, created)| *created))

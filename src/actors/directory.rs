@@ -6,7 +6,7 @@
 //! free for parsing and token checks. What it shares with the actors (views, caches, store,
 //! keys) is `Shared` (`actors/shared.rs`).
 
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -24,7 +24,7 @@ use crate::domain::ids::UserId;
 use crate::domain::secrets::{DataKey, ServerKey};
 use crate::domain::sessions::SessionPolicy;
 use crate::domain::user::UserState;
-use crate::store::{Created, Store, StoreError};
+use crate::store::{Changed, Created, Store, StoreError};
 
 /// What the actors need to know from the configuration.
 #[derive(Debug, Clone)]
@@ -77,9 +77,16 @@ impl From<StoreError> for DirectoryError {
     }
 }
 
+/// Shards of the invalidation counters (see [`Inner::announced`]).
+const EPOCH_SHARDS: usize = 64;
+
 struct Inner {
     shared: Arc<Shared>,
     actors: DashMap<UserId, Addr<UserActor>>,
+    /// Counts the other nodes' announced changes, by shard of user id: a load that saw the
+    /// count move while it read the store may hold what the change replaced, so it loads again
+    /// (an announcement can arrive before the view it must drop is published).
+    announced: [AtomicU64; EPOCH_SHARDS],
     /// Where actors are started; indexed by [`arbiter_index`].
     handles: Vec<ArbiterHandle>,
     /// The arbiters themselves, kept to stop their threads at shutdown.
@@ -106,6 +113,7 @@ impl Directory {
             inner: Arc::new(Inner {
                 shared: Arc::new(Shared::new(store, keys, delivery, config)),
                 actors: DashMap::new(),
+                announced: std::array::from_fn(|_| AtomicU64::new(0)),
                 handles: arbiters.iter().map(Arbiter::handle).collect(),
                 arbiters: Mutex::new(arbiters),
             }),
@@ -175,6 +183,41 @@ impl Directory {
             Err(StoreError::Io(
                 "a store flush failed; restart after fixing the disk".into(),
             ))
+        }
+    }
+
+    /// Another node changed a user (or anything): drops the actors and views that may now be
+    /// stale, so the next request reloads from the store. Never blocks on the store (the
+    /// engine calls it from the thread that runs the store's own calls).
+    pub fn invalidate(&self, change: Changed) {
+        let inner = &self.inner;
+        match change {
+            Changed::User { id, revision } => {
+                inner.announced[epoch_shard(id)].fetch_add(1, Ordering::SeqCst);
+                // A view at that revision or later already holds the change (this node loaded
+                // it after the commit): nothing to drop.
+                let current = inner.shared.views.get(id).map(|v| v.state.revision);
+                if current.is_some_and(|r| r >= revision) {
+                    return;
+                }
+                inner.shared.views.drop_user(id);
+                if let Some((_, addr)) = inner.actors.remove(&id) {
+                    addr.do_send(Discard);
+                }
+            }
+            Changed::Everything => {
+                for shard in &inner.announced {
+                    shard.fetch_add(1, Ordering::SeqCst);
+                }
+                inner.shared.views.drop_all();
+                let ids: Vec<UserId> = inner.actors.iter().map(|a| *a.key()).collect();
+                for id in ids {
+                    if let Some((_, addr)) = inner.actors.remove(&id) {
+                        addr.do_send(Discard);
+                    }
+                }
+            }
+            Changed::Keys => {}
         }
     }
 
@@ -257,7 +300,7 @@ impl Directory {
             if let Some(entry) = shared.views.get(id) {
                 entry
                     .activity
-                    .store(shared.uptime_secs(), std::sync::atomic::Ordering::Relaxed);
+                    .store(shared.uptime_secs(), Ordering::Relaxed);
                 return Ok(Some(entry.state));
             }
             if self.spawn(id)?.is_none() {
@@ -275,7 +318,21 @@ impl Directory {
             Entry::Occupied(o) if o.get().connected() => Ok(Some(o.get().clone())),
             entry => {
                 let shared = &self.inner.shared;
-                let Some(state) = shared.store.load_user(id)? else {
+                let announced = &self.inner.announced[epoch_shard(id)];
+                // Bounded: under a storm of announcements the last load is used as it is (a
+                // stale write is still refused by a shared engine's version check).
+                let mut state = None;
+                for _ in 0..4 {
+                    let seen = announced.load(Ordering::SeqCst);
+                    let Some(loaded) = shared.store.load_user(id)? else {
+                        return Ok(None);
+                    };
+                    state = Some(loaded);
+                    if announced.load(Ordering::SeqCst) == seen {
+                        break;
+                    }
+                }
+                let Some(state) = state else {
                     return Ok(None);
                 };
                 let state = Arc::new(state);
@@ -428,6 +485,10 @@ fn log_recorded(id: UserId, events: &[crate::domain::events::Event]) {
     for event in events {
         crate::audit::recorded(id, event);
     }
+}
+
+fn epoch_shard(id: UserId) -> usize {
+    arbiter_index(id, EPOCH_SHARDS)
 }
 
 fn arbiter_index(id: UserId, n: usize) -> usize {

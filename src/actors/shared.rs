@@ -43,6 +43,16 @@ impl Views {
         self.map.remove_if(&id, |_, v| Arc::ptr_eq(&v.state, mine));
     }
 
+    /// Drops the view of `id`, whoever published it (another node changed the user).
+    pub(crate) fn drop_user(&self, id: UserId) {
+        self.map.remove(&id);
+    }
+
+    /// Drops every view.
+    pub(crate) fn drop_all(&self) {
+        self.map.clear();
+    }
+
     pub(crate) fn get(&self, id: UserId) -> Option<ViewEntry> {
         self.map.get(&id).map(|v| v.clone())
     }

@@ -17,7 +17,7 @@ use super::passkeys::Waiting;
 use super::shared::Shared;
 use crate::clock;
 use crate::delivery::{self, Channel, Purpose};
-use crate::domain::backoff::Attempts;
+use crate::domain::backoff::AccountAttempts;
 use crate::domain::codes::{self, CodePolicy};
 use crate::domain::error::DomainError;
 use crate::domain::events::{EventKind, Origin};
@@ -27,7 +27,7 @@ use crate::domain::passkeys::Pending;
 use crate::domain::sessions::LoginMethod;
 use crate::domain::time::Timestamp;
 use crate::domain::user::{EmailMoved, UserState};
-use crate::store::{IndexChange, StoreError};
+use crate::store::{codec, IndexChange, StoreError};
 
 pub struct UserActor {
     pub(super) state: Arc<UserState>,
@@ -36,11 +36,12 @@ pub struct UserActor {
     pub(super) dir: Arc<Shared>,
     /// Set once the actor has left the directory; it then refuses every message.
     retired: bool,
-    /// Password checks of this account, in memory: an actor with a live window or a check in
-    /// flight is never retired, so the count lasts as long as it matters.
-    passwords: Attempts,
-    /// Wrong second-factor answers, across pending tokens.
-    second_factors: Attempts,
+    /// Password checks and wrong second-factor answers (across pending tokens) of this
+    /// account. In memory, where this node is the only one: an actor with a live window or a
+    /// check in flight is never retired, so the count lasts as long as it matters. With a
+    /// shared engine they must count across nodes, so they live in the store and this is only
+    /// the last copy read (see [`UserActor::counters`]).
+    attempts: AccountAttempts,
     /// WebAuthn ceremonies of this user waiting for their answer (`actors/passkeys.rs`): in
     /// memory only, each answered once, bounded, expiring with its challenge. An actor holding
     /// a live one is not retired.
@@ -62,8 +63,7 @@ impl UserActor {
             activity,
             dir,
             retired: false,
-            passwords: Attempts::default(),
-            second_factors: Attempts::default(),
+            attempts: AccountAttempts::default(),
             ceremonies: Pending::default(),
         }
     }
@@ -81,12 +81,58 @@ impl UserActor {
         })
     }
 
-    /// Whether the attempt counters hold nothing worth keeping at `now`.
+    /// Whether the attempt counters hold nothing worth keeping at `now` (in memory).
     fn attempts_quiet(&self, now: Timestamp) -> bool {
+        if self.dir.store.shared() {
+            return true;
+        }
         let rules = self.dir.config.attempts;
         let mfa = rules.mfa.unwrap_or(rules.account_or_unlimited());
-        self.passwords.is_quiet(&rules.account_or_unlimited(), now)
-            && self.second_factors.is_quiet(&mfa, now)
+        self.attempts
+            .passwords
+            .is_quiet(&rules.account_or_unlimited(), now)
+            && self.attempts.second_factors.is_quiet(&mfa, now)
+    }
+
+    /// Runs `step` on the account's attempt counters. With a shared engine the counters are
+    /// read from the store and written back over the version read, the step being run again
+    /// on what another node wrote in between: the same compare-and-set that keeps a snapshot
+    /// atomic keeps a limit from being passed by guesses spread over the nodes.
+    pub(super) fn counters<T>(
+        &mut self,
+        mut step: impl FnMut(&mut AccountAttempts) -> T,
+    ) -> Result<T, ActorError> {
+        let store = &self.dir.store;
+        if !store.shared() {
+            return Ok(step(&mut self.attempts));
+        }
+        let id = self.state.id;
+        for _ in 0..16 {
+            let (version, record) = store.load_attempts(id).map_err(ActorError::Store)?;
+            let read = match record {
+                Some(r) => codec::decode_attempts(&r).map_err(ActorError::Store)?,
+                None => AccountAttempts::default(),
+            };
+            let mut next = read;
+            let value = step(&mut next);
+            if next == read {
+                self.attempts = next;
+                return Ok(value);
+            }
+            let record = codec::encode_attempts(&next).map_err(ActorError::Store)?;
+            match store.save_attempts(id, version, &record) {
+                Ok(()) => {
+                    self.attempts = next;
+                    return Ok(value);
+                }
+                Err(StoreError::Conflict) => continue,
+                Err(e) => return Err(ActorError::Store(e)),
+            }
+        }
+        // Sixteen nodes' writes in a row between one read and its write: give up for now.
+        Err(ActorError::Store(StoreError::Io(
+            "attempt counters contended; try again".into(),
+        )))
     }
 
     /// Runs a second-factor `rule` under the account's limit of wrong answers: refused while
@@ -100,7 +146,7 @@ impl UserActor {
         let now = clock::now();
         let limit = self.dir.config.attempts.mfa;
         if let Some(limit) = &limit {
-            if let Err(e) = self.second_factors.check(limit, now) {
+            if let Err(e) = self.counters(|c| c.second_factors.check(limit, now))? {
                 return self.unchanged(Err(e));
             }
         }
@@ -114,12 +160,16 @@ impl UserActor {
             value
         });
         if let (Some(limit), Ok(done)) = (&limit, &reply) {
-            match &done.value {
+            let counted = match &done.value {
                 Err(DomainError::InvalidCode { .. } | DomainError::PasskeyRefused { .. }) => {
-                    self.second_factors.fail(limit, now)
+                    self.counters(|c| c.second_factors.fail(limit, now))
                 }
-                Ok(_) => self.second_factors.reset(),
-                Err(_) => {}
+                Ok(_) => self.counters(|c| c.second_factors.reset()),
+                Err(_) => Ok(()),
+            };
+            if let Err(e) = counted {
+                // The answer stands (it is written); only its count is lost.
+                tracing::warn!(user = %self.state.id, error = ?e, "second-factor attempt not counted");
             }
         }
         reply
@@ -157,6 +207,14 @@ impl UserActor {
         } = d;
         next.revision = self.state.revision;
         if next == *self.state {
+            // Nothing to write, so no version check would catch a stale decision (a refresh
+            // token refused because another node rotated it a moment ago): a shared engine
+            // is asked whether this state is still the stored one.
+            if let Some(stored) = self.dir.store.stored_revision(self.state.id)? {
+                if stored != self.state.revision {
+                    return Err(ActorError::Store(StoreError::Conflict));
+                }
+            }
             return Ok(Done {
                 value,
                 state: self.state.clone(),
@@ -342,9 +400,11 @@ impl Handler<ReservePassword> for UserActor {
         self.activity
             .store(self.dir.uptime_secs(), Ordering::Relaxed);
         let rules = self.dir.config.attempts;
-        let value =
-            self.passwords
-                .reserve(rules.account.as_ref(), rules.max_in_flight, clock::now());
+        let now = clock::now();
+        let value = self.counters(|c| {
+            c.passwords
+                .reserve(rules.account.as_ref(), rules.max_in_flight, now)
+        })?;
         self.unchanged(value)
     }
 }
@@ -354,7 +414,8 @@ impl Handler<SettlePassword> for UserActor {
 
     fn handle(&mut self, msg: SettlePassword, _: &mut Context<Self>) -> Self::Result {
         let rule = self.dir.config.attempts.account_or_unlimited();
-        self.passwords.settle(&rule, msg.0, clock::now());
+        let now = clock::now();
+        self.counters(|c| c.passwords.settle(&rule, msg.0, now))?;
         self.unchanged(Ok(()))
     }
 }

@@ -15,7 +15,6 @@
 //! read has been made durable, so a restore never holds a change the server did not keep.
 
 use std::collections::VecDeque;
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -29,7 +28,7 @@ use crate::clock;
 use crate::domain::ids::UserId;
 use crate::domain::sessions::Session;
 use crate::domain::user::{Tenant, UserState};
-use crate::keys::{self, KeyMaterial};
+use crate::keys::{self, KeyFiles, KeyMaterial};
 use crate::store::{Created, IndexChange, Store, Ticket};
 
 pub const EXPORT_FORMAT: &str = "bp-auth-export";
@@ -177,12 +176,12 @@ pub async fn settle(store: &dyn Store) -> Result<(), AdminError> {
 }
 
 /// What an import may do with a backup's keys.
-#[derive(Debug, Clone, Copy)]
+#[derive(Clone, Copy)]
 pub enum KeyPolicy<'a> {
-    /// A stopped server's data dir: write the keys it lacks; refuse if it has others.
-    Install(&'a Path),
+    /// A stopped server's key files: write the keys it lacks; refuse if it has others.
+    Install(&'a dyn KeyFiles),
     /// A running server, which cannot swap the keys it runs with: accept only its own.
-    MustMatch(&'a Path),
+    MustMatch(&'a dyn KeyFiles),
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -331,17 +330,6 @@ impl<'a> Importer<'a> {
     }
 
     fn user(&mut self, user: &UserState) -> Result<(), AdminError> {
-        match self.store.create_user(user)? {
-            Created::EmailTaken => {
-                return Err(AdminError::Invalid(format!(
-                    "duplicate email {}",
-                    user.email_key
-                )))
-            }
-            Created::Yes(t) => self.last = Some(t),
-        }
-        // The same snapshot again, with its API key's and passkeys' index entries: an actor
-        // started in between (a running server) loaded exactly this state, so nothing diverges.
         let index: Vec<IndexChange> = user
             .api_key
             .iter()
@@ -352,6 +340,27 @@ impl<'a> Importer<'a> {
                     .map(|p| IndexChange::PasskeyPut(p.credential_id.clone())),
             )
             .collect();
+        // With index entries to claim, the user is created one revision back and then written
+        // at its own with them, so the second write is an ordinary change over the first (a
+        // shared engine accepts a write only over the revision before it).
+        let first = if index.is_empty() {
+            std::borrow::Cow::Borrowed(user)
+        } else {
+            let mut earlier = user.clone();
+            earlier.revision = user.revision.wrapping_sub(1);
+            std::borrow::Cow::Owned(earlier)
+        };
+        match self.store.create_user(&first)? {
+            Created::EmailTaken => {
+                return Err(AdminError::Invalid(format!(
+                    "duplicate email {}",
+                    user.email_key
+                )))
+            }
+            Created::Yes(t) => self.last = Some(t),
+        }
+        // The same snapshot again, with its API key's and passkeys' index entries: an actor
+        // started in between (a running server) loaded the same state, so nothing diverges.
         if !index.is_empty() {
             self.last = Some(self.store.save_user(user, &index)?);
         }
@@ -414,6 +423,7 @@ mod tests {
     use crate::config::StorageConfig;
     use crate::domain::time::Timestamp;
     use crate::domain::user::fixtures::user;
+    use std::path::Path;
 
     fn store(dir: &Path) -> Arc<dyn Store> {
         crate::store::open(dir, &StorageConfig::default()).unwrap()
@@ -424,7 +434,8 @@ mod tests {
     async fn import(dir: &Path, lines: &[String]) -> Result<Outcome, AdminError> {
         let fresh = tempfile::tempdir_in(dir).unwrap();
         let target = store(fresh.path());
-        let mut importer = Importer::new(target.as_ref(), KeyPolicy::Install(fresh.path()))?;
+        let keys = fresh.path().to_path_buf();
+        let mut importer = Importer::new(target.as_ref(), KeyPolicy::Install(&keys))?;
         for l in lines {
             importer.line(l)?;
         }
@@ -451,7 +462,8 @@ mod tests {
         assert!(lines.iter().all(|l| !l.contains("\"keys\"")));
 
         let target = store(&dir.path().join("target"));
-        let mut importer = Importer::new(target.as_ref(), KeyPolicy::Install(dir.path())).unwrap();
+        let keys = dir.path().to_path_buf();
+        let mut importer = Importer::new(target.as_ref(), KeyPolicy::Install(&keys)).unwrap();
         for l in &lines {
             importer.line(l).unwrap();
         }
@@ -466,7 +478,7 @@ mod tests {
         assert_eq!(target.user_by_api_key(&digest).unwrap(), Some(a.id));
         assert_eq!(target.load_user(a.id).unwrap().unwrap().api_key, a.api_key);
         assert!(
-            Importer::new(target.as_ref(), KeyPolicy::Install(dir.path())).is_err(),
+            Importer::new(target.as_ref(), KeyPolicy::Install(&keys)).is_err(),
             "only into an empty store"
         );
     }

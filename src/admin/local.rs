@@ -32,7 +32,8 @@ pub(super) async fn run(config: &Config, invocation: &Invocation) -> Result<Stri
         })?,
         _ => open(config)?,
     };
-    let dir = &config.server.data_dir;
+    let key_files = crate::store::key_files(store.as_ref(), &config.server.data_dir);
+    let dir = key_files.as_ref();
     let outcome = async {
         match invocation {
             Invocation::Account(command) => {

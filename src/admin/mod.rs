@@ -18,6 +18,7 @@ mod client;
 pub mod commands;
 pub mod export;
 mod local;
+pub mod migrate;
 mod outfile;
 pub mod socket;
 pub mod wire;

@@ -278,7 +278,10 @@ async fn export<W: AsyncWrite + Unpin>(
     include_keys: bool,
 ) -> Result<Outcome, AdminError> {
     let keys = include_keys
-        .then(|| keys::read_key_material(&live.config.server.data_dir))
+        .then(|| {
+            let files = crate::store::key_files(live.store.as_ref(), &live.config.server.data_dir);
+            keys::read_key_material(files.as_ref())
+        })
         .transpose()?;
     let lines = ExportLines::new(live.store.clone(), keys)?;
     let (tx, mut rx) = mpsc::channel(256);
@@ -322,8 +325,8 @@ where
         .importing
         .try_lock()
         .map_err(|_| AdminError::Invalid("another import is running on this server".into()))?;
-    let dir = live.config.server.data_dir.clone();
-    let mut importer = Importer::new(live.store.as_ref(), KeyPolicy::MustMatch(&dir))?;
+    let files = crate::store::key_files(live.store.as_ref(), &live.config.server.data_dir);
+    let mut importer = Importer::new(live.store.as_ref(), KeyPolicy::MustMatch(files.as_ref()))?;
     send(writer, &Frame::Ready)
         .await
         .map_err(AdminError::Socket)?;

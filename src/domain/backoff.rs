@@ -9,11 +9,18 @@
 //!      +---------- success, or now >= start + window ----------+
 //! ```
 
+use serde::{Deserialize, Serialize};
+
 use super::error::DomainError;
 use super::time::Timestamp;
 
+/// How long reserved attempts count without being settled. A node that reserved and then
+/// died (its counters live in a shared store) can only hold the account's attempts this long;
+/// it is far above any hash's time in the queue and on a core.
+pub const LEASE_SECONDS: u64 = 120;
+
 /// One key's failures in its current window.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FailureWindow {
     pub start: Timestamp,
     pub count: u32,
@@ -89,13 +96,34 @@ pub enum Settled {
 ///            or failures + in_flight >= limit (when limited); else in_flight += 1
 ///   settle:  in_flight -= 1; a failure is recorded, a success resets the window
 /// ```
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+///
+/// Attempts in flight are forgotten [`LEASE_SECONDS`] after the last reservation: in memory
+/// each one is settled long before, but counters kept in a store shared by several nodes may
+/// hold the reservations of a node that crashed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Attempts {
     window: Option<FailureWindow>,
     in_flight: u32,
+    #[serde(default)]
+    lease_until: Option<Timestamp>,
+}
+
+/// An account's counters: its password attempts and its wrong second-factor answers.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccountAttempts {
+    pub passwords: Attempts,
+    pub second_factors: Attempts,
 }
 
 impl Attempts {
+    /// Drops reservations whose lease has run out.
+    fn expire(&mut self, now: Timestamp) {
+        if self.lease_until.is_some_and(|until| now >= until) {
+            self.in_flight = 0;
+            self.lease_until = None;
+        }
+    }
+
     /// Reserves one attempt at `now`. `rule` is `None` when rate limits are off; the cap on
     /// attempts in flight holds regardless.
     pub fn reserve(
@@ -104,6 +132,7 @@ impl Attempts {
         max_in_flight: u32,
         now: Timestamp,
     ) -> Result<(), DomainError> {
+        self.expire(now);
         if self.in_flight >= max_in_flight {
             return Err(DomainError::RateLimited { retry_after: 1 });
         }
@@ -118,12 +147,17 @@ impl Attempts {
             }
         }
         self.in_flight += 1;
+        self.lease_until = Some(now.plus(LEASE_SECONDS));
         Ok(())
     }
 
     /// Settles one reserved attempt.
     pub fn settle(&mut self, rule: &Backoff, outcome: Settled, now: Timestamp) {
+        self.expire(now);
         self.in_flight = self.in_flight.saturating_sub(1);
+        if self.in_flight == 0 {
+            self.lease_until = None;
+        }
         match outcome {
             Settled::Failed => self.fail(rule, now),
             Settled::Succeeded => self.window = None,
@@ -149,7 +183,9 @@ impl Attempts {
 
     /// Whether nothing is left to remember at `now`: no attempt in flight, no live window.
     pub fn is_quiet(&self, rule: &Backoff, now: Timestamp) -> bool {
-        self.in_flight == 0 && self.window.is_none_or(|w| rule.is_over(&w, now))
+        let mut live = *self;
+        live.expire(now);
+        live.in_flight == 0 && self.window.is_none_or(|w| rule.is_over(&w, now))
     }
 }
 
@@ -191,6 +227,25 @@ mod tests {
     use super::*;
 
     const T0: Timestamp = Timestamp(1_800_000_000);
+
+    #[test]
+    fn reservations_never_settled_are_given_back_after_their_lease() {
+        let rule = Backoff {
+            limit: 10,
+            window: 900,
+        };
+        let mut a = Attempts::default();
+        a.reserve(Some(&rule), 2, T0).unwrap();
+        a.reserve(Some(&rule), 2, T0).unwrap();
+        assert!(a
+            .reserve(Some(&rule), 2, T0.plus(LEASE_SECONDS - 1))
+            .is_err());
+        // The node that reserved them died: the account is not locked for good.
+        a.reserve(Some(&rule), 2, T0.plus(LEASE_SECONDS)).unwrap();
+        a.settle(&rule, Settled::Failed, T0.plus(LEASE_SECONDS));
+        assert!(a.is_quiet(&rule, T0.plus(LEASE_SECONDS + 900)));
+        assert_eq!(a.window.map(|w| w.count), Some(1));
+    }
 
     #[test]
     fn the_limit_holds_until_the_window_passes() {

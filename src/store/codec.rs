@@ -14,6 +14,7 @@ use serde::Serialize;
 
 use super::legacy::{UserStateV1, UserStateV2, UserStateV3};
 use super::StoreError;
+use crate::domain::backoff::AccountAttempts;
 use crate::domain::user::UserState;
 
 pub const FORMAT_VERSION: u8 = 4;
@@ -32,6 +33,26 @@ fn decode_exact<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, StoreE
         return Err(StoreError::Corrupt("trailing bytes after snapshot".into()));
     }
     Ok(value)
+}
+
+/// The layout version of an attempt-counter record (independent of the snapshots').
+const ATTEMPTS_VERSION: u8 = 1;
+
+/// A user's attempt counters as a shared engine keeps them.
+pub fn encode_attempts(a: &AccountAttempts) -> Result<Vec<u8>, StoreError> {
+    let mut out = vec![ATTEMPTS_VERSION];
+    bincode::serde::encode_into_std_write(a, &mut out, bincode::config::standard())
+        .map_err(|e| StoreError::Corrupt(format!("encode: {e}")))?;
+    Ok(out)
+}
+
+pub fn decode_attempts(bytes: &[u8]) -> Result<AccountAttempts, StoreError> {
+    match bytes.split_first() {
+        Some((&ATTEMPTS_VERSION, body)) => decode_exact(body),
+        _ => Err(StoreError::Corrupt(
+            "unknown attempt counters record".into(),
+        )),
+    }
 }
 
 /// A user's snapshot of any version this build knows, as the current `UserState`.

@@ -15,6 +15,7 @@ use std::sync::Arc;
 use crate::config::{Engine, StorageConfig};
 use crate::domain::ids::UserId;
 use crate::domain::user::UserState;
+use crate::keys::KeyFiles;
 
 pub use commit::{GroupCommit, Ticket};
 
@@ -65,6 +66,20 @@ pub enum Created {
     EmailTaken,
 }
 
+/// What another node changed, as a shared engine tells the nodes that cache its data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Changed {
+    /// This user's snapshot was committed at `revision`.
+    User { id: UserId, revision: u64 },
+    /// Anything may have changed (the engine lost track: a dropped listener connection).
+    Everything,
+    /// The shared key material changed (a signing key rotation).
+    Keys,
+}
+
+/// Receives the changes of other nodes; called on the engine's own thread, so it must be quick.
+pub type Watcher = Arc<dyn Fn(Changed) + Send + Sync>;
+
 /// The storage engine. Methods are synchronous and fast (they write to the engine's memory and
 /// log); durability is awaited separately through the returned [`Ticket`].
 pub trait Store: Send + Sync + 'static {
@@ -85,6 +100,41 @@ pub trait Store: Send + Sync + 'static {
     fn commit(&self) -> &GroupCommit;
     /// Makes everything durable and stops the committer (at shutdown).
     fn close(&self);
+    /// Whether other nodes write to this engine too: then the user actors cannot keep
+    /// anything that must hold across nodes (attempt counters) in memory only.
+    fn shared(&self) -> bool {
+        false
+    }
+    /// The revision of the user's snapshot as stored now, from an engine other nodes write
+    /// too (`None` from one only this node writes, whose actors are never stale).
+    fn stored_revision(&self, _id: UserId) -> Result<Option<u64>, StoreError> {
+        Ok(None)
+    }
+    /// A user's attempt counters, kept by an engine several nodes share (elsewhere they live
+    /// in the user's actor): their version (0 if never written) and record.
+    fn load_attempts(&self, _id: UserId) -> Result<(u64, Option<Vec<u8>>), StoreError> {
+        Ok((0, None))
+    }
+    /// Writes a user's attempt counters over version `read` (as [`Store::load_attempts`]
+    /// gave it), durably; [`StoreError::Conflict`] if another node wrote them since.
+    fn save_attempts(&self, _id: UserId, _read: u64, _record: &[u8]) -> Result<(), StoreError> {
+        Ok(())
+    }
+    /// Starts telling `watcher` of what other nodes commit. An engine only this node writes
+    /// has nothing to tell.
+    fn watch(&self, _watcher: Watcher) {}
+    /// Where this engine keeps the key files, if it keeps them (nodes sharing it need the same
+    /// keys); `None`: in the data dir.
+    fn key_files(&self) -> Option<Arc<dyn KeyFiles>> {
+        None
+    }
+}
+
+/// Where the key files of a server on `store` with `data_dir` are.
+pub fn key_files(store: &dyn Store, data_dir: &Path) -> Arc<dyn KeyFiles> {
+    store
+        .key_files()
+        .unwrap_or_else(|| Arc::new(data_dir.to_path_buf()))
 }
 
 /// Opens the configured engine (sled in the data dir, or PostgreSQL at `storage.postgres_url`):
@@ -92,6 +142,6 @@ pub trait Store: Send + Sync + 'static {
 pub fn open(data_dir: &Path, storage: &StorageConfig) -> Result<Arc<dyn Store>, StoreError> {
     Ok(match storage.engine {
         Engine::Sled => Arc::new(sled::SledStore::open(&data_dir.join("db"), storage)?),
-        Engine::Postgres => Arc::new(postgres::PgStore::open(storage)?),
+        Engine::Postgres => Arc::new(postgres::PgStore::open(data_dir, storage)?),
     })
 }

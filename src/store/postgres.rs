@@ -19,25 +19,45 @@
 //! PostgreSQL does the group commit. `"periodic"` maps to `synchronous_commit = off` (a crash
 //! may lose the last few hundred milliseconds, never consistency).
 //!
+//! # Several nodes
+//!
+//! Each snapshot write notifies the other nodes in its own transaction (`pg_notify` on
+//! [`CHANNEL`], delivered by PostgreSQL at the commit and only if it commits), naming the user
+//! and the revision; [`Store::watch`] keeps one connection outside the pool listening, and tells
+//! the directory, which drops its actor and view of that user. A node skips its own
+//! notifications (each payload carries the writer's random node id). A lost listener connection
+//! means notifications may have been missed: the watcher is told [`Changed::Everything`] when it
+//! is lost and again once listening resumes. Correctness never rests on a notification: a stale
+//! actor's write is refused on the version check below, and the actor reloaded.
+//!
 //! # Optimistic concurrency
 //!
 //! A snapshot is written only over the revision it was derived from (`revision - 1`, as the
 //! actor and the admin commands bump it by one), else the write is refused with
-//! [`StoreError::Conflict`] and nothing of it lands. Rewriting the very same bytes at the same
-//! revision is accepted (the import writes a user's first snapshot again with its API key).
+//! [`StoreError::Conflict`] and nothing of it lands, even when it is byte for byte what the
+//! other node wrote: two nodes rotating one refresh token decide the same next state (its
+//! secret is derived), and only one of them may answer.
 
-use std::sync::mpsc;
+use std::path::{Path, PathBuf};
+use std::sync::{mpsc, Arc};
 use std::time::Duration;
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use tokio_postgres::error::SqlState;
 use tokio_postgres::{NoTls, Transaction};
 use uuid::Uuid;
 
-use super::{codec, Created, GroupCommit, IndexChange, Store, StoreError, Ticket};
+use super::{
+    codec, Changed, Created, GroupCommit, IndexChange, Store, StoreError, Ticket, Watcher,
+};
 use crate::config::{Durability, StorageConfig};
 use crate::domain::ids::UserId;
+use crate::domain::secrets::DataKey;
 use crate::domain::user::UserState;
+use crate::keys::{KeyError, KeyFiles};
 
 /// The longest a caller waits for one call (a pooled connection, the statements, the commit).
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);
@@ -48,6 +68,14 @@ const STATEMENT_TIMEOUT_MS: u64 = 8_000;
 const POOL_SIZE: usize = 8;
 /// Serialises migrations of nodes starting at once (an arbitrary constant: "bp-auth").
 const MIGRATION_LOCK: i64 = 0x0062_702d_6175_7468;
+
+/// The channel every commit of a user notifies (see the module docs).
+const CHANNEL: &str = "bp_auth_changes";
+/// How often the listener proves its connection alive (a silent half-open TCP connection would
+/// otherwise hide lost notifications until the kernel gives up on it).
+const LISTENER_PING: Duration = Duration::from_secs(2);
+/// The pause before the listener connects again after losing its connection.
+const LISTENER_RETRY: Duration = Duration::from_millis(500);
 
 /// The schema, in order; each applied once, recorded in `schema_migrations`. Append, never edit.
 const MIGRATIONS: &[(i32, &str)] = &[
@@ -80,16 +108,43 @@ const MIGRATIONS: &[(i32, &str)] = &[
              user_id uuid NOT NULL
          );",
     ),
+    // Clustering (migration 3 is the OpenID Connect identities'): the key files every node
+    // serves, sealed under the master key; and each user's attempt counters, which must count
+    // across nodes (see `actors::user`), versioned like the snapshots.
+    (
+        4,
+        "CREATE TABLE key_files (
+             name text PRIMARY KEY,
+             sealed bytea NOT NULL
+         );
+         CREATE TABLE attempts (
+             user_id uuid PRIMARY KEY,
+             version bigint NOT NULL,
+             record bytea NOT NULL
+         );",
+    ),
 ];
 
-pub struct PgStore {
-    /// The store's runtime, where every statement runs; see the module docs.
+/// Runs statements on the store's runtime for a synchronous caller (see the module docs).
+#[derive(Clone)]
+struct Calls {
+    /// The store's runtime, where every statement runs.
     runtime: tokio::runtime::Handle,
+    pool: Pool,
+}
+
+pub struct PgStore {
+    calls: Calls,
     /// Ends the runtime's thread (dropping a runtime inside an async context would panic, and
     /// the last handle on the store may be dropped there).
     stop: std::sync::Mutex<Option<tokio::sync::oneshot::Sender<()>>>,
-    pool: Pool,
     commit: GroupCommit,
+    /// The key files, sealed under the master key (`storage.master_key_file`).
+    keys: Arc<SealedKeys>,
+    /// Where the listener connects (the pool's own configuration).
+    config: tokio_postgres::Config,
+    /// This process among the nodes, in the payload of its notifications.
+    node: u64,
 }
 
 /// A database error as the store reports it: the server's message (never the URL, which may
@@ -124,7 +179,7 @@ fn revision(v: u64) -> i64 {
 
 impl PgStore {
     /// Connects to `storage.postgres_url` and applies the migrations not yet applied.
-    pub fn open(storage: &StorageConfig) -> Result<Self, StoreError> {
+    pub fn open(data_dir: &Path, storage: &StorageConfig) -> Result<Self, StoreError> {
         if storage.postgres_url.trim().is_empty() {
             return Err(StoreError::Io(
                 "storage.engine is \"postgres\" but storage.postgres_url is empty".into(),
@@ -146,7 +201,7 @@ impl PgStore {
             .connect_timeout(Duration::from_secs(5))
             .application_name("bp-auth");
         let manager = Manager::from_config(
-            pg,
+            pg.clone(),
             NoTls,
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
@@ -170,16 +225,31 @@ impl PgStore {
             Duration::from_secs(1),
             Box::new(|| Ok(0)),
         )?;
+        let calls = Calls { runtime, pool };
+        let node = u64::from_le_bytes(
+            crate::domain::secrets::random_32()[..8]
+                .try_into()
+                .unwrap_or_default(),
+        );
+        let master = load_or_create_master_key(&master_key_path(data_dir, storage))?;
         let store = Self {
-            runtime,
+            keys: Arc::new(SealedKeys {
+                calls: calls.clone(),
+                master,
+                node,
+            }),
+            calls,
             stop: std::sync::Mutex::new(Some(stop)),
-            pool,
             commit,
+            config: pg,
+            node,
         };
-        store.call(migrate)?;
+        store.calls.call(migrate)?;
         Ok(store)
     }
+}
 
+impl Calls {
     /// Runs `work` with a pooled connection on the store's runtime and waits for its answer.
     fn call<T, F, Fut>(&self, work: F) -> Result<T, StoreError>
     where
@@ -273,6 +343,217 @@ async fn migrate(mut client: deadpool_postgres::Object) -> Result<(), StoreError
         tracing::info!(version, "applied a schema migration");
     }
     tx.commit().await.map_err(db)
+}
+
+/// `storage.master_key_file`, or `<data_dir>/master.key`.
+fn master_key_path(data_dir: &Path, storage: &StorageConfig) -> PathBuf {
+    if storage.master_key_file.trim().is_empty() {
+        data_dir.join("master.key")
+    } else {
+        PathBuf::from(storage.master_key_file.trim())
+    }
+}
+
+/// The master key, from its file (base64url of 32 bytes, as the other key files); generated,
+/// owner-only, when the file does not exist. Every node of a cluster needs the same one: a node
+/// with another key fails at start, when it cannot open the database's keys.
+fn load_or_create_master_key(path: &Path) -> Result<DataKey, StoreError> {
+    let io =
+        |e: &dyn std::fmt::Display| StoreError::Io(format!("master key {}: {e}", path.display()));
+    if !path.exists() {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).map_err(|e| io(&e))?;
+        }
+        let text = URL_SAFE_NO_PAD.encode(crate::domain::secrets::random_32());
+        let created = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(path);
+        match created {
+            Ok(mut f) => {
+                f.write_all(text.as_bytes()).map_err(|e| io(&e))?;
+                f.sync_all().map_err(|e| io(&e))?;
+                tracing::info!(path = %path.display(), "generated the master key; copy it to every node");
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(io(&e)),
+        }
+    }
+    let text = std::fs::read_to_string(path).map_err(|e| io(&e))?;
+    let bytes: [u8; 32] = URL_SAFE_NO_PAD
+        .decode(text.trim())
+        .ok()
+        .and_then(|b| b.try_into().ok())
+        .ok_or_else(|| io(&"not 32 bytes of base64url"))?;
+    Ok(DataKey::from_bytes(bytes))
+}
+
+/// The key files in the `key_files` table, each sealed under the master key with its name as
+/// associated data (so a row cannot be passed off as another). A new file notifies the other
+/// nodes, which reload their signing keys.
+pub struct SealedKeys {
+    calls: Calls,
+    master: DataKey,
+    node: u64,
+}
+
+fn key_err(e: StoreError) -> KeyError {
+    KeyError::Invalid(format!("key files in PostgreSQL: {e}"))
+}
+
+impl KeyFiles for SealedKeys {
+    fn read_all(&self) -> Result<Vec<(String, Vec<u8>)>, KeyError> {
+        let rows: Vec<(String, Vec<u8>)> = self
+            .calls
+            .call(|client| async move {
+                let rows = client
+                    .query("SELECT name, sealed FROM key_files ORDER BY name", &[])
+                    .await
+                    .map_err(db)?;
+                rows.iter()
+                    .map(|r| {
+                        Ok((
+                            r.try_get(0)
+                                .map_err(|e| StoreError::Corrupt(e.to_string()))?,
+                            r.try_get(1)
+                                .map_err(|e| StoreError::Corrupt(e.to_string()))?,
+                        ))
+                    })
+                    .collect()
+            })
+            .map_err(key_err)?;
+        rows.into_iter()
+            .map(|(name, sealed)| {
+                let plain = self.master.open(name.as_bytes(), &sealed).ok_or_else(|| {
+                    KeyError::Invalid(format!(
+                        "the master key does not open the database's key {name}: every node \
+                         needs the same storage.master_key_file (copy the first node's)"
+                    ))
+                })?;
+                Ok((name, plain))
+            })
+            .collect()
+    }
+
+    fn create(&self, name: &str, contents: &[u8]) -> Result<bool, KeyError> {
+        let sealed = self
+            .master
+            .seal(name.as_bytes(), contents)
+            .ok_or_else(|| KeyError::Invalid("cannot seal a key file".into()))?;
+        let name = name.to_string();
+        let payload = format!("k {}", self.node);
+        self.calls
+            .call(move |mut client| async move {
+                let tx = client.transaction().await.map_err(db)?;
+                let written = tx
+                    .execute(
+                        "INSERT INTO key_files (name, sealed) VALUES ($1, $2)
+                         ON CONFLICT (name) DO NOTHING",
+                        &[&name, &sealed],
+                    )
+                    .await
+                    .map_err(db)?;
+                if written == 1 {
+                    tx.execute("SELECT pg_notify($1, $2)", &[&CHANNEL, &payload])
+                        .await
+                        .map_err(db)?;
+                }
+                tx.commit().await.map_err(db)?;
+                Ok(written == 1)
+            })
+            .map_err(key_err)
+    }
+}
+
+/// What a notification on [`CHANNEL`] says, unless it is this node's own: `u <node> <user id>
+/// <revision>` for a user's commit, `k <node>` for the key material.
+fn parse_notification(payload: &str, me: u64) -> Option<Changed> {
+    let mut parts = payload.split(' ');
+    let (kind, node) = (parts.next()?, parts.next()?.parse::<u64>().ok()?);
+    if node == me {
+        return None;
+    }
+    match kind {
+        "u" => Some(Changed::User {
+            id: UserId(parts.next()?.parse().ok()?),
+            revision: parts.next()?.parse().ok()?,
+        }),
+        "k" => Some(Changed::Keys),
+        _ => None,
+    }
+}
+
+/// Listens on [`CHANNEL`] for as long as the store's runtime runs, connecting again whenever
+/// the connection is lost, and tells `watcher` what the other nodes commit.
+async fn listen(config: tokio_postgres::Config, me: u64, watcher: Watcher) {
+    loop {
+        match listen_once(&config, me, &watcher).await {
+            Ok(()) => tracing::warn!("postgres listener connection closed; reconnecting"),
+            Err(e) => tracing::warn!(error = %e, "postgres listener connection lost; reconnecting"),
+        }
+        // Whatever was committed while nobody listened is unknown here.
+        watcher(Changed::Everything);
+        tokio::time::sleep(LISTENER_RETRY).await;
+    }
+}
+
+/// One listener connection, from its start to its loss.
+async fn listen_once(
+    config: &tokio_postgres::Config,
+    me: u64,
+    watcher: &Watcher,
+) -> Result<(), tokio_postgres::Error> {
+    use tokio_postgres::AsyncMessage;
+    let (client, mut connection) = config.connect(NoTls).await?;
+    let relay = watcher.clone();
+    let mut messages = tokio::spawn(async move {
+        loop {
+            match std::future::poll_fn(|cx| connection.poll_message(cx)).await {
+                Some(Ok(AsyncMessage::Notification(n))) => {
+                    if let Some(change) = parse_notification(n.payload(), me) {
+                        relay(change);
+                    }
+                }
+                Some(Ok(_)) => {}
+                Some(Err(e)) => return Err(e),
+                None => return Ok(()),
+            }
+        }
+    });
+    let listening = client.batch_execute(&format!("LISTEN {CHANNEL}")).await;
+    if let Err(e) = listening {
+        messages.abort();
+        return Err(e);
+    }
+    // Changes committed before LISTEN took effect were never sent to this connection.
+    watcher(Changed::Everything);
+    tracing::info!("listening for other nodes' changes");
+    let mut ping = tokio::time::interval(LISTENER_PING);
+    loop {
+        tokio::select! {
+            ended = &mut messages => {
+                return ended.unwrap_or(Ok(()));
+            }
+            _ = ping.tick() => {
+                let alive = tokio::time::timeout(LISTENER_PING, client.simple_query("SELECT 1")).await;
+                match alive {
+                    Ok(Ok(_)) => {}
+                    Ok(Err(e)) => {
+                        messages.abort();
+                        return Err(e);
+                    }
+                    Err(_) => {
+                        messages.abort();
+                        tracing::warn!("postgres listener connection unresponsive");
+                        return Ok(());
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// What a transaction found that refuses the whole change (it is rolled back).
@@ -377,7 +658,7 @@ impl Drop for PgStore {
 
 impl Store for PgStore {
     fn load_user(&self, id: UserId) -> Result<Option<UserState>, StoreError> {
-        let snapshot: Option<Vec<u8>> = self.call(move |client| async move {
+        let snapshot: Option<Vec<u8>> = self.calls.call(move |client| async move {
             let row = client
                 .query_opt("SELECT snapshot FROM users WHERE id = $1", &[&id.0])
                 .await
@@ -389,7 +670,7 @@ impl Store for PgStore {
 
     fn user_by_email(&self, email_key: &str) -> Result<Option<UserId>, StoreError> {
         let email = email_key.to_owned();
-        self.call(move |client| async move {
+        self.calls.call(move |client| async move {
             let row = client
                 .query_opt("SELECT user_id FROM emails WHERE email = $1", &[&email])
                 .await
@@ -400,7 +681,7 @@ impl Store for PgStore {
 
     fn user_by_api_key(&self, digest: &[u8; 32]) -> Result<Option<UserId>, StoreError> {
         let digest = digest.to_vec();
-        self.call(move |client| async move {
+        self.calls.call(move |client| async move {
             let row = client
                 .query_opt("SELECT user_id FROM api_keys WHERE digest = $1", &[&digest])
                 .await
@@ -411,7 +692,7 @@ impl Store for PgStore {
 
     fn user_by_passkey(&self, credential_id: &[u8]) -> Result<Option<UserId>, StoreError> {
         let credential_id = credential_id.to_vec();
-        self.call(move |client| async move {
+        self.calls.call(move |client| async move {
             let row = client
                 .query_opt(
                     "SELECT user_id FROM passkeys WHERE credential_id = $1",
@@ -428,7 +709,7 @@ impl Store for PgStore {
         let tenant = codec::encode(&state.tenant)?;
         let (id, tenant_id, email) = (state.id.0, state.tenant.id.0, state.email_key.clone());
         let version = revision(state.revision);
-        let created = self.call(move |mut client| async move {
+        let created = self.calls.call(move |mut client| async move {
             let tx = client.transaction().await.map_err(db)?;
             let claimed = tx
                 .execute(
@@ -472,12 +753,13 @@ impl Store for PgStore {
         let version = revision(state.revision);
         let read = revision(state.revision.wrapping_sub(1));
         let index = index.to_vec();
-        let outcome = self.call(move |mut client| async move {
+        let payload = format!("u {} {} {}", self.node, id, state.revision);
+        let outcome = self.calls.call(move |mut client| async move {
             let tx = client.transaction().await.map_err(db)?;
             let written = tx
                 .execute(
                     "UPDATE users SET version = $2, snapshot = $3
-                     WHERE id = $1 AND (version = $4 OR (version = $2 AND snapshot = $3))",
+                     WHERE id = $1 AND version = $4",
                     &[&id, &version, &snapshot, &read],
                 )
                 .await
@@ -490,6 +772,9 @@ impl Store for PgStore {
                     return Ok(Err(refused));
                 }
             }
+            tx.execute("SELECT pg_notify($1, $2)", &[&CHANNEL, &payload])
+                .await
+                .map_err(db)?;
             match tx.commit().await {
                 Ok(()) => Ok(Ok(())),
                 Err(e) if is_unique_violation(&e) => Ok(Err(Refused::EmailTaken)),
@@ -505,7 +790,7 @@ impl Store for PgStore {
     }
 
     fn user_ids(&self) -> Result<Vec<UserId>, StoreError> {
-        self.call(|client| async move {
+        self.calls.call(|client| async move {
             let rows = client
                 .query("SELECT id FROM users ORDER BY id", &[])
                 .await
@@ -518,9 +803,85 @@ impl Store for PgStore {
         &self.commit
     }
 
+    fn shared(&self) -> bool {
+        true
+    }
+
+    fn stored_revision(&self, id: UserId) -> Result<Option<u64>, StoreError> {
+        self.calls.call(move |client| async move {
+            let row = client
+                .query_opt("SELECT version FROM users WHERE id = $1", &[&id.0])
+                .await
+                .map_err(db)?;
+            row.map(|r| column::<i64>(&r).map(|v| v as u64)).transpose()
+        })
+    }
+
+    fn load_attempts(&self, id: UserId) -> Result<(u64, Option<Vec<u8>>), StoreError> {
+        self.calls.call(move |client| async move {
+            let row = client
+                .query_opt(
+                    "SELECT version, record FROM attempts WHERE user_id = $1",
+                    &[&id.0],
+                )
+                .await
+                .map_err(db)?;
+            match row {
+                None => Ok((0, None)),
+                Some(r) => {
+                    let version: i64 = column(&r)?;
+                    let record: Vec<u8> = r
+                        .try_get(1)
+                        .map_err(|e| StoreError::Corrupt(format!("postgres: {e}")))?;
+                    Ok((version as u64, Some(record)))
+                }
+            }
+        })
+    }
+
+    fn save_attempts(&self, id: UserId, read: u64, record: &[u8]) -> Result<(), StoreError> {
+        let record = record.to_vec();
+        let (read, next) = (revision(read), revision(read.wrapping_add(1)));
+        let written = self.calls.call(move |client| async move {
+            let n = if read == 0 {
+                client
+                    .execute(
+                        "INSERT INTO attempts (user_id, version, record) VALUES ($1, $2, $3)
+                         ON CONFLICT (user_id) DO NOTHING",
+                        &[&id.0, &next, &record],
+                    )
+                    .await
+            } else {
+                client
+                    .execute(
+                        "UPDATE attempts SET version = $2, record = $3
+                         WHERE user_id = $1 AND version = $4",
+                        &[&id.0, &next, &record, &read],
+                    )
+                    .await
+            };
+            n.map_err(db)
+        })?;
+        if written == 1 {
+            Ok(())
+        } else {
+            Err(StoreError::Conflict)
+        }
+    }
+
+    fn key_files(&self) -> Option<Arc<dyn KeyFiles>> {
+        Some(self.keys.clone())
+    }
+
+    fn watch(&self, watcher: Watcher) {
+        self.calls
+            .runtime
+            .spawn(listen(self.config.clone(), self.node, watcher));
+    }
+
     fn close(&self) {
         self.commit.shutdown();
-        self.pool.close();
+        self.calls.pool.close();
         let stop = match self.stop.lock() {
             Ok(mut s) => s.take(),
             Err(poisoned) => poisoned.into_inner().take(),

@@ -392,7 +392,8 @@ impl Server for ServerProcess {
 impl TestApp {
     /// The keyring the server signs with, read from its data dir, to forge test tokens.
     pub fn keyring(&self) -> bp_auth::domain::tokens::Keyring {
-        bp_auth::startup::load_keyring(&self.config).expect("keyring")
+        bp_auth::startup::load_keyring(&self.config, self.config.server.data_dir.as_path())
+            .expect("keyring")
     }
 
     /// The lines of this app's outbox.

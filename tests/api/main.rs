@@ -4,6 +4,7 @@
 mod abuse;
 mod admin_live;
 mod api_keys;
+mod cluster;
 mod crash;
 mod crosssite;
 mod deactivation;
