@@ -74,6 +74,8 @@ const CHANNEL: &str = "bp_auth_changes";
 /// How often the listener proves its connection alive (a silent half-open TCP connection would
 /// otherwise hide lost notifications until the kernel gives up on it).
 const LISTENER_PING: Duration = Duration::from_secs(2);
+/// The listening connection's `application_name`.
+pub const LISTENER_NAME: &str = "bp-auth listener";
 /// The pause before the listener connects again after losing its connection.
 const LISTENER_RETRY: Duration = Duration::from_millis(500);
 
@@ -507,6 +509,9 @@ async fn listen_once(
     watcher: &Watcher,
 ) -> Result<(), tokio_postgres::Error> {
     use tokio_postgres::AsyncMessage;
+    // Named apart from the pool's connections, for operators reading `pg_stat_activity`.
+    let mut config = config.clone();
+    config.application_name(LISTENER_NAME);
     let (client, mut connection) = config.connect(NoTls).await?;
     let relay = watcher.clone();
     let mut messages = tokio::spawn(async move {
@@ -889,5 +894,52 @@ impl Store for PgStore {
         if let Some(stop) = stop {
             let _ = stop.send(());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn notifications_name_the_user_and_revision_and_a_node_skips_its_own() {
+        let id = UserId::generate();
+        let me = 7;
+        assert_eq!(
+            parse_notification(&format!("u 9 {id} 42"), me),
+            Some(Changed::User { id, revision: 42 })
+        );
+        assert_eq!(parse_notification(&format!("u 7 {id} 42"), me), None);
+        assert_eq!(parse_notification("k 9", me), Some(Changed::Keys));
+        assert_eq!(parse_notification("k 7", me), None);
+        for junk in [
+            "",
+            "u",
+            "u 9",
+            "u 9 not-a-uuid 1",
+            "x 9",
+            &format!("u 9 {id} -1"),
+        ] {
+            assert_eq!(parse_notification(junk, me), None, "{junk:?}");
+        }
+    }
+
+    #[test]
+    fn the_master_key_is_made_once_owner_only_and_read_back() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sub").join("master.key");
+        let first = load_or_create_master_key(&path).unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o077, 0, "owner only");
+        let again = load_or_create_master_key(&path).unwrap();
+        let sealed = first.seal(b"name", b"secret").unwrap();
+        assert_eq!(again.open(b"name", &sealed).unwrap(), b"secret");
+        assert!(
+            again.open(b"other name", &sealed).is_none(),
+            "bound to its name"
+        );
+        std::fs::write(&path, "not a key").unwrap();
+        assert!(load_or_create_master_key(&path).is_err());
     }
 }

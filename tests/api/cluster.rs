@@ -575,3 +575,40 @@ async fn a_sled_data_dir_moves_into_postgresql_with_every_credential_working() {
         "a second migration into a used database is refused"
     );
 }
+
+#[actix_web::test]
+async fn a_node_that_lost_its_listener_drops_what_it_may_have_missed() {
+    let nodes = Nodes::start(2, &[]).await;
+    let (a, b) = (nodes.node(0), nodes.node(1));
+    let (_, t) = nodes.new_user().await;
+
+    // Cut every node's listening connection from the database's side.
+    let (client, connection) = tokio_postgres::connect(&nodes.url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let cut = client
+        .execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+             WHERE application_name = $1 AND datname = current_database()",
+            &[&bp_auth::store::postgres::LISTENER_NAME],
+        )
+        .await
+        .unwrap();
+    assert_eq!(cut, 2, "both nodes were listening");
+
+    // While B is not listening, it caches the user again and A logs the session out: the
+    // notification of that commit never reaches B.
+    assert_eq!(b.me(&t.access).await.status(), 200);
+    let res = a
+        .logout_bearer(Some(&t.access), &json!({"refresh_token": t.refresh}))
+        .await;
+    assert_eq!(res.status(), 204);
+    // Once B listens again it drops every cached user, so it honours the logout all the same.
+    let took = within(Duration::from_secs(3), || async {
+        b.me(&t.access).await.status() == 401
+    })
+    .await
+    .expect("node B honours the logout it was not told of");
+    assert!(took < Duration::from_secs(1), "within one second: {took:?}");
+}
