@@ -26,6 +26,11 @@ pub struct Metrics {
     pub deliveries: IntCounterVec,
     pub sessions_created: IntCounterVec,
     pub sessions_ended: IntCounterVec,
+    /// Changes decided on a stale copy of a user (another node wrote it first) and decided
+    /// again on the stored state.
+    pub store_conflicts: IntCounter,
+    /// Other nodes' changes this node was told of, by kind (`user`, `everything`, `keys`).
+    pub invalidations: IntCounterVec,
 }
 
 fn counter_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -78,6 +83,12 @@ impl Metrics {
             IntCounter::new("bp_store_flushes_total", "Store flushes (fsyncs) completed")
                 .unwrap_or_else(|_| unreachable_metric("bp_store_flushes_total"));
         let _ = r.register(Box::new(store_flushes.clone()));
+        let store_conflicts = IntCounter::new(
+            "bp_store_conflicts_total",
+            "Changes decided on a stale copy of a user and decided again",
+        )
+        .unwrap_or_else(|_| unreachable_metric("bp_store_conflicts_total"));
+        let _ = r.register(Box::new(store_conflicts.clone()));
         Self {
             http_requests: counter_vec(
                 &r,
@@ -146,6 +157,13 @@ impl Metrics {
                 "bp_sessions_revoked_total",
                 "Sessions ended, by reason (expired ones when they are pruned)",
                 &["reason"],
+            ),
+            store_conflicts,
+            invalidations: counter_vec(
+                &r,
+                "bp_cluster_invalidations_total",
+                "Other nodes' changes this node dropped its cached state for, by kind",
+                &["kind"],
             ),
             registry: r,
         }

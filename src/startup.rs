@@ -349,9 +349,9 @@ fn watch_other_nodes(
         .name("bp-invalidate".into())
         .spawn(move || {
             for change in rx {
-                match change {
-                    store::Changed::Keys => keys_changed.notify_one(),
-                    other => directory.invalidate(other),
+                directory.invalidate(change);
+                if change == store::Changed::Keys {
+                    keys_changed.notify_one();
                 }
             }
         })

@@ -191,6 +191,15 @@ impl Directory {
     /// engine calls it from the thread that runs the store's own calls).
     pub fn invalidate(&self, change: Changed) {
         let inner = &self.inner;
+        let kind = match change {
+            Changed::User { .. } => "user",
+            Changed::Everything => "everything",
+            Changed::Keys => "keys",
+        };
+        crate::metrics::get()
+            .invalidations
+            .with_label_values(&[kind])
+            .inc();
         match change {
             Changed::User { id, revision } => {
                 inner.announced[epoch_shard(id)].fetch_add(1, Ordering::SeqCst);
@@ -453,6 +462,7 @@ impl Directory {
                 // and decides again on fresh state, so the client never sees the conflict.
                 Ok(Err(ActorError::Store(StoreError::Conflict))) => {
                     tracing::debug!(user = %id, "stale user actor; reloading");
+                    crate::metrics::get().store_conflicts.inc();
                     let _ = addr.send::<Discard>(Discard).await;
                     self.inner.actors.remove_if(&id, |_, a| *a == addr);
                 }

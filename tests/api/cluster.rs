@@ -192,6 +192,13 @@ async fn a_logout_on_one_node_is_honoured_by_another_within_a_second() {
     .expect("node B honours node A's logout");
     assert!(took < Duration::from_secs(1), "within one second: {took:?}");
     expect_refresh_error(b, &t.refresh, "invalid_refresh_token").await;
+    let metrics = b.get("/metrics").await.text().await.unwrap();
+    let told = metrics
+        .lines()
+        .find(|l| l.starts_with("bp_cluster_invalidations_total{kind=\"user\"}"))
+        .and_then(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .unwrap_or(0);
+    assert!(told >= 1, "node B counts what it was told: {metrics}");
 }
 
 #[actix_web::test]
