@@ -153,6 +153,7 @@ impl Application {
                     challenge_ttl: config.webauthn.challenge_ttl_seconds,
                     login_slots: config.rate_limit.max_tracked_addresses,
                 },
+                oidc_max_pending: config.oidc.max_pending,
             },
             cores,
         );

@@ -338,9 +338,16 @@ impl<'a> Importer<'a> {
                     user.email_key
                 )))
             }
+            Created::IdentityTaken => {
+                return Err(AdminError::Invalid(format!(
+                    "an identity of {} is linked to another user",
+                    user.email_key
+                )))
+            }
             Created::Yes(t) => self.last = Some(t),
         }
-        // The same snapshot again, with its API key's and passkeys' index entries: an actor
+        // `create_user` claimed the identities. The same snapshot again, with its API key's and
+        // passkeys' index entries: an actor
         // started in between (a running server) loaded exactly this state, so nothing diverges.
         let index: Vec<IndexChange> = user
             .api_key

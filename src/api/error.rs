@@ -123,7 +123,11 @@ fn domain_status(d: &DomainError) -> StatusCode {
         | D::EmailAlreadyVerified
         | D::MfaAlreadyEnabled
         | D::PasskeyExists
-        | D::TooManyPasskeys => StatusCode::CONFLICT,
+        | D::TooManyPasskeys
+        | D::AccountExists
+        | D::IdentityTaken
+        | D::TooManyIdentities
+        | D::LastLoginMethod => StatusCode::CONFLICT,
         D::InvalidCode { .. }
         | D::CodeExpired
         | D::NoPhone
@@ -131,9 +135,13 @@ fn domain_status(d: &DomainError) -> StatusCode {
         | D::MfaNotEnabled
         | D::InvalidChallenge
         | D::InvalidPasskey
-        | D::NoPasskey => StatusCode::BAD_REQUEST,
+        | D::NoPasskey
+        | D::InvalidRedirect
+        | D::EmailMissing => StatusCode::BAD_REQUEST,
         D::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
-        D::UserNotFound | D::SessionNotFound | D::PasskeyNotFound => StatusCode::NOT_FOUND,
+        D::UserNotFound | D::SessionNotFound | D::PasskeyNotFound | D::IdentityNotFound => {
+            StatusCode::NOT_FOUND
+        }
     }
 }
 
