@@ -170,6 +170,16 @@ impl Application {
         } else {
             config.server.workers
         };
+        let oidc = crate::oidc::Providers::from_config(&config)?;
+        let redirects = config
+            .oidc
+            .allowlist(&config.cors)
+            .iter()
+            .map(|e| crate::oidc::redirect::Allowed::parse(e))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| {
+                crate::config::ConfigError::Invalid(format!("oidc.redirect_allowlist: {e}"))
+            })?;
         let config = Arc::new(config);
         let state = web::Data::new(AppState {
             directory: directory.clone(),
@@ -177,6 +187,8 @@ impl Application {
             throttle,
             config: config.clone(),
             keyring: ArcSwap::from_pointee(Verifier::new(keyring)),
+            oidc,
+            redirects,
         });
         let state_handle = state.clone();
         let hsts = config.server.hsts;

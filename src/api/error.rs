@@ -71,6 +71,12 @@ pub enum ApiError {
     StorageUnavailable,
     #[error("Could not deliver the code, retry later")]
     DeliveryFailed,
+    /// An OpenID Connect callback whose `state` names no sign-in in progress.
+    #[error("Unknown, used or expired sign-in state")]
+    InvalidState,
+    /// An OpenID Connect provider could not be reached (its discovery document).
+    #[error("The identity provider is unavailable, retry later")]
+    ProviderUnavailable,
     #[error("Internal server error")]
     Internal,
 }
@@ -101,6 +107,8 @@ impl ApiError {
             Self::Overloaded => "overloaded",
             Self::StorageUnavailable => "storage_unavailable",
             Self::DeliveryFailed => "delivery_failed",
+            Self::InvalidState => "invalid_state",
+            Self::ProviderUnavailable => "provider_unavailable",
             Self::Internal => "internal_error",
         }
     }
@@ -160,7 +168,8 @@ impl ResponseError for ApiError {
             Self::NotFound => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::Overloaded | Self::StorageUnavailable => StatusCode::SERVICE_UNAVAILABLE,
-            Self::DeliveryFailed => StatusCode::BAD_GATEWAY,
+            Self::DeliveryFailed | Self::ProviderUnavailable => StatusCode::BAD_GATEWAY,
+            Self::InvalidState => StatusCode::BAD_REQUEST,
             Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }

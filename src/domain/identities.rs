@@ -95,6 +95,10 @@ pub struct Flow {
     pub redirect_to: String,
     /// For a link: the user and the session that asked for it.
     pub link: Option<(UserId, SessionId)>,
+    /// For a sign-in: the SHA-256 of the value of the cookie the start set in the browser,
+    /// which the callback must carry, so that a callback URL made for one browser signs no other
+    /// into the account it names (login CSRF). A link is bound to its session instead.
+    pub binding: Option<[u8; 32]>,
 }
 
 #[cfg(test)]

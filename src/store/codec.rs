@@ -297,6 +297,7 @@ mod tests {
             provider: "google".into(),
             redirect_to: "https://app.example.com/after".into(),
             link: None,
+            binding: Some([7; 32]),
         });
         let code = Pending::LoginCode {
             user: u.id,
