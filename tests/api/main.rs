@@ -21,6 +21,8 @@ mod me;
 mod meta;
 mod mfa;
 mod model;
+mod oidc;
+mod oidc_provider;
 mod operate;
 mod passkeys;
 mod pg_cluster;

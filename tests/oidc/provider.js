@@ -127,6 +127,8 @@ server.on('request', async (req, res) => {
   callback(req, res);
 });
 
+// The test harness reads the port from the first line; losing stdout later must not stop us.
+process.stdout.on('error', () => {});
 process.stdout.write(`listening ${port}\n`);
 process.stdin.resume();
 process.stdin.on('end', () => process.exit(0));
