@@ -280,8 +280,12 @@ async fn the_store_contract_holds_on_postgres() {
     store.close();
     // Reopened (migrations already applied), everything is there.
     let store = open_pg(&url);
-    assert_eq!(store.user_ids().unwrap().len(), 2);
+    assert_eq!(store.user_ids().unwrap().len(), 3);
     assert!(store.user_by_email("ada@example.org").unwrap().is_some());
+    assert!(store
+        .user_by_identity(&index_key("google", "c-1"))
+        .unwrap()
+        .is_some());
     store.close();
 }
 
