@@ -594,8 +594,16 @@ impl OidcConfig {
             crate::oidc::check_name(name).map_err(at)?;
             let issuer = url::Url::parse(&p.issuer)
                 .map_err(|e| at(format!("issuer {:?} is not a URL: {e}", p.issuer)))?;
-            if !matches!(issuer.scheme(), "https" | "http") {
-                return Err(at("issuer must be an https URL".into()));
+            // Plain http only for a provider on this machine (a test or a local proxy): an
+            // issuer's documents and keys are what every ID token is checked against.
+            let loopback = matches!(issuer.host(), Some(url::Host::Domain("localhost")))
+                || matches!(issuer.host(), Some(url::Host::Ipv4(ip)) if ip.is_loopback())
+                || matches!(issuer.host(), Some(url::Host::Ipv6(ip)) if ip.is_loopback());
+            let secure = issuer.scheme() == "https" || (issuer.scheme() == "http" && loopback);
+            if !secure {
+                return Err(at(
+                    "issuer must be an https URL (http only on a loopback address)".into(),
+                ));
             }
             if p.client_id.is_empty() {
                 return Err(at("client_id is required".into()));
@@ -941,6 +949,105 @@ mod tests {
         assert!(err.to_string().contains("webauthn.rp_id"), "{err}");
         let err = with_env(&[("BP_AUTH__WEBAUTHN__CHALLENGE_TTL_SECONDS", "0")]).unwrap_err();
         assert!(err.to_string().contains("challenge_ttl_seconds"), "{err}");
+    }
+
+    #[test]
+    fn oidc_providers_are_checked_at_start() {
+        let google = [
+            ("BP_AUTH__OIDC__PUBLIC_URL", "https://auth.example.com"),
+            (
+                "BP_AUTH__OIDC__PROVIDERS__GOOGLE__ISSUER",
+                "https://accounts.google.com",
+            ),
+            ("BP_AUTH__OIDC__PROVIDERS__GOOGLE__CLIENT_ID", "id-1"),
+            ("BP_AUTH__OIDC__PROVIDERS__GOOGLE__CLIENT_SECRET", "s3cret"),
+        ];
+        let c = with_env(&google).unwrap();
+        let g = &c.oidc.providers["google"];
+        assert_eq!(g.scopes, ["openid", "email", "profile"]);
+        assert_eq!(g.secret().unwrap().as_deref(), Some("s3cret"));
+        assert!(
+            !format!("{c:?}").contains("s3cret"),
+            "the secret is never printed"
+        );
+        assert_eq!(c.oidc.allowlist(&c.cors), &[] as &[String]);
+        let refused = |extra: &[(&str, &str)], says: &str| {
+            let mut vars = google.to_vec();
+            vars.extend_from_slice(extra);
+            let err = with_env(&vars).unwrap_err().to_string();
+            assert!(err.contains(says), "{extra:?}: {err}");
+            assert!(!err.contains("s3cret"), "{err}");
+        };
+        refused(
+            &[("BP_AUTH__OIDC__PROVIDERS__GOOGLE__TENANT", "x")],
+            "tenant",
+        );
+        refused(&[("BP_AUTH__OIDC__PUBLIC_URL", "")], "oidc.public_url");
+        refused(
+            &[(
+                "BP_AUTH__OIDC__PROVIDERS__GOOGLE__ISSUER",
+                "http://accounts.google.com",
+            )],
+            "https",
+        );
+        refused(
+            &[(
+                "BP_AUTH__OIDC__PROVIDERS__GOOGLE__CLIENT_SECRET_ENV",
+                "BP_TEST_UNSET_SECRET",
+            )],
+            "not both",
+        );
+        refused(
+            &[(
+                "BP_AUTH__OIDC__REDIRECT_ALLOWLIST",
+                r#"["https://u@app.example.com"]"#,
+            )],
+            "oidc.redirect_allowlist",
+        );
+        refused(
+            &[("BP_AUTH__OIDC__PROVIDERS__GOOGLE__CLIENT_ID", "")],
+            "client_id",
+        );
+        let err = with_env(&[
+            ("BP_AUTH__OIDC__PUBLIC_URL", "https://auth.example.com"),
+            (
+                "BP_AUTH__OIDC__PROVIDERS__GOOGLE__ISSUER",
+                "https://accounts.google.com",
+            ),
+            ("BP_AUTH__OIDC__PROVIDERS__GOOGLE__CLIENT_ID", "id-1"),
+            (
+                "BP_AUTH__OIDC__PROVIDERS__GOOGLE__CLIENT_SECRET_ENV",
+                "BP_TEST_UNSET_SECRET",
+            ),
+        ])
+        .unwrap_err();
+        assert!(err.to_string().contains("BP_TEST_UNSET_SECRET"), "{err}");
+        // Plain http for a provider on this machine (the tests' own).
+        with_env(&[
+            ("BP_AUTH__OIDC__PUBLIC_URL", "http://127.0.0.1:8080"),
+            (
+                "BP_AUTH__OIDC__PROVIDERS__LOCAL__ISSUER",
+                "http://127.0.0.1:9000",
+            ),
+            ("BP_AUTH__OIDC__PROVIDERS__LOCAL__CLIENT_ID", "id-2"),
+        ])
+        .unwrap();
+        let err = with_env(&[
+            ("BP_AUTH__OIDC__PUBLIC_URL", "http://127.0.0.1:8080"),
+            (
+                "BP_AUTH__OIDC__PROVIDERS__BAD_NAME__ISSUER",
+                "http://127.0.0.1:9000",
+            ),
+            ("BP_AUTH__OIDC__PROVIDERS__BAD_NAME__CLIENT_ID", "id-2"),
+        ]);
+        assert!(err.is_ok(), "lowercase with '_' is a fine name: {err:?}");
+        // The allowlist defaults to the CORS origins.
+        let c = with_env(&[(
+            "BP_AUTH__CORS__ALLOWED_ORIGINS",
+            r#"["https://app.example.com"]"#,
+        )])
+        .unwrap();
+        assert_eq!(c.oidc.allowlist(&c.cors), ["https://app.example.com"]);
     }
 
     #[test]

@@ -37,8 +37,8 @@ use crate::domain::user::{LinkBy, Status};
 use crate::domain::DomainError;
 use crate::oidc::{redirect, OidcError, Provider};
 
-/// The longest `login_code` worth looking up (ours are 43 characters).
-const LOGIN_CODE_MAX_LEN: usize = 128;
+/// The longest `state` or `login_code` worth looking up (ours are 43 characters).
+const SECRET_MAX_LEN: usize = 128;
 
 /// A provider as the frontend lists it.
 #[derive(Debug, Serialize, ToSchema)]
@@ -302,7 +302,7 @@ pub async fn callback(
 ) -> Result<HttpResponse, ApiError> {
     let provider = provider(&state, &path)?;
     let flow_state = query_param(&req, "state").unwrap_or_default();
-    let flow = if flow_state.is_empty() || flow_state.len() > LOGIN_CODE_MAX_LEN {
+    let flow = if flow_state.is_empty() || flow_state.len() > SECRET_MAX_LEN {
         None
     } else {
         state.directory.take_flow(&flow_state)?
@@ -441,7 +441,7 @@ pub async fn exchange(
     .await?;
     let throttle = &state.throttle;
     let attempt = throttle.reserve_address(throttle.client_ip(&req), clock::now())?;
-    let user = if code.is_empty() || code.len() > LOGIN_CODE_MAX_LEN {
+    let user = if code.is_empty() || code.len() > SECRET_MAX_LEN {
         Ok(None)
     } else {
         state.directory.take_login_code(&code)

@@ -341,6 +341,12 @@ async fn a_first_sign_in_creates_a_user_and_the_second_finds_it() {
         .unwrap()
         .iter()
         .all(|s| s["mfa"] == false));
+    // The sessions count by how the login was proved.
+    let metrics = app.get("/metrics").await.text().await.unwrap();
+    assert!(
+        metrics.contains("bp_sessions_created_total{method=\"oidc\"}"),
+        "{metrics}"
+    );
     // A password login for it is refused like a wrong password, not an error.
     let res = app.login_raw(&email, PASSWORD).await;
     expect_error(res, 401, "invalid_credentials").await;
@@ -872,4 +878,77 @@ async fn through_provider_at(base: &str, browser: &Client, url: &str, login: &st
         url = location(&res, &action);
     }
     panic!("the provider never sent the browser back to {base}")
+}
+
+/// Two nodes on one PostgreSQL database behind one public URL, a client's requests landing on
+/// either: the start on one, the provider's callback on the other, the exchange on the first.
+/// The flow and the login code live in the store, not in a node's memory.
+#[actix_web::test]
+async fn a_sign_in_may_cross_nodes() {
+    let url = crate::pg_cluster::database();
+    let p = provider();
+    let port = free_port();
+    let public = format!("http://127.0.0.1:{port}");
+    let (client_id, client_secret) = p
+        .register_client(&format!("{public}/api/auth/oidc/test/callback"))
+        .await;
+    let node = |bind: String, data_dir: Option<std::path::PathBuf>| {
+        let (public, client_id, client_secret, url) = (
+            public.clone(),
+            client_id.clone(),
+            client_secret.clone(),
+            url.clone(),
+        );
+        spawn_app_with(move |c| {
+            c.server.bind = bind;
+            if let Some(dir) = data_dir {
+                c.server.data_dir = dir;
+            }
+            c.storage.engine = bp_auth::config::Engine::Postgres;
+            c.storage.postgres_url = url;
+            c.oidc.public_url = public;
+            c.oidc.redirect_allowlist = Some(vec![FRONTEND.into()]);
+            c.oidc.providers.insert(
+                "test".into(),
+                OidcProviderConfig {
+                    issuer: provider().issuer.clone(),
+                    client_id,
+                    client_secret,
+                    ..Default::default()
+                },
+            );
+        })
+    };
+    let a = node(format!("127.0.0.1:{port}"), None).await;
+    // The nodes share the server's keys, as a cluster's do.
+    let b_dir = tempfile::tempdir().unwrap();
+    let copied = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(a.data_dir.path().join("keys"))
+        .arg(b_dir.path())
+        .status()
+        .unwrap();
+    assert!(copied.success());
+    let b = node("127.0.0.1:0".into(), Some(b_dir.path().to_path_buf())).await;
+
+    let (sub, email) = account(true, Tamper::None).await;
+    let browser = browser();
+    let (_, cb) = to_callback(&a, &browser, &sub).await;
+    assert!(cb.starts_with(&public), "{cb}");
+    // The load balancer sends the callback to node B.
+    let on_b = cb.replacen(&a.address, &b.address, 1);
+    let back = callback(&b, &browser, &on_b).await;
+    let code = fragment(&back, "login_code").unwrap_or_else(|| panic!("{back}"));
+    // And the exchange to node A.
+    let tokens = expect_signed_in(exchange(&a, &code).await).await;
+    assert_eq!(a.profile(&tokens.access).await["email"], email.as_str());
+    expect_invalid_code(exchange(&b, &code).await, None).await;
+    // The used flow is gone for node A too.
+    let on_a = cb.clone();
+    expect_error(
+        browser.get(&on_a).send().await.unwrap(),
+        400,
+        "invalid_state",
+    )
+    .await;
 }
