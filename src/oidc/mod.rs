@@ -460,6 +460,78 @@ mod tests {
         }
     }
 
+    /// A provider whose JWKS endpoint (a bare HTTP responder on loopback) counts its requests.
+    async fn counting_provider() -> (Provider, Arc<std::sync::atomic::AtomicUsize>) {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let hits = Arc::new(AtomicUsize::new(0));
+        let counted = hits.clone();
+        tokio::spawn(async move {
+            while let Ok((mut socket, _)) = listener.accept().await {
+                counted.fetch_add(1, Ordering::SeqCst);
+                let mut request = [0u8; 4096];
+                let _ = socket.read(&mut request).await;
+                let body = r#"{"keys":[]}"#;
+                let answer = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n\
+                     content-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = socket.write_all(answer.as_bytes()).await;
+            }
+        });
+        let base = format!("http://{addr}");
+        let metadata = CoreProviderMetadata::new(
+            IssuerUrl::new(base.clone()).unwrap(),
+            openidconnect::AuthUrl::new(format!("{base}/auth")).unwrap(),
+            openidconnect::JsonWebKeySetUrl::new(format!("{base}/jwks")).unwrap(),
+            vec![openidconnect::ResponseTypes::new(vec![
+                openidconnect::core::CoreResponseType::Code,
+            ])],
+            vec![openidconnect::core::CoreSubjectIdentifierType::Public],
+            vec![openidconnect::core::CoreJwsSigningAlgorithm::RsaSsaPkcs1V15Sha256],
+            openidconnect::EmptyAdditionalProviderMetadata {},
+        );
+        let long_ago = Instant::now()
+            .checked_sub(JWKS_REFRESH_MIN + Duration::from_secs(1))
+            .unwrap();
+        let provider = Provider {
+            name: "test".into(),
+            display_name: "Test".into(),
+            issuer: IssuerUrl::new(base.clone()).unwrap(),
+            client_id: ClientId::new("client".into()),
+            client_secret: None,
+            scopes: vec![],
+            redirect_uri: RedirectUrl::new(format!("{base}/cb")).unwrap(),
+            cache: tokio::sync::Mutex::new(Some(Arc::new(Discovered {
+                metadata,
+                fetched_at: Instant::now(),
+                keys_fetched_at: long_ago,
+            }))),
+            http: openidconnect::reqwest::Client::new(),
+        };
+        (provider, hits)
+    }
+
+    #[tokio::test]
+    async fn unknown_kids_fetch_the_keys_at_most_once_per_interval() {
+        use std::sync::atomic::Ordering;
+        let (provider, hits) = counting_provider().await;
+        let seen = provider.cache.lock().await.clone().unwrap();
+        let fresh = provider.refreshed_keys(&seen).await.expect("fetched");
+        assert_eq!(hits.load(Ordering::SeqCst), 1);
+        // Another token with a made-up kid at once: no request to the provider.
+        assert!(provider.refreshed_keys(&fresh).await.is_none());
+        assert!(provider.refreshed_keys(&fresh).await.is_none());
+        assert_eq!(hits.load(Ordering::SeqCst), 1);
+        // A verification that began with the old keys gets the new ones, without a request.
+        let again = provider.refreshed_keys(&seen).await.expect("the new keys");
+        assert!(Arc::ptr_eq(&again, &fresh));
+        assert_eq!(hits.load(Ordering::SeqCst), 1);
+    }
+
     #[test]
     fn errors_name_their_callback_codes() {
         assert_eq!(
