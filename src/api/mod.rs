@@ -11,6 +11,7 @@ pub mod error;
 pub mod extract;
 pub mod forwarded;
 pub mod history;
+pub mod identities;
 pub mod login;
 pub mod meta;
 pub mod mfa;
@@ -238,17 +239,17 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     .service(resource(
         "/api/auth/oidc/{name}/link",
         Method::POST,
-        oidc::link,
+        identities::link,
     ))
     .service(resource(
         "/api/auth/identities",
         Method::GET,
-        oidc::identities,
+        identities::identities,
     ))
     .service(resource(
         "/api/auth/identities/{id}",
         Method::DELETE,
-        oidc::unlink,
+        identities::unlink,
     ))
     .service(resource("/.well-known/jwks.json", Method::GET, meta::jwks))
     .service(resource("/openapi.json", Method::GET, openapi::serve))

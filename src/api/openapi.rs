@@ -6,8 +6,8 @@ use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder
 use utoipa::{Modify, OpenApi};
 
 use super::{
-    account, email, history, login, meta, mfa, oidc, passkeys, password, register, respond,
-    sessions, verification, AppState,
+    account, email, history, identities, login, meta, mfa, oidc, passkeys, password, register,
+    respond, sessions, verification, AppState,
 };
 use crate::config::Config;
 use crate::domain::credentials::{
@@ -62,9 +62,9 @@ use crate::domain::passkeys::{
         oidc::start,
         oidc::callback,
         oidc::exchange,
-        oidc::identities,
-        oidc::link,
-        oidc::unlink,
+        identities::identities,
+        identities::link,
+        identities::unlink,
         meta::jwks,
         meta::healthz,
         meta::readyz,
@@ -114,10 +114,10 @@ use crate::domain::passkeys::{
         oidc::ProviderInfo,
         oidc::ProviderList,
         oidc::ExchangeRequest,
-        oidc::LinkRequest,
-        oidc::LinkStarted,
-        oidc::IdentityInfo,
-        oidc::IdentityList,
+        identities::LinkRequest,
+        identities::LinkStarted,
+        identities::IdentityInfo,
+        identities::IdentityList,
     )),
     modifiers(&Security),
     tags((name = "auth", description = "Authentication"), (name = "mfa", description = "Two-factor authentication"), (name = "passkeys", description = "Passkeys (WebAuthn)"), (name = "oidc", description = "Sign in with Google (any OpenID Connect provider)"), (name = "meta", description = "About the server"))
