@@ -295,6 +295,7 @@ fn directory_over(store: Arc<SledStore>, config: &Config) -> Directory {
                 challenge_ttl: config.webauthn.challenge_ttl_seconds,
                 login_slots: config.rate_limit.max_tracked_addresses,
             },
+            oidc_max_pending: config.oidc.max_pending,
         },
         cores,
     )
@@ -549,7 +550,13 @@ fn logins(c: &mut Criterion) {
                     assert!(ok);
                     directory.tell(user, SettlePassword(Settled::Succeeded));
                     let opened = directory
-                        .call(user, OpenSession { origin: browser() })
+                        .call(
+                            user,
+                            OpenSession {
+                                method: LoginMethod::Password,
+                                origin: browser(),
+                            },
+                        )
                         .await
                         .unwrap()
                         .unwrap();

@@ -32,6 +32,7 @@ pub struct Config {
     pub delivery: DeliveryConfig,
     pub metrics: MetricsConfig,
     pub webauthn: WebauthnConfig,
+    pub oidc: OidcConfig,
     pub plans: BTreeMap<String, Plan>,
 }
 
@@ -476,6 +477,148 @@ impl Default for WebauthnConfig {
     }
 }
 
+/// Sign in with OpenID Connect providers (Google and any other with a discovery document).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OidcConfig {
+    /// bp-auth's own public URL, as browsers and providers reach it (`https://auth.example.com`,
+    /// a path prefix allowed): the redirect URI registered with each provider is
+    /// `<public_url>/api/auth/oidc/<name>/callback`. Required once a provider is configured.
+    pub public_url: String,
+    /// The frontend URLs a sign-in may return to: an entry with a path admits that URL and the
+    /// paths below it, an origin alone (`https://app.example.com`) admits every path on it.
+    /// Absent: the origins of `cors.allowed_origins`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub redirect_allowlist: Option<Vec<String>>,
+    /// The most sign-in steps (begun flows, login codes) kept at once, across nodes; past it a
+    /// start answers 503 until some expire (10 minutes at most).
+    pub max_pending: usize,
+    /// The providers, by the name used in the paths (`[oidc.providers.google]`).
+    pub providers: BTreeMap<String, OidcProviderConfig>,
+}
+
+impl Default for OidcConfig {
+    fn default() -> Self {
+        Self {
+            public_url: String::new(),
+            redirect_allowlist: None,
+            max_pending: 100_000,
+            providers: BTreeMap::new(),
+        }
+    }
+}
+
+/// One OpenID Connect provider.
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OidcProviderConfig {
+    /// The issuer; its discovery document is `<issuer>/.well-known/openid-configuration`.
+    pub issuer: String,
+    pub client_id: String,
+    /// The client secret; better `client_secret_env`, which keeps it out of files.
+    pub client_secret: String,
+    /// The name of an environment variable holding the client secret.
+    pub client_secret_env: String,
+    /// Scopes asked for; `openid` is always asked.
+    pub scopes: Vec<String>,
+    /// What the frontend shows ("Google"); the name when empty.
+    pub display_name: String,
+}
+
+impl Default for OidcProviderConfig {
+    fn default() -> Self {
+        Self {
+            issuer: String::new(),
+            client_id: String::new(),
+            client_secret: String::new(),
+            client_secret_env: String::new(),
+            scopes: vec!["openid".into(), "email".into(), "profile".into()],
+            display_name: String::new(),
+        }
+    }
+}
+
+impl std::fmt::Debug for OidcProviderConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OidcProviderConfig")
+            .field("issuer", &self.issuer)
+            .field("client_id", &self.client_id)
+            .field("client_secret", &"<redacted>")
+            .field("client_secret_env", &self.client_secret_env)
+            .field("scopes", &self.scopes)
+            .field("display_name", &self.display_name)
+            .finish()
+    }
+}
+
+impl OidcProviderConfig {
+    /// The client secret: `client_secret`, or the variable `client_secret_env` names (`None`
+    /// for a public client, which PKCE alone protects). The error names the variable, never a
+    /// value.
+    pub fn secret(&self) -> Result<Option<String>, String> {
+        match (
+            self.client_secret.is_empty(),
+            self.client_secret_env.is_empty(),
+        ) {
+            (false, false) => Err("set client_secret or client_secret_env, not both".into()),
+            (false, true) => Ok(Some(self.client_secret.clone())),
+            (true, false) => match std::env::var(&self.client_secret_env) {
+                Ok(v) if !v.is_empty() => Ok(Some(v)),
+                _ => Err(format!(
+                    "client_secret_env names {:?}, which is not set",
+                    self.client_secret_env
+                )),
+            },
+            (true, true) => Ok(None),
+        }
+    }
+}
+
+impl OidcConfig {
+    /// The redirect allowlist in force: as configured, or the CORS origins.
+    pub fn allowlist<'a>(&'a self, cors: &'a CorsConfig) -> &'a [String] {
+        self.redirect_allowlist
+            .as_deref()
+            .unwrap_or(&cors.allowed_origins)
+    }
+
+    fn validate(&self, cors: &CorsConfig) -> Result<(), String> {
+        if !(1..=10_000_000).contains(&self.max_pending) {
+            return Err("oidc.max_pending must be between 1 and 10000000".into());
+        }
+        for entry in self.allowlist(cors) {
+            crate::oidc::redirect::Allowed::parse(entry)
+                .map_err(|e| format!("oidc.redirect_allowlist: {entry:?}: {e}"))?;
+        }
+        if self.providers.is_empty() {
+            return Ok(());
+        }
+        crate::oidc::public_base(&self.public_url).map_err(|e| format!("oidc.public_url: {e}"))?;
+        for (name, p) in &self.providers {
+            let at = |e: String| format!("oidc.providers.{name}: {e}");
+            crate::oidc::check_name(name).map_err(at)?;
+            let issuer = url::Url::parse(&p.issuer)
+                .map_err(|e| at(format!("issuer {:?} is not a URL: {e}", p.issuer)))?;
+            // Plain http only for a provider on this machine (a test or a local proxy): an
+            // issuer's documents and keys are what every ID token is checked against.
+            let loopback = matches!(issuer.host(), Some(url::Host::Domain("localhost")))
+                || matches!(issuer.host(), Some(url::Host::Ipv4(ip)) if ip.is_loopback())
+                || matches!(issuer.host(), Some(url::Host::Ipv6(ip)) if ip.is_loopback());
+            let secure = issuer.scheme() == "https" || (issuer.scheme() == "http" && loopback);
+            if !secure {
+                return Err(at(
+                    "issuer must be an https URL (http only on a loopback address)".into(),
+                ));
+            }
+            if p.client_id.is_empty() {
+                return Err(at("client_id is required".into()));
+            }
+            p.secret().map_err(at)?;
+        }
+        Ok(())
+    }
+}
+
 impl Config {
     /// The WebAuthn relying party: `webauthn.*`, its origins and the CORS ones.
     pub fn relying_party(&self) -> Result<webauthn_rs::Webauthn, ConfigError> {
@@ -578,6 +721,9 @@ impl Config {
             return bad("webauthn.challenge_ttl_seconds must be between 1 and 3600");
         }
         self.relying_party()?;
+        self.oidc
+            .validate(&self.cors)
+            .map_err(ConfigError::Invalid)?;
         Ok(())
     }
 }
@@ -808,6 +954,105 @@ mod tests {
         assert!(err.to_string().contains("webauthn.rp_id"), "{err}");
         let err = with_env(&[("BP_AUTH__WEBAUTHN__CHALLENGE_TTL_SECONDS", "0")]).unwrap_err();
         assert!(err.to_string().contains("challenge_ttl_seconds"), "{err}");
+    }
+
+    #[test]
+    fn oidc_providers_are_checked_at_start() {
+        let google = [
+            ("BP_AUTH__OIDC__PUBLIC_URL", "https://auth.example.com"),
+            (
+                "BP_AUTH__OIDC__PROVIDERS__GOOGLE__ISSUER",
+                "https://accounts.google.com",
+            ),
+            ("BP_AUTH__OIDC__PROVIDERS__GOOGLE__CLIENT_ID", "id-1"),
+            ("BP_AUTH__OIDC__PROVIDERS__GOOGLE__CLIENT_SECRET", "s3cret"),
+        ];
+        let c = with_env(&google).unwrap();
+        let g = &c.oidc.providers["google"];
+        assert_eq!(g.scopes, ["openid", "email", "profile"]);
+        assert_eq!(g.secret().unwrap().as_deref(), Some("s3cret"));
+        assert!(
+            !format!("{c:?}").contains("s3cret"),
+            "the secret is never printed"
+        );
+        assert_eq!(c.oidc.allowlist(&c.cors), &[] as &[String]);
+        let refused = |extra: &[(&str, &str)], says: &str| {
+            let mut vars = google.to_vec();
+            vars.extend_from_slice(extra);
+            let err = with_env(&vars).unwrap_err().to_string();
+            assert!(err.contains(says), "{extra:?}: {err}");
+            assert!(!err.contains("s3cret"), "{err}");
+        };
+        refused(
+            &[("BP_AUTH__OIDC__PROVIDERS__GOOGLE__TENANT", "x")],
+            "tenant",
+        );
+        refused(&[("BP_AUTH__OIDC__PUBLIC_URL", "")], "oidc.public_url");
+        refused(
+            &[(
+                "BP_AUTH__OIDC__PROVIDERS__GOOGLE__ISSUER",
+                "http://accounts.google.com",
+            )],
+            "https",
+        );
+        refused(
+            &[(
+                "BP_AUTH__OIDC__PROVIDERS__GOOGLE__CLIENT_SECRET_ENV",
+                "BP_TEST_UNSET_SECRET",
+            )],
+            "not both",
+        );
+        refused(
+            &[(
+                "BP_AUTH__OIDC__REDIRECT_ALLOWLIST",
+                r#"["https://u@app.example.com"]"#,
+            )],
+            "oidc.redirect_allowlist",
+        );
+        refused(
+            &[("BP_AUTH__OIDC__PROVIDERS__GOOGLE__CLIENT_ID", "")],
+            "client_id",
+        );
+        let err = with_env(&[
+            ("BP_AUTH__OIDC__PUBLIC_URL", "https://auth.example.com"),
+            (
+                "BP_AUTH__OIDC__PROVIDERS__GOOGLE__ISSUER",
+                "https://accounts.google.com",
+            ),
+            ("BP_AUTH__OIDC__PROVIDERS__GOOGLE__CLIENT_ID", "id-1"),
+            (
+                "BP_AUTH__OIDC__PROVIDERS__GOOGLE__CLIENT_SECRET_ENV",
+                "BP_TEST_UNSET_SECRET",
+            ),
+        ])
+        .unwrap_err();
+        assert!(err.to_string().contains("BP_TEST_UNSET_SECRET"), "{err}");
+        // Plain http for a provider on this machine (the tests' own).
+        with_env(&[
+            ("BP_AUTH__OIDC__PUBLIC_URL", "http://127.0.0.1:8080"),
+            (
+                "BP_AUTH__OIDC__PROVIDERS__LOCAL__ISSUER",
+                "http://127.0.0.1:9000",
+            ),
+            ("BP_AUTH__OIDC__PROVIDERS__LOCAL__CLIENT_ID", "id-2"),
+        ])
+        .unwrap();
+        let err = with_env(&[
+            ("BP_AUTH__OIDC__PUBLIC_URL", "http://127.0.0.1:8080"),
+            (
+                "BP_AUTH__OIDC__PROVIDERS__BAD_NAME__ISSUER",
+                "http://127.0.0.1:9000",
+            ),
+            ("BP_AUTH__OIDC__PROVIDERS__BAD_NAME__CLIENT_ID", "id-2"),
+        ]);
+        assert!(err.is_ok(), "lowercase with '_' is a fine name: {err:?}");
+        // The allowlist defaults to the CORS origins.
+        let c = with_env(&[(
+            "BP_AUTH__CORS__ALLOWED_ORIGINS",
+            r#"["https://app.example.com"]"#,
+        )])
+        .unwrap();
+        assert_eq!(c.oidc.allowlist(&c.cors), ["https://app.example.com"]);
     }
 
     #[test]

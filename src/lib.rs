@@ -33,6 +33,9 @@
 //! - [`keys`]: signing keys and the server keys in the data dir.
 //! - [`hashing`]: the bounded argon2id pool.
 //! - [`delivery`]: sending verification codes (outbox, webhook, log).
+//! - [`oidc`]: bp-auth as an OpenID Connect client: the configured providers, their cached
+//!   discovery documents and keys, the authorization URL, the code exchange and the ID-token
+//!   verification (all of it the `openidconnect` crate's).
 //! - `metrics`: the Prometheus registry (private: only the layers inside use it).
 //! - `audit`: the audit log's lines (private), written from recorded security events.
 //! - [`telemetry`]: the tracing subscriber and the per-request span.
@@ -51,6 +54,7 @@ pub mod domain;
 pub mod hashing;
 pub mod keys;
 mod metrics;
+pub mod oidc;
 pub mod startup;
 pub mod store;
 pub mod telemetry;

@@ -160,6 +160,7 @@ impl Application {
                     challenge_ttl: config.webauthn.challenge_ttl_seconds,
                     login_slots: config.rate_limit.max_tracked_addresses,
                 },
+                oidc_max_pending: config.oidc.max_pending,
             },
             cores,
         );
@@ -180,6 +181,16 @@ impl Application {
         } else {
             config.server.workers
         };
+        let oidc = crate::oidc::Providers::from_config(&config)?;
+        let redirects = config
+            .oidc
+            .allowlist(&config.cors)
+            .iter()
+            .map(|e| crate::oidc::redirect::Allowed::parse(e))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| {
+                crate::config::ConfigError::Invalid(format!("oidc.redirect_allowlist: {e}"))
+            })?;
         let config = Arc::new(config);
         let state = web::Data::new(AppState {
             directory: directory.clone(),
@@ -187,6 +198,8 @@ impl Application {
             throttle,
             config: config.clone(),
             keyring: ArcSwap::from_pointee(Verifier::new(keyring)),
+            oidc,
+            redirects,
         });
         let state_handle = state.clone();
         let hsts = config.server.hsts;

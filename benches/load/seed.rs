@@ -55,7 +55,9 @@ pub(crate) fn seed(
         }
         match store.create_user(&user)? {
             Created::Yes(_) => {}
-            Created::EmailTaken => return Err(format!("{email} seeded twice").into()),
+            Created::EmailTaken | Created::IdentityTaken => {
+                return Err(format!("{email} seeded twice").into())
+            }
         }
         if let Some(k) = key {
             store.save_user(&user, &[IndexChange::ApiKeyPut(k.record.digest)])?;

@@ -39,6 +39,9 @@ pub struct DirectoryConfig {
     pub attempts: AttemptRules,
     /// The WebAuthn relying party and its ceremonies' lifetime.
     pub passkeys: PasskeySettings,
+    /// The most pending sign-in entries (begun flows, login codes) the store keeps at once
+    /// (`oidc.max_pending`): each is created by a request, so their number is bounded.
+    pub oidc_max_pending: usize,
 }
 
 /// What the passkey ceremonies need from the configuration.
@@ -176,7 +179,7 @@ impl Directory {
     /// Refuses loads, lookups and writes once a flush has failed: the store's memory may hold
     /// changes that were answered 503, and no answer may reflect them. Resident views stay
     /// readable: every change whose flush failed took its actor and view with it.
-    fn usable(&self) -> Result<(), StoreError> {
+    pub(super) fn usable(&self) -> Result<(), StoreError> {
         if self.ready() {
             Ok(())
         } else {
@@ -291,7 +294,8 @@ impl Directory {
         self.usable()?;
         let store = &self.inner.shared.store;
         match store.create_user(&state)? {
-            Created::EmailTaken => Ok(Err(DomainError::EmailTaken)),
+            // A registration has no identities: only the email can be taken.
+            Created::EmailTaken | Created::IdentityTaken => Ok(Err(DomainError::EmailTaken)),
             Created::Yes(ticket) => {
                 store.commit().durable(ticket).await?;
                 Ok(Ok(Arc::new(state)))
@@ -491,7 +495,7 @@ impl Directory {
 /// The audit lines of the events a change recorded: logged from the events themselves, so the
 /// log and the history agree, and here, in the caller's task, so that they carry its span (the
 /// request id).
-fn log_recorded(id: UserId, events: &[crate::domain::events::Event]) {
+pub(super) fn log_recorded(id: UserId, events: &[crate::domain::events::Event]) {
     for event in events {
         crate::audit::recorded(id, event);
     }
@@ -554,8 +558,24 @@ mod tests {
             *self.user.lock().unwrap() = state.clone();
             Ok(self.commit.written())
         }
+        fn user_by_identity(&self, _: &[u8]) -> Result<Option<UserId>, StoreError> {
+            Ok(None)
+        }
         fn user_ids(&self) -> Result<Vec<UserId>, StoreError> {
             Ok(vec![])
+        }
+        fn put_pending(
+            &self,
+            _: &[u8; 32],
+            _: &[u8],
+            _: Timestamp,
+            _: Timestamp,
+            _: usize,
+        ) -> Result<bool, StoreError> {
+            Ok(false)
+        }
+        fn take_pending(&self, _: &[u8; 32], _: Timestamp) -> Result<Option<Vec<u8>>, StoreError> {
+            Ok(None)
         }
         fn commit(&self) -> &GroupCommit {
             &self.commit
@@ -619,6 +639,7 @@ mod tests {
                 reset_codes: codes,
                 attempts: AttemptRules::new(true, 10, 10, 900, 2),
                 passkeys: crate::actors::passkeys::test_settings(),
+                oidc_max_pending: 100,
             },
             1,
         );
@@ -632,6 +653,7 @@ mod tests {
             .call(
                 id,
                 crate::actors::messages::OpenSession {
+                    method: crate::domain::sessions::LoginMethod::Password,
                     origin: Default::default(),
                 },
             )
@@ -648,6 +670,7 @@ mod tests {
             .call(
                 id,
                 crate::actors::messages::OpenSession {
+                    method: crate::domain::sessions::LoginMethod::Password,
                     origin: Default::default(),
                 },
             )
@@ -672,6 +695,7 @@ mod tests {
             .call(
                 id,
                 crate::actors::messages::OpenSession {
+                    method: crate::domain::sessions::LoginMethod::Password,
                     origin: Default::default(),
                 },
             )
@@ -698,6 +722,7 @@ mod tests {
             .call(
                 id,
                 crate::actors::messages::OpenSession {
+                    method: crate::domain::sessions::LoginMethod::Password,
                     origin: Default::default(),
                 },
             )

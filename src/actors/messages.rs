@@ -13,7 +13,7 @@ use crate::domain::error::DomainError;
 use crate::domain::events::{Event, EventKind, Origin};
 use crate::domain::ids::{SessionId, TenantId, TokenId};
 use crate::domain::secrets::RefreshToken;
-use crate::domain::sessions::RefreshGrant;
+use crate::domain::sessions::{LoginMethod, RefreshGrant};
 use crate::domain::time::Timestamp;
 use crate::domain::user::{EmailMoved, ProfilePatch, UserState};
 use crate::store::{StoreError, Ticket};
@@ -55,10 +55,12 @@ pub struct Subject {
     pub role: &'static str,
 }
 
-/// Open a session after the password was verified by the caller.
+/// Open a session after the first factor was verified by the caller (a password, or a
+/// provider's sign-in whose login code was exchanged).
 #[derive(Debug, Clone, Message)]
 #[rtype(result = "Reply<Opened>")]
 pub struct OpenSession {
+    pub method: LoginMethod,
     pub origin: Origin,
 }
 

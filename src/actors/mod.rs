@@ -6,6 +6,7 @@
 
 pub mod admin;
 pub mod directory;
+pub mod identities;
 pub mod messages;
 pub mod passkeys;
 mod shared;

@@ -438,7 +438,7 @@ impl Handler<OpenSession> for UserActor {
         let key = self.dir.key.clone();
         let subject = self.subject();
         self.apply(|s, _, now| {
-            let login = (LoginMethod::Password, &msg.origin);
+            let login = (msg.method, &msg.origin);
             let opened = s.open_session(&key, &policy, login, now)?;
             Ok(Opened::new(opened, subject, now))
         })

@@ -357,6 +357,12 @@ impl<'a> Importer<'a> {
                     user.email_key
                 )))
             }
+            Created::IdentityTaken => {
+                return Err(AdminError::Invalid(format!(
+                    "an identity of {} is linked to another user",
+                    user.email_key
+                )))
+            }
             Created::Yes(t) => self.last = Some(t),
         }
         // The same snapshot again, with its API key's and passkeys' index entries: an actor
@@ -481,6 +487,65 @@ mod tests {
             Importer::new(target.as_ref(), KeyPolicy::Install(&keys)).is_err(),
             "only into an empty store"
         );
+    }
+
+    #[tokio::test]
+    async fn an_import_claims_the_identities_and_refuses_one_taken_twice() {
+        use crate::domain::credentials::Email;
+        use crate::domain::identities::{index_key, ProviderClaims};
+        let dir = tempfile::tempdir().unwrap();
+        let source = store(&dir.path().join("source"));
+        let claims = |email: &str| ProviderClaims {
+            provider: "google".into(),
+            subject: "g-1".into(),
+            email: Some(email.into()),
+            email_verified: true,
+            name: None,
+        };
+        let made = |email: &str| {
+            UserState::from_identity(
+                &claims(email),
+                Email::parse(email).unwrap(),
+                &crate::domain::events::Origin::default(),
+                Timestamp(1_800_000_000),
+            )
+        };
+        let a = made("ada@example.com");
+        source.create_user(&a).unwrap();
+        let lines: Vec<String> = ExportLines::new(source.clone(), None)
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        let fresh = tempfile::tempdir_in(dir.path()).unwrap();
+        let target = store(fresh.path());
+        let keys = fresh.path().to_path_buf();
+        let mut importer = Importer::new(target.as_ref(), KeyPolicy::Install(&keys)).unwrap();
+        for l in &lines {
+            importer.line(l).unwrap();
+        }
+        importer.finish().await.unwrap();
+        assert_eq!(
+            target
+                .user_by_identity(&index_key("google", "g-1"))
+                .unwrap(),
+            Some(a.id)
+        );
+        assert_eq!(
+            target.load_user(a.id).unwrap().unwrap().identities,
+            a.identities
+        );
+        // A file whose two users claim one identity is refused.
+        let b = made("bob@example.com");
+        let b_line = lines
+            .iter()
+            .find(|l| l.contains("\"user\""))
+            .unwrap()
+            .replace(&a.id.to_string(), &b.id.to_string())
+            .replace("ada@example.com", "bob@example.com");
+        let mut twice = lines.clone();
+        twice.insert(2, b_line);
+        let err = import(dir.path(), &twice).await.unwrap_err().to_string();
+        assert!(err.contains("linked to another user"), "{err}");
     }
 
     #[tokio::test]

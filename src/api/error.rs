@@ -71,6 +71,12 @@ pub enum ApiError {
     StorageUnavailable,
     #[error("Could not deliver the code, retry later")]
     DeliveryFailed,
+    /// An OpenID Connect callback whose `state` names no sign-in in progress.
+    #[error("Unknown, used or expired sign-in state")]
+    InvalidState,
+    /// An OpenID Connect provider could not be reached (its discovery document).
+    #[error("The identity provider is unavailable, retry later")]
+    ProviderUnavailable,
     #[error("Internal server error")]
     Internal,
 }
@@ -101,6 +107,8 @@ impl ApiError {
             Self::Overloaded => "overloaded",
             Self::StorageUnavailable => "storage_unavailable",
             Self::DeliveryFailed => "delivery_failed",
+            Self::InvalidState => "invalid_state",
+            Self::ProviderUnavailable => "provider_unavailable",
             Self::Internal => "internal_error",
         }
     }
@@ -123,7 +131,11 @@ fn domain_status(d: &DomainError) -> StatusCode {
         | D::EmailAlreadyVerified
         | D::MfaAlreadyEnabled
         | D::PasskeyExists
-        | D::TooManyPasskeys => StatusCode::CONFLICT,
+        | D::TooManyPasskeys
+        | D::AccountExists
+        | D::IdentityTaken
+        | D::TooManyIdentities
+        | D::LastLoginMethod => StatusCode::CONFLICT,
         D::InvalidCode { .. }
         | D::CodeExpired
         | D::NoPhone
@@ -131,9 +143,13 @@ fn domain_status(d: &DomainError) -> StatusCode {
         | D::MfaNotEnabled
         | D::InvalidChallenge
         | D::InvalidPasskey
-        | D::NoPasskey => StatusCode::BAD_REQUEST,
+        | D::NoPasskey
+        | D::InvalidRedirect
+        | D::EmailMissing => StatusCode::BAD_REQUEST,
         D::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
-        D::UserNotFound | D::SessionNotFound | D::PasskeyNotFound => StatusCode::NOT_FOUND,
+        D::UserNotFound | D::SessionNotFound | D::PasskeyNotFound | D::IdentityNotFound => {
+            StatusCode::NOT_FOUND
+        }
     }
 }
 
@@ -152,7 +168,8 @@ impl ResponseError for ApiError {
             Self::NotFound => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::Overloaded | Self::StorageUnavailable => StatusCode::SERVICE_UNAVAILABLE,
-            Self::DeliveryFailed => StatusCode::BAD_GATEWAY,
+            Self::DeliveryFailed | Self::ProviderUnavailable => StatusCode::BAD_GATEWAY,
+            Self::InvalidState => StatusCode::BAD_REQUEST,
             Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }

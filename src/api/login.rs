@@ -17,6 +17,7 @@ use crate::clock;
 use crate::domain::credentials::Email;
 use crate::domain::events::EventKind;
 use crate::domain::ids::UserId;
+use crate::domain::sessions::LoginMethod;
 use crate::domain::tokens::TYP_MFA_PENDING;
 use crate::domain::user::Status;
 use crate::domain::DomainError;
@@ -160,7 +161,13 @@ pub async fn login(
     let origin = audit::origin(&state, &req, None);
     let opened = state
         .directory
-        .call(user.id, OpenSession { origin })
+        .call(
+            user.id,
+            OpenSession {
+                method: LoginMethod::Password,
+                origin,
+            },
+        )
         .await??;
     login_outcome("success");
     Ok(token_response(
@@ -193,7 +200,7 @@ pub struct MfaPendingResponse {
     pub expires_in: u64,
 }
 
-async fn mfa_pending(
+pub(super) async fn mfa_pending(
     state: &AppState,
     req: &HttpRequest,
     user: UserId,

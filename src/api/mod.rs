@@ -11,9 +11,11 @@ pub mod error;
 pub mod extract;
 pub mod forwarded;
 pub mod history;
+pub mod identities;
 pub mod login;
 pub mod meta;
 pub mod mfa;
+pub mod oidc;
 pub mod openapi;
 pub mod passkeys;
 pub mod password;
@@ -214,6 +216,41 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .route(web::delete().to(passkeys::remove))
             .default_service(web::to(|| method_not_allowed("PATCH, DELETE".into()))),
     )
+    .service(resource(
+        "/api/auth/oidc/providers",
+        Method::GET,
+        oidc::providers,
+    ))
+    .service(resource(
+        "/api/auth/oidc/exchange",
+        Method::POST,
+        oidc::exchange,
+    ))
+    .service(resource(
+        "/api/auth/oidc/{name}/start",
+        Method::GET,
+        oidc::start,
+    ))
+    .service(resource(
+        "/api/auth/oidc/{name}/callback",
+        Method::GET,
+        oidc::callback,
+    ))
+    .service(resource(
+        "/api/auth/oidc/{name}/link",
+        Method::POST,
+        identities::link,
+    ))
+    .service(resource(
+        "/api/auth/identities",
+        Method::GET,
+        identities::identities,
+    ))
+    .service(resource(
+        "/api/auth/identities/{id}",
+        Method::DELETE,
+        identities::unlink,
+    ))
     .service(resource("/.well-known/jwks.json", Method::GET, meta::jwks))
     .service(resource("/openapi.json", Method::GET, openapi::serve))
     .service(resource("/healthz", Method::GET, meta::healthz))

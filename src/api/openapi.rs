@@ -6,8 +6,8 @@ use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder
 use utoipa::{Modify, OpenApi};
 
 use super::{
-    account, email, history, login, meta, mfa, passkeys, password, register, respond, sessions,
-    verification, AppState,
+    account, email, history, identities, login, meta, mfa, oidc, passkeys, password, register,
+    respond, sessions, verification, AppState,
 };
 use crate::config::Config;
 use crate::domain::credentials::{
@@ -58,6 +58,13 @@ use crate::domain::passkeys::{
         passkeys::remove,
         passkeys::login_start,
         passkeys::login_finish,
+        oidc::providers,
+        oidc::start,
+        oidc::callback,
+        oidc::exchange,
+        identities::identities,
+        identities::link,
+        identities::unlink,
         meta::jwks,
         meta::healthz,
         meta::readyz,
@@ -104,9 +111,16 @@ use crate::domain::passkeys::{
         passkeys::PasskeyRename,
         passkeys::PasskeyLoginStart,
         passkeys::PasskeyLoginFinish,
+        oidc::ProviderInfo,
+        oidc::ProviderList,
+        oidc::ExchangeRequest,
+        identities::LinkRequest,
+        identities::LinkStarted,
+        identities::IdentityInfo,
+        identities::IdentityList,
     )),
     modifiers(&Security),
-    tags((name = "auth", description = "Authentication"), (name = "mfa", description = "Two-factor authentication"), (name = "passkeys", description = "Passkeys (WebAuthn)"), (name = "meta", description = "About the server"))
+    tags((name = "auth", description = "Authentication"), (name = "mfa", description = "Two-factor authentication"), (name = "passkeys", description = "Passkeys (WebAuthn)"), (name = "oidc", description = "Sign in with Google (any OpenID Connect provider)"), (name = "meta", description = "About the server"))
 )]
 struct ApiDoc;
 
@@ -151,6 +165,10 @@ pub fn document(config: &Config) -> Value {
         (
             "/paths/~1api~1auth~1passkeys~1login~1start/post/requestBody",
             "PasskeyLoginStart",
+        ),
+        (
+            "/paths/~1api~1auth~1oidc~1{name}~1link/post/requestBody",
+            "LinkRequest",
         ),
     ] {
         if let Some(body) = doc.pointer_mut(path) {

@@ -50,9 +50,14 @@ pub async fn check(
     let throttle = &state.throttle;
     let address = throttle.reserve_address(throttle.client_ip(req), clock::now())?;
     let reserved = match account {
-        Account::Known(id, phc) => ActorAttempt::reserve(&state.directory, id)
-            .await
-            .map(|a| (Held::Actor(a), Some(Arc::<str>::from(phc)))),
+        // An account without a password (a provider made it) is checked against the dummy
+        // hash like an unknown one, at the same cost, and never matches.
+        Account::Known(id, phc) => ActorAttempt::reserve(&state.directory, id).await.map(|a| {
+            (
+                Held::Actor(a),
+                (!phc.is_empty()).then(|| Arc::<str>::from(phc)),
+            )
+        }),
         Account::Unknown(key) => throttle
             .reserve_unknown(key, clock::now())
             .map(|r| (Held::Table(r), None))

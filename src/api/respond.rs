@@ -79,6 +79,9 @@ pub struct Profile {
     /// Whether a code sent to `email` was confirmed.
     pub email_verified: bool,
     pub mfa_enabled: bool,
+    /// Whether the account has a password (false for an account a provider created, until
+    /// one is set through `password/forgot`).
+    pub has_password: bool,
     /// `active` or `deactivated`.
     pub status: &'static str,
     pub tenant_id: String,
@@ -99,6 +102,7 @@ impl From<&UserState> for Profile {
             phone_verified: u.phone_verified,
             email_verified: u.email_verified,
             mfa_enabled: u.mfa_enabled(),
+            has_password: u.has_password(),
             status: u.status.as_str(),
             tenant_id: u.tenant.id.to_string(),
             role: u.role.as_str(),

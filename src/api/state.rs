@@ -30,6 +30,10 @@ pub struct AppState {
     /// The signing keys and the cache of tokens verified with them, replaced whole when keys
     /// rotate (SIGHUP), so a request sees one consistent set and no stale cache entry.
     pub keyring: ArcSwap<Verifier>,
+    /// The OpenID Connect providers, with their cached discovery documents and keys.
+    pub oidc: crate::oidc::Providers,
+    /// `oidc.redirect_allowlist`, parsed once.
+    pub redirects: Vec<crate::oidc::redirect::Allowed>,
 }
 
 impl AppState {

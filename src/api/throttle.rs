@@ -80,6 +80,7 @@ pub struct Throttle {
     codes: Rate,
     mfa: Rate,
     passkey_starts: Rate,
+    oidc_starts: Rate,
     trusted_proxies: Vec<IpAddr>,
     ipv6_prefix: u8,
 }
@@ -112,6 +113,9 @@ impl Throttle {
             // expires; this keeps one address from displacing everyone else's. A passkey login
             // is two requests and fails rarely, hence more room than for password failures.
             passkey_starts: Rate::new(rate.login_failures_per_ip.max(1).saturating_mul(4), w),
+            // Each begun sign-in holds a pending entry in the store (a bounded number across
+            // nodes) for up to 10 minutes: as much room as passkey ceremonies.
+            oidc_starts: Rate::new(rate.login_failures_per_ip.max(1).saturating_mul(4), w),
             trusted_proxies: server.trusted_proxies.clone(),
             ipv6_prefix: rate.ipv6_prefix,
         }
@@ -223,6 +227,11 @@ impl Throttle {
     /// A passkey login ceremony begun (`passkeys/login/start`, `mfa/passkey/start`).
     pub fn passkey_start(&self, ip: Option<IpAddr>) -> Result<(), DomainError> {
         self.rate(&self.passkey_starts, ip)
+    }
+
+    /// An OpenID Connect sign-in or link begun (`oidc/{name}/start`, `oidc/{name}/link`).
+    pub fn oidc_start(&self, ip: Option<IpAddr>) -> Result<(), DomainError> {
+        self.rate(&self.oidc_starts, ip)
     }
 }
 

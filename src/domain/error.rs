@@ -75,6 +75,28 @@ pub enum DomainError {
     PasskeyRefused {
         cloned: Option<super::ids::PasskeyId>,
     },
+    /// A `redirect_to` outside `oidc.redirect_allowlist`.
+    #[error("The redirect target is not allowed")]
+    InvalidRedirect,
+    /// A first sign-in whose email belongs to an account that cannot be linked by it (one side
+    /// did not verify the email): log in with the password and link from there.
+    #[error("An account with this email exists; log in and link the provider from there")]
+    AccountExists,
+    /// The identity is linked to another account.
+    #[error("This identity is linked to another account")]
+    IdentityTaken,
+    /// The account has as many identities as it may have.
+    #[error("Too many linked identities on the account")]
+    TooManyIdentities,
+    /// Not an identity of the caller (another user's looks the same).
+    #[error("Identity not found")]
+    IdentityNotFound,
+    /// Unlinking it would leave no password, passkey or other identity to log in with.
+    #[error("This is the account's last way to log in")]
+    LastLoginMethod,
+    /// The provider gave no usable email, which an account needs.
+    #[error("The provider gave no usable email address")]
+    EmailMissing,
 }
 
 impl DomainError {
@@ -101,13 +123,22 @@ impl DomainError {
             Self::MfaNotEnabled => "mfa_not_enabled",
             Self::RateLimited { .. } => "rate_limited",
             Self::OriginNotAllowed => "origin_not_allowed",
-            Self::UserNotFound | Self::SessionNotFound | Self::PasskeyNotFound => "not_found",
+            Self::UserNotFound
+            | Self::SessionNotFound
+            | Self::PasskeyNotFound
+            | Self::IdentityNotFound => "not_found",
             Self::InvalidChallenge => "invalid_challenge",
             Self::InvalidPasskey => "invalid_passkey",
             Self::PasskeyExists => "passkey_exists",
             Self::TooManyPasskeys => "too_many_passkeys",
             Self::NoPasskey => "no_passkey",
             Self::PasskeyRefused { .. } => "invalid_credentials",
+            Self::InvalidRedirect => "invalid_redirect",
+            Self::AccountExists => "account_exists",
+            Self::IdentityTaken => "identity_taken",
+            Self::TooManyIdentities => "too_many_identities",
+            Self::LastLoginMethod => "last_login_method",
+            Self::EmailMissing => "email_missing",
         }
     }
 }

@@ -45,10 +45,14 @@ pub enum EventKind {
     ApiKeyRotated,
     Deactivated,
     Reactivated,
+    /// An identity at an OpenID Connect provider was linked (a first sign-in, a sign-in whose
+    /// verified email named the account, or a link from a session).
+    IdentityLinked,
+    IdentityUnlinked,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 16] = [
+    pub const ALL: [EventKind; 18] = [
         Self::Login,
         Self::LoginFailed,
         Self::MfaFailed,
@@ -65,6 +69,8 @@ impl EventKind {
         Self::ApiKeyRotated,
         Self::Deactivated,
         Self::Reactivated,
+        Self::IdentityLinked,
+        Self::IdentityUnlinked,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -85,6 +91,8 @@ impl EventKind {
             Self::ApiKeyRotated => "api_key_rotated",
             Self::Deactivated => "deactivated",
             Self::Reactivated => "reactivated",
+            Self::IdentityLinked => "identity_linked",
+            Self::IdentityUnlinked => "identity_unlinked",
         }
     }
 
@@ -275,7 +283,7 @@ mod tests {
     #[test]
     fn kinds_have_the_contracts_names() {
         let names: Vec<&str> = EventKind::ALL.iter().map(|k| k.as_str()).collect();
-        assert_eq!(names.len(), 16);
+        assert_eq!(names.len(), 18);
         for (k, name) in EventKind::ALL.iter().zip(&names) {
             assert_eq!(serde_json::to_value(k).unwrap(), *name);
         }

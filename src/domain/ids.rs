@@ -63,6 +63,10 @@ id_type!(
     TokenId
 );
 id_type!(
+    /// An identity at an OpenID Connect provider linked to a user (ours; the provider's is `sub`).
+    IdentityId
+);
+id_type!(
     /// A passkey registered to a user (ours; the credential id is the authenticator's).
     PasskeyId
 );

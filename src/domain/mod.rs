@@ -10,6 +10,7 @@ pub mod credentials;
 pub mod entitlements;
 pub mod error;
 pub mod events;
+pub mod identities;
 pub mod ids;
 pub mod mfa;
 pub mod passkeys;

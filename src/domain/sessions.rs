@@ -101,6 +101,9 @@ pub enum LoginMethod {
     SecondFactor,
     /// A passkey alone: it verified its user (PIN or biometric), so it is two factors.
     Passkey,
+    /// A sign-in through an OpenID Connect provider (one factor as far as we can tell: the
+    /// provider's own second factor is its business; ours is asked for like after a password).
+    Oidc,
 }
 
 impl LoginMethod {
@@ -116,6 +119,7 @@ impl LoginMethod {
             Self::Password => "password",
             Self::SecondFactor => "second_factor",
             Self::Passkey => "passkey",
+            Self::Oidc => "oidc",
         }
     }
 }

@@ -9,15 +9,40 @@
 //! - Version 3: sessions record their last use, login method, user agent and address; the user
 //!   keeps a security history (older sessions read as unrecorded, the history starts empty).
 //! - Version 4: the user's passkeys (none before), and a `Passkey` login method appended.
+//! - Version 5: the user's identities at OpenID Connect providers (none before); an `Oidc`
+//!   login method and the `identity_linked`/`identity_unlinked` events appended.
+//!
+//! Pending entries (`domain::identities::Pending`) have a version byte of their own,
+//! [`PENDING_VERSION`]: they live minutes, so an unknown version is just an entry not to use.
 
 use serde::Serialize;
 
-use super::legacy::{UserStateV1, UserStateV2, UserStateV3};
+use super::legacy::{UserStateV1, UserStateV2, UserStateV3, UserStateV4};
 use super::StoreError;
 use crate::domain::backoff::AccountAttempts;
+use crate::domain::identities::Pending;
 use crate::domain::user::UserState;
 
-pub const FORMAT_VERSION: u8 = 4;
+pub const FORMAT_VERSION: u8 = 5;
+
+/// The version byte of a pending entry's encoding.
+pub const PENDING_VERSION: u8 = 1;
+
+/// A pending entry as the store keeps it.
+pub fn encode_pending(entry: &Pending) -> Result<Vec<u8>, StoreError> {
+    let mut out = vec![PENDING_VERSION];
+    bincode::serde::encode_into_std_write(entry, &mut out, bincode::config::standard())
+        .map_err(|e| StoreError::Corrupt(format!("encode: {e}")))?;
+    Ok(out)
+}
+
+/// A pending entry back; `None` for one this build did not write (another version, or junk).
+pub fn decode_pending(bytes: &[u8]) -> Option<Pending> {
+    match bytes.split_first() {
+        Some((&PENDING_VERSION, body)) => decode_exact(body).ok(),
+        _ => None,
+    }
+}
 
 pub fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {
     let mut out = vec![FORMAT_VERSION];
@@ -59,13 +84,18 @@ pub fn decode_attempts(bytes: &[u8]) -> Result<AccountAttempts, StoreError> {
 pub fn decode_user(bytes: &[u8]) -> Result<UserState, StoreError> {
     match bytes.split_first() {
         Some((&FORMAT_VERSION, body)) => decode_exact(body),
-        Some((3, body)) => decode_exact::<UserStateV3>(body).map(UserState::from),
+        Some((4, body)) => decode_exact::<UserStateV4>(body).map(UserState::from),
+        Some((3, body)) => decode_exact::<UserStateV3>(body)
+            .map(UserStateV4::from)
+            .map(UserState::from),
         Some((2, body)) => decode_exact::<UserStateV2>(body)
             .map(UserStateV3::from)
+            .map(UserStateV4::from)
             .map(UserState::from),
         Some((1, body)) => decode_exact::<UserStateV1>(body)
             .map(UserStateV2::from)
             .map(UserStateV3::from)
+            .map(UserStateV4::from)
             .map(UserState::from),
         Some((v, _)) => Err(StoreError::Corrupt(format!(
             "unknown snapshot format version {v}"
@@ -233,7 +263,75 @@ mod tests {
         assert!(loaded.passkeys.is_empty());
         let methods: Vec<LoginMethod> = loaded.sessions.iter().map(|s| s.method).collect();
         assert_eq!(methods, [LoginMethod::Password, LoginMethod::SecondFactor]);
-        assert_eq!(encode(&loaded).unwrap()[0], 4, "rewritten as version 4");
+        assert_eq!(
+            encode(&loaded).unwrap()[0],
+            FORMAT_VERSION,
+            "rewritten as the current version"
+        );
+    }
+
+    #[test]
+    fn a_version_4_snapshot_loads_with_no_identities_and_keeps_the_rest() {
+        let w = crate::domain::user::soft::webauthn();
+        let now = Timestamp(1_800_000_000);
+        let mut u = UserState::register(
+            NewUser {
+                email: Email::parse("ada@example.com").unwrap(),
+                full_name: Some("Ada".into()),
+                phone: None,
+                password_hash: "$argon2id$v=19$...".into(),
+            },
+            now,
+        );
+        crate::domain::user::soft::register(&mut u, &w, "Laptop", now);
+        u.email_verified = true;
+        u.revision = 11;
+        let mut bytes = vec![4u8];
+        let v4 = UserStateV4::frozen_from(&u);
+        bincode::serde::encode_into_std_write(&v4, &mut bytes, bincode::config::standard())
+            .unwrap();
+        let loaded = decode_user(&bytes).unwrap();
+        assert_eq!(loaded, u, "every version 4 field kept");
+        assert!(loaded.identities.is_empty());
+        assert!(loaded.has_password());
+        assert_eq!(encode(&loaded).unwrap()[0], 5, "rewritten as version 5");
+    }
+
+    #[test]
+    fn a_user_with_an_identity_round_trips_and_pending_entries_too() {
+        use crate::domain::identities::{Flow, Pending, ProviderClaims};
+        let claims = ProviderClaims {
+            provider: "google".into(),
+            subject: "1234".into(),
+            email: Some("ada@example.com".into()),
+            email_verified: true,
+            name: None,
+        };
+        let u = UserState::from_identity(
+            &claims,
+            Email::parse("ada@example.com").unwrap(),
+            &crate::domain::events::Origin::default(),
+            Timestamp(1_800_000_000),
+        );
+        assert_eq!(decode_user(&encode(&u).unwrap()).unwrap(), u);
+        let flow = Pending::Flow(Flow {
+            provider: "google".into(),
+            redirect_to: "https://app.example.com/after".into(),
+            link: None,
+            binding: Some([7; 32]),
+        });
+        let code = Pending::LoginCode {
+            user: u.id,
+            provider: "google".into(),
+        };
+        for entry in [flow, code] {
+            let bytes = encode_pending(&entry).unwrap();
+            assert_eq!(bytes[0], PENDING_VERSION);
+            assert_eq!(decode_pending(&bytes), Some(entry));
+        }
+        assert_eq!(decode_pending(&[]), None);
+        assert_eq!(decode_pending(&[PENDING_VERSION + 1, 0]), None);
+        assert_eq!(decode_pending(&[PENDING_VERSION, 0xff, 0xff]), None);
     }
 
     #[test]

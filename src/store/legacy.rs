@@ -9,6 +9,7 @@ use crate::domain::codes::CodeSlot;
 use crate::domain::events::History;
 use crate::domain::ids::UserId;
 use crate::domain::mfa::MfaState;
+use crate::domain::passkeys::StoredPasskey;
 use crate::domain::sessions::{LoginMethod, Session};
 use crate::domain::time::Timestamp;
 use crate::domain::user::{EmailChange, Role, Status, Tenant, UserState};
@@ -122,8 +123,70 @@ pub struct UserStateV3 {
     pub history: History,
 }
 
+/// `UserState` as format version 4 wrote it. Its sessions and history are today's types:
+/// version 5 only appended variants to `LoginMethod` and `EventKind` (bincode stores the index,
+/// so the old ones read the same) and added the identities.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct UserStateV4 {
+    pub id: UserId,
+    pub email: String,
+    pub email_key: String,
+    pub full_name: Option<String>,
+    pub phone: Option<String>,
+    pub phone_verified: bool,
+    pub mfa: MfaState,
+    pub status: Status,
+    pub role: Role,
+    pub tenant: Tenant,
+    pub created_at: Timestamp,
+    pub password_hash: String,
+    pub sessions: Vec<Session>,
+    pub api_key: Option<ApiKey>,
+    pub phone_code: CodeSlot,
+    pub reactivate_code: CodeSlot,
+    pub revision: u64,
+    pub email_verified: bool,
+    pub email_code: CodeSlot,
+    pub reset_code: CodeSlot,
+    pub email_change: EmailChange,
+    pub history: History,
+    pub passkeys: Vec<StoredPasskey>,
+}
+
+/// Version 4 had no identities.
+impl From<UserStateV4> for UserState {
+    fn from(v: UserStateV4) -> Self {
+        Self {
+            id: v.id,
+            email: v.email,
+            email_key: v.email_key,
+            full_name: v.full_name,
+            phone: v.phone,
+            phone_verified: v.phone_verified,
+            mfa: v.mfa,
+            status: v.status,
+            role: v.role,
+            tenant: v.tenant,
+            created_at: v.created_at,
+            password_hash: v.password_hash,
+            sessions: v.sessions,
+            api_key: v.api_key,
+            phone_code: v.phone_code,
+            reactivate_code: v.reactivate_code,
+            revision: v.revision,
+            email_verified: v.email_verified,
+            email_code: v.email_code,
+            reset_code: v.reset_code,
+            email_change: v.email_change,
+            history: v.history,
+            passkeys: v.passkeys,
+            identities: Vec::new(),
+        }
+    }
+}
+
 /// Version 3 had no passkeys.
-impl From<UserStateV3> for UserState {
+impl From<UserStateV3> for UserStateV4 {
     fn from(v: UserStateV3) -> Self {
         Self {
             id: v.id,
@@ -223,6 +286,38 @@ impl SessionV1 {
             current_hash: s.current_hash,
             refresh_expires_at: s.refresh_expires_at,
             rotated_at: s.rotated_at,
+        }
+    }
+}
+
+#[cfg(test)]
+impl UserStateV4 {
+    /// What version 4 would have written for `u` (for migration tests).
+    pub fn frozen_from(u: &UserState) -> Self {
+        Self {
+            id: u.id,
+            email: u.email.clone(),
+            email_key: u.email_key.clone(),
+            full_name: u.full_name.clone(),
+            phone: u.phone.clone(),
+            phone_verified: u.phone_verified,
+            mfa: u.mfa.clone(),
+            status: u.status,
+            role: u.role,
+            tenant: u.tenant.clone(),
+            created_at: u.created_at,
+            password_hash: u.password_hash.clone(),
+            sessions: u.sessions.clone(),
+            api_key: u.api_key.clone(),
+            phone_code: u.phone_code.clone(),
+            reactivate_code: u.reactivate_code.clone(),
+            revision: u.revision,
+            email_verified: u.email_verified,
+            email_code: u.email_code.clone(),
+            reset_code: u.reset_code.clone(),
+            email_change: u.email_change.clone(),
+            history: u.history.clone(),
+            passkeys: u.passkeys.clone(),
         }
     }
 }

@@ -1,7 +1,11 @@
 //! Persistence behind one trait, so the engine (embedded sled by default, or PostgreSQL) can be
 //! chosen without touching the actors. A user's state is one versioned snapshot; cross-user
-//! lookups (email → user, API-key hash → user, passkey credential id → user) are index entries
-//! written in the same batch as the snapshot that changes them.
+//! lookups (email → user, API-key hash → user, passkey credential id → user, provider identity
+//! → user) are index entries written in the same batch as the snapshot that changes them.
+//!
+//! Beside the users, the store keeps single-use pending entries with an expiry (the steps of an
+//! OpenID Connect sign-in, which may each reach another node): put under a digest of their
+//! secret, taken atomically, bounded in number.
 
 pub mod codec;
 pub mod commit;
@@ -14,6 +18,7 @@ use std::sync::Arc;
 
 use crate::config::{Engine, StorageConfig};
 use crate::domain::ids::UserId;
+use crate::domain::time::Timestamp;
 use crate::domain::user::UserState;
 use crate::keys::KeyFiles;
 
@@ -34,6 +39,10 @@ pub enum StoreError {
     /// written.
     #[error("the passkey is registered to another user")]
     PasskeyTaken,
+    /// An identity index claim found the (provider, subject) linked to another user; nothing
+    /// was written.
+    #[error("the identity is linked to another user")]
+    IdentityTaken,
     /// The user changed since this snapshot's state was read (another node wrote it); nothing
     /// was written. The caller reloads the user and decides again.
     #[error("the user was changed concurrently")]
@@ -57,6 +66,11 @@ pub enum IndexChange {
     PasskeyPut(Vec<u8>),
     /// The passkey with this credential id no longer belongs to anyone.
     PasskeyDelete(Vec<u8>),
+    /// The provider identity with this index key (`domain::identities::index_key`) is now
+    /// linked to the user (refused with [`StoreError::IdentityTaken`] if another user has it).
+    IdentityPut(Vec<u8>),
+    /// The provider identity with this index key is linked to no one any more.
+    IdentityDelete(Vec<u8>),
 }
 
 /// What registration's atomic claim of an email found.
@@ -64,6 +78,8 @@ pub enum IndexChange {
 pub enum Created {
     Yes(Ticket),
     EmailTaken,
+    /// One of the user's provider identities is linked to another user.
+    IdentityTaken,
 }
 
 /// What another node changed, as a shared engine tells the nodes that cache its data.
@@ -88,7 +104,10 @@ pub trait Store: Send + Sync + 'static {
     fn user_by_api_key(&self, digest: &[u8; 32]) -> Result<Option<UserId>, StoreError>;
     /// The user a passkey's credential id is registered to.
     fn user_by_passkey(&self, credential_id: &[u8]) -> Result<Option<UserId>, StoreError>;
-    /// Claims `state.email_key` and writes the first snapshot and the tenant record, all or none.
+    /// The user a provider identity (its `domain::identities::index_key`) is linked to.
+    fn user_by_identity(&self, key: &[u8]) -> Result<Option<UserId>, StoreError>;
+    /// Claims `state.email_key` and the index keys of `state.identities`, and writes the first
+    /// snapshot and the tenant record, all or none.
     fn create_user(&self, state: &UserState) -> Result<Created, StoreError>;
     /// Writes a snapshot and the index changes it implies, all or none. An engine shared by
     /// several nodes writes it only over `state.revision - 1` (the revision it was derived from)
@@ -96,6 +115,21 @@ pub trait Store: Send + Sync + 'static {
     fn save_user(&self, state: &UserState, index: &[IndexChange]) -> Result<Ticket, StoreError>;
     /// Every user id, for maintenance and export.
     fn user_ids(&self) -> Result<Vec<UserId>, StoreError>;
+    /// Keeps `value` under `key` (a digest of the entry's secret) until `expires_at`, for
+    /// every node to see at once. Expired entries are swept; if `max` live entries remain,
+    /// nothing is kept and the answer is `false`. Not awaited for durability: a pending entry
+    /// lost in a crash is a sign-in to begin again.
+    fn put_pending(
+        &self,
+        key: &[u8; 32],
+        value: &[u8],
+        expires_at: Timestamp,
+        now: Timestamp,
+        max: usize,
+    ) -> Result<bool, StoreError>;
+    /// Takes the entry under `key` atomically: of two takers, one gets it. `None` if unknown,
+    /// taken already or expired (an expired one is removed all the same).
+    fn take_pending(&self, key: &[u8; 32], now: Timestamp) -> Result<Option<Vec<u8>>, StoreError>;
     /// The group committer that makes tickets durable.
     fn commit(&self) -> &GroupCommit;
     /// Makes everything durable and stops the committer (at shutdown).

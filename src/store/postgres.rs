@@ -2,9 +2,10 @@
 //!
 //! Tables (see [`MIGRATIONS`]): `users (id, version, snapshot)` holds the same versioned
 //! snapshot as sled (`store::codec`), `version` being the snapshot's `revision`; `emails`,
-//! `api_keys`, `passkeys` and `tenants` are the cross-user indexes, written in the same
-//! transaction as the snapshot that changes them, so an index never points at a snapshot that
-//! was not committed.
+//! `api_keys`, `passkeys`, `identities` and `tenants` are the cross-user indexes, written in the
+//! same transaction as the snapshot that changes them, so an index never points at a snapshot
+//! that was not committed. `pending` holds the single-use entries of sign-ins in progress,
+//! taken with `DELETE … RETURNING` so that of two nodes taking one, one gets it.
 //!
 //! # How a synchronous trait meets an async client
 //!
@@ -56,6 +57,7 @@ use super::{
 use crate::config::{Durability, StorageConfig};
 use crate::domain::ids::UserId;
 use crate::domain::secrets::DataKey;
+use crate::domain::time::Timestamp;
 use crate::domain::user::UserState;
 use crate::keys::{KeyError, KeyFiles};
 
@@ -110,8 +112,22 @@ const MIGRATIONS: &[(i32, &str)] = &[
              user_id uuid NOT NULL
          );",
     ),
-    // Clustering (migration 3 is the OpenID Connect identities'): the key files every node
-    // serves, sealed under the master key; and each user's attempt counters, which must count
+    // OpenID Connect: a provider identity belongs to one user, claimed like an email; the
+    // pending steps of sign-ins, keyed by a digest of their secret, swept by expiry.
+    (
+        3,
+        "CREATE TABLE identities (
+             key bytea PRIMARY KEY,
+             user_id uuid NOT NULL
+         );
+         CREATE TABLE pending (
+             key bytea PRIMARY KEY,
+             expires_at bigint NOT NULL,
+             value bytea NOT NULL
+         );
+         CREATE INDEX pending_expires_at ON pending (expires_at);",
+    ),
+    // Clustering: the key files every node serves, sealed under the master key; and each user's attempt counters, which must count
     // across nodes (see `actors::user`), versioned like the snapshots.
     (
         4,
@@ -565,7 +581,22 @@ async fn listen_once(
 enum Refused {
     EmailTaken,
     PasskeyTaken,
+    IdentityTaken,
     Conflict,
+}
+
+/// Claims an identity's index key for `user` unless another user holds it; whether it did.
+async fn claim_identity(tx: &Transaction<'_>, key: &[u8], user: Uuid) -> Result<bool, StoreError> {
+    let claimed = tx
+        .execute(
+            "INSERT INTO identities (key, user_id) VALUES ($1, $2)
+             ON CONFLICT (key) DO UPDATE SET user_id = EXCLUDED.user_id
+             WHERE identities.user_id = EXCLUDED.user_id",
+            &[&key, &user],
+        )
+        .await
+        .map_err(db)?;
+    Ok(claimed == 1)
 }
 
 async fn put_tenant(tx: &Transaction<'_>, id: Uuid, record: &[u8]) -> Result<(), StoreError> {
@@ -651,6 +682,19 @@ async fn apply_index(
             .await
             .map_err(db)?;
         }
+        IndexChange::IdentityPut(key) => {
+            if !claim_identity(tx, key, user).await? {
+                return Ok(Err(Refused::IdentityTaken));
+            }
+        }
+        IndexChange::IdentityDelete(key) => {
+            tx.execute(
+                "DELETE FROM identities WHERE key = $1 AND user_id = $2",
+                &[key, &user],
+            )
+            .await
+            .map_err(db)?;
+        }
     }
     Ok(Ok(()))
 }
@@ -709,11 +753,23 @@ impl Store for PgStore {
         })
     }
 
+    fn user_by_identity(&self, key: &[u8]) -> Result<Option<UserId>, StoreError> {
+        let key = key.to_vec();
+        self.calls.call(move |client| async move {
+            let row = client
+                .query_opt("SELECT user_id FROM identities WHERE key = $1", &[&key])
+                .await
+                .map_err(db)?;
+            row.map(|r| column(&r).map(UserId)).transpose()
+        })
+    }
+
     fn create_user(&self, state: &UserState) -> Result<Created, StoreError> {
         let snapshot = codec::encode(state)?;
         let tenant = codec::encode(&state.tenant)?;
         let (id, tenant_id, email) = (state.id.0, state.tenant.id.0, state.email_key.clone());
         let version = revision(state.revision);
+        let identities: Vec<Vec<u8>> = state.identities.iter().map(|i| i.index_key()).collect();
         let created = self.calls.call(move |mut client| async move {
             let tx = client.transaction().await.map_err(db)?;
             let claimed = tx
@@ -725,7 +781,12 @@ impl Store for PgStore {
                 .await
                 .map_err(db)?;
             if claimed == 0 {
-                return Ok(false);
+                return Ok(Err(Created::EmailTaken));
+            }
+            for key in &identities {
+                if !claim_identity(&tx, key, id).await? {
+                    return Ok(Err(Created::IdentityTaken));
+                }
             }
             // As sled: a snapshot already under this id (an import run again) is replaced.
             tx.execute(
@@ -738,16 +799,16 @@ impl Store for PgStore {
             .map_err(db)?;
             put_tenant(&tx, tenant_id, &tenant).await?;
             match tx.commit().await {
-                Ok(()) => Ok(true),
-                // Another node claimed the address between our insert and the commit.
-                Err(e) if is_unique_violation(&e) => Ok(false),
+                Ok(()) => Ok(Ok(())),
+                // Another node claimed the address (or an identity) between our insert and
+                // the commit; which one is not worth a query: the caller looks both up again.
+                Err(e) if is_unique_violation(&e) => Ok(Err(Created::EmailTaken)),
                 Err(e) => Err(db(e)),
             }
         })?;
-        Ok(if created {
-            Created::Yes(self.commit.written())
-        } else {
-            Created::EmailTaken
+        Ok(match created {
+            Ok(()) => Created::Yes(self.commit.written()),
+            Err(refused) => refused,
         })
     }
 
@@ -790,6 +851,7 @@ impl Store for PgStore {
             Ok(()) => Ok(self.commit.written()),
             Err(Refused::EmailTaken) => Err(StoreError::EmailTaken),
             Err(Refused::PasskeyTaken) => Err(StoreError::PasskeyTaken),
+            Err(Refused::IdentityTaken) => Err(StoreError::IdentityTaken),
             Err(Refused::Conflict) => Err(StoreError::Conflict),
         }
     }
@@ -801,6 +863,59 @@ impl Store for PgStore {
                 .await
                 .map_err(db)?;
             rows.iter().map(|r| column(r).map(UserId)).collect()
+        })
+    }
+
+    fn put_pending(
+        &self,
+        key: &[u8; 32],
+        value: &[u8],
+        expires_at: Timestamp,
+        now: Timestamp,
+        max: usize,
+    ) -> Result<bool, StoreError> {
+        let (key, value) = (key.to_vec(), value.to_vec());
+        let max = i64::try_from(max).unwrap_or(i64::MAX);
+        self.calls.call(move |mut client| async move {
+            let tx = client.transaction().await.map_err(db)?;
+            tx.execute("DELETE FROM pending WHERE expires_at <= $1", &[&now.0])
+                .await
+                .map_err(db)?;
+            // Counting at most `max` rows; approximate under concurrent puts of several nodes
+            // (each sees only the others' committed rows), never unbounded.
+            let kept = tx
+                .execute(
+                    "INSERT INTO pending (key, expires_at, value)
+                     SELECT $1, $2, $3
+                     WHERE (SELECT count(*) FROM (SELECT 1 FROM pending LIMIT $4) AS live) < $4
+                     ON CONFLICT (key) DO UPDATE
+                     SET expires_at = EXCLUDED.expires_at, value = EXCLUDED.value",
+                    &[&key, &expires_at.0, &value, &max],
+                )
+                .await
+                .map_err(db)?;
+            tx.commit().await.map_err(db)?;
+            Ok(kept == 1)
+        })
+    }
+
+    fn take_pending(&self, key: &[u8; 32], now: Timestamp) -> Result<Option<Vec<u8>>, StoreError> {
+        let key = key.to_vec();
+        self.calls.call(move |client| async move {
+            let row = client
+                .query_opt(
+                    "DELETE FROM pending WHERE key = $1 RETURNING expires_at, value",
+                    &[&key],
+                )
+                .await
+                .map_err(db)?;
+            let Some(row) = row else { return Ok(None) };
+            let unexpected = |e: tokio_postgres::Error| {
+                StoreError::Corrupt(format!("postgres: unexpected column: {e}"))
+            };
+            let expires_at: i64 = row.try_get(0).map_err(unexpected)?;
+            let value: Vec<u8> = row.try_get(1).map_err(unexpected)?;
+            Ok((expires_at > now.0).then_some(value))
         })
     }
 

@@ -2,10 +2,12 @@
 //!
 //! Trees: `users` (user id → snapshot), `emails` (lowercase email → user id), `tenants`
 //! (tenant id → record), `api_keys` (key digest → user id), `passkeys` (WebAuthn credential id →
-//! user id). Changes that touch more than one tree run in one sled transaction, so an index never
-//! points at a snapshot that was not written.
+//! user id), `identities` (provider identity index key → user id), `pending` (digest → expiry
+//! and a single-use entry). Changes that touch more than one tree run in one sled transaction,
+//! so an index never points at a snapshot that was not written.
 
 use std::path::Path;
+use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use sled::transaction::{ConflictableTransactionError, TransactionError, Transactional};
@@ -13,7 +15,11 @@ use sled::transaction::{ConflictableTransactionError, TransactionError, Transact
 use super::{codec, Created, GroupCommit, IndexChange, Store, StoreError, Ticket};
 use crate::config::StorageConfig;
 use crate::domain::ids::UserId;
+use crate::domain::time::Timestamp;
 use crate::domain::user::UserState;
+
+/// The longest pending entries go unswept while there is room (a full table sweeps at once).
+const SWEEP_EVERY_SECONDS: i64 = 60;
 
 pub struct SledStore {
     db: sled::Db,
@@ -22,6 +28,12 @@ pub struct SledStore {
     tenants: sled::Tree,
     api_keys: sled::Tree,
     passkeys: sled::Tree,
+    identities: sled::Tree,
+    pending: sled::Tree,
+    /// Entries in `pending` (counted at open, then kept), so that the bound costs no scan.
+    pending_len: AtomicUsize,
+    /// When `pending` was last swept of expired entries (Unix seconds).
+    pending_swept: AtomicI64,
     commit: GroupCommit,
 }
 
@@ -61,6 +73,9 @@ impl SledStore {
         let tenants = db.open_tree("tenants")?;
         let api_keys = db.open_tree("api_keys")?;
         let passkeys = db.open_tree("passkeys")?;
+        let identities = db.open_tree("identities")?;
+        let pending = db.open_tree("pending")?;
+        let pending_len = AtomicUsize::new(pending.len());
         let flush_db = db.clone();
         let commit = GroupCommit::start(
             storage.durability,
@@ -74,9 +89,66 @@ impl SledStore {
             tenants,
             api_keys,
             passkeys,
+            identities,
+            pending,
+            pending_len,
+            pending_swept: AtomicI64::new(0),
             commit,
         })
     }
+
+    /// Removes the expired pending entries and recounts the rest.
+    fn sweep_pending(&self, now: Timestamp) -> Result<(), StoreError> {
+        let mut live = 0;
+        for entry in self.pending.iter() {
+            let (key, value) = entry?;
+            match pending_expiry(&value) {
+                Some(expires) if expires > now => live += 1,
+                _ => {
+                    self.pending.remove(key)?;
+                }
+            }
+        }
+        self.pending_len.store(live, Ordering::Relaxed);
+        self.pending_swept.store(now.0, Ordering::Relaxed);
+        Ok(())
+    }
+}
+
+/// A pending entry is stored as its expiry (8 bytes, big-endian Unix seconds), then its value.
+fn pending_expiry(stored: &[u8]) -> Option<Timestamp> {
+    let head: [u8; 8] = stored.get(..8)?.try_into().ok()?;
+    Some(Timestamp(i64::from_be_bytes(head)))
+}
+
+/// Claims `key` in `tree` for `user` unless another user holds it.
+fn claim(
+    tree: &sled::transaction::TransactionalTree,
+    key: &[u8],
+    user: &UserId,
+    taken: StoreError,
+) -> Result<(), ConflictableTransactionError<StoreError>> {
+    if let Some(owner) = tree.get(key)? {
+        if owner.as_ref() != user.as_bytes() {
+            return Err(ConflictableTransactionError::Abort(taken));
+        }
+    }
+    tree.insert(key, user.as_bytes())?;
+    Ok(())
+}
+
+/// Releases `key` in `tree` if `user` holds it: a stale delete cannot release another's.
+fn release(
+    tree: &sled::transaction::TransactionalTree,
+    key: &[u8],
+    user: &UserId,
+) -> Result<(), ConflictableTransactionError<StoreError>> {
+    if let Some(owner) = tree.get(key)? {
+        if owner.as_ref() == user.as_bytes() {
+            tree.remove(key)?;
+        }
+    }
+    Ok(())
 }
 
 impl Drop for SledStore {
@@ -118,24 +190,35 @@ impl Store for SledStore {
             .transpose()
     }
 
+    fn user_by_identity(&self, key: &[u8]) -> Result<Option<UserId>, StoreError> {
+        self.identities.get(key)?.map(|v| user_id(&v)).transpose()
+    }
+
     fn create_user(&self, state: &UserState) -> Result<Created, StoreError> {
         let snapshot = codec::encode(state)?;
         let tenant = codec::encode(&state.tenant)?;
-        let taken = (&self.users, &self.emails, &self.tenants)
-            .transaction(|(users, emails, tenants)| {
+        let keys: Vec<Vec<u8>> = state.identities.iter().map(|i| i.index_key()).collect();
+        let created = (&self.users, &self.emails, &self.tenants, &self.identities).transaction(
+            |(users, emails, tenants, identities)| {
                 if emails.get(state.email_key.as_bytes())?.is_some() {
-                    return Ok(true);
+                    return Ok(false);
+                }
+                // An identity another user holds aborts the whole transaction.
+                for key in &keys {
+                    claim(identities, key, &state.id, StoreError::IdentityTaken)?;
                 }
                 emails.insert(state.email_key.as_bytes(), state.id.as_bytes())?;
                 users.insert(state.id.as_bytes(), snapshot.as_slice())?;
                 tenants.insert(state.tenant.id.as_bytes(), tenant.as_slice())?;
-                Ok(false)
-            })
-            .map_err(flatten)?;
-        if taken {
-            return Ok(Created::EmailTaken);
+                Ok(true)
+            },
+        );
+        match created {
+            Ok(true) => Ok(Created::Yes(self.commit.written())),
+            Ok(false) => Ok(Created::EmailTaken),
+            Err(TransactionError::Abort(StoreError::IdentityTaken)) => Ok(Created::IdentityTaken),
+            Err(e) => Err(flatten(e)),
         }
-        Ok(Created::Yes(self.commit.written()))
     }
 
     fn save_user(&self, state: &UserState, index: &[IndexChange]) -> Result<Ticket, StoreError> {
@@ -150,9 +233,10 @@ impl Store for SledStore {
                 &self.tenants,
                 &self.emails,
                 &self.passkeys,
+                &self.identities,
             );
             trees
-                .transaction(|(users, api_keys, tenants, emails, passkeys)| {
+                .transaction(|(users, api_keys, tenants, emails, passkeys, identities)| {
                     for change in index {
                         match change {
                             IndexChange::ApiKeyPut(d) => {
@@ -176,23 +260,21 @@ impl Store for SledStore {
                                 emails.remove(from.as_bytes())?;
                             }
                             IndexChange::PasskeyPut(credential_id) => {
-                                if let Some(owner) = passkeys.get(credential_id.as_slice())? {
-                                    if owner.as_ref() != state.id.as_bytes() {
-                                        return Err(ConflictableTransactionError::Abort(
-                                            StoreError::PasskeyTaken,
-                                        ));
-                                    }
-                                }
-                                passkeys.insert(credential_id.as_slice(), state.id.as_bytes())?;
+                                claim(
+                                    passkeys,
+                                    credential_id,
+                                    &state.id,
+                                    StoreError::PasskeyTaken,
+                                )?;
                             }
                             IndexChange::PasskeyDelete(credential_id) => {
-                                // Only the owner's entry: a stale delete cannot release a
-                                // credential another user holds.
-                                if let Some(owner) = passkeys.get(credential_id.as_slice())? {
-                                    if owner.as_ref() == state.id.as_bytes() {
-                                        passkeys.remove(credential_id.as_slice())?;
-                                    }
-                                }
+                                release(passkeys, credential_id, &state.id)?;
+                            }
+                            IndexChange::IdentityPut(key) => {
+                                claim(identities, key, &state.id, StoreError::IdentityTaken)?;
+                            }
+                            IndexChange::IdentityDelete(key) => {
+                                release(identities, key, &state.id)?;
                             }
                         }
                     }
@@ -210,6 +292,44 @@ impl Store for SledStore {
             .keys()
             .map(|k| k.map_err(StoreError::from).and_then(|k| user_id(&k)))
             .collect()
+    }
+
+    fn put_pending(
+        &self,
+        key: &[u8; 32],
+        value: &[u8],
+        expires_at: Timestamp,
+        now: Timestamp,
+        max: usize,
+    ) -> Result<bool, StoreError> {
+        let stale = now.0 - self.pending_swept.load(Ordering::Relaxed) >= SWEEP_EVERY_SECONDS;
+        if stale || self.pending_len.load(Ordering::Relaxed) >= max {
+            self.sweep_pending(now)?;
+        }
+        if self.pending_len.load(Ordering::Relaxed) >= max {
+            return Ok(false);
+        }
+        let mut stored = Vec::with_capacity(8 + value.len());
+        stored.extend_from_slice(&expires_at.0.to_be_bytes());
+        stored.extend_from_slice(value);
+        if self.pending.insert(key, stored)?.is_none() {
+            self.pending_len.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(true)
+    }
+
+    fn take_pending(&self, key: &[u8; 32], now: Timestamp) -> Result<Option<Vec<u8>>, StoreError> {
+        let Some(stored) = self.pending.remove(key)? else {
+            return Ok(None);
+        };
+        // Saturating: a sweep may have recounted between our remove and this.
+        let _ = self
+            .pending_len
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
+        Ok(match pending_expiry(&stored) {
+            Some(expires) if expires > now => Some(stored[8..].to_vec()),
+            _ => None,
+        })
     }
 
     fn commit(&self) -> &GroupCommit {

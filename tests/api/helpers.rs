@@ -440,7 +440,16 @@ impl ServerProcess {
     }
 
     async fn spawn(data_dir: &Path, env: &[(&str, &str)], stdout: Stdio, stderr: Stdio) -> Self {
-        let port = free_port();
+        Self::spawn_at(free_port(), data_dir, env, stdout, stderr).await
+    }
+
+    async fn spawn_at(
+        port: u16,
+        data_dir: &Path,
+        env: &[(&str, &str)],
+        stdout: Stdio,
+        stderr: Stdio,
+    ) -> Self {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_bp-auth"));
         cmd.arg("serve")
             .arg("--bind")
@@ -903,6 +912,24 @@ impl ServerProcess {
                 .expect("log file")
         };
         Self::spawn(data_dir, env, open().into(), open().into()).await
+    }
+
+    /// [`ServerProcess::start_logged`] on `port` (a test that must know the address before the
+    /// server starts, to name it in the server's own configuration).
+    pub async fn start_logged_at(
+        port: u16,
+        data_dir: &Path,
+        env: &[(&str, &str)],
+        log: &Path,
+    ) -> Self {
+        let open = || {
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(log)
+                .expect("log file")
+        };
+        Self::spawn_at(port, data_dir, env, open().into(), open().into()).await
     }
 }
 

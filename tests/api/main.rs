@@ -22,6 +22,8 @@ mod me;
 mod meta;
 mod mfa;
 mod model;
+mod oidc;
+mod oidc_provider;
 mod operate;
 mod passkeys;
 mod pg_cluster;

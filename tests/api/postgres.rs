@@ -6,6 +6,8 @@ use std::sync::Arc;
 
 use bp_auth::config::{Durability, Engine, StorageConfig};
 use bp_auth::domain::credentials::Email;
+use bp_auth::domain::events::Origin;
+use bp_auth::domain::identities::{index_key, ProviderClaims};
 use bp_auth::domain::time::Timestamp;
 use bp_auth::domain::user::{NewUser, UserState};
 use bp_auth::store::{self, Created, IndexChange, Store, StoreError};
@@ -153,9 +155,120 @@ async fn conformance(store: &dyn Store) {
         store.save_user(&a3, &[]).unwrap();
     }
 
+    // A provider identity belongs to one user, claimed like a passkey: at creation (with the
+    // email, all or nothing) and by a later save; another's claim changes nothing.
+    let claims = |sub: &str, email: &str| ProviderClaims {
+        provider: "google".into(),
+        subject: sub.into(),
+        email: Some(email.into()),
+        email_verified: true,
+        name: None,
+    };
+    let new = |sub: &str, email: &str| {
+        UserState::from_identity(
+            &claims(sub, email),
+            Email::parse(email).unwrap(),
+            &Origin::default(),
+            Timestamp(1_800_000_000),
+        )
+    };
+    let c = new("c-1", "carol@example.com");
+    let Created::Yes(_) = store.create_user(&c).unwrap() else {
+        panic!("a fresh email and identity")
+    };
+    let key = index_key("google", "c-1");
+    assert_eq!(store.user_by_identity(&key).unwrap(), Some(c.id));
+    assert_eq!(
+        store.user_by_identity(&index_key("google", "c-2")).unwrap(),
+        None
+    );
+    let rival = new("c-1", "carla@example.com");
+    assert!(matches!(
+        store.create_user(&rival).unwrap(),
+        Created::IdentityTaken
+    ));
+    assert_eq!(
+        store.user_by_email("carla@example.com").unwrap(),
+        None,
+        "the refused creation claimed no email"
+    );
+    assert_eq!(store.load_user(rival.id).unwrap(), None);
+    let b2 = bumped(&b1);
+    assert!(matches!(
+        store.save_user(&b2, &[IndexChange::IdentityPut(key.clone())]),
+        Err(StoreError::IdentityTaken)
+    ));
+    assert_eq!(
+        store.load_user(b.id).unwrap(),
+        Some(b1.clone()),
+        "unchanged"
+    );
+    // Another user's delete does not release it; the owner's does.
+    store
+        .save_user(&b2, &[IndexChange::IdentityDelete(key.clone())])
+        .unwrap();
+    assert_eq!(store.user_by_identity(&key).unwrap(), Some(c.id));
+    let c1 = bumped(&c);
+    store
+        .save_user(&c1, &[IndexChange::IdentityDelete(key.clone())])
+        .unwrap();
+    assert_eq!(store.user_by_identity(&key).unwrap(), None);
+    let b3 = bumped(&b2);
+    store
+        .save_user(&b3, &[IndexChange::IdentityPut(key.clone())])
+        .unwrap();
+    assert_eq!(store.user_by_identity(&key).unwrap(), Some(b.id));
+
+    // Pending entries: taken once, gone when expired, bounded (expired ones make room).
+    let t0 = Timestamp(1_800_000_000);
+    assert!(store
+        .put_pending(&[1; 32], b"one", t0.plus(60), t0, 2)
+        .unwrap());
+    assert!(store
+        .put_pending(&[2; 32], b"two", t0.plus(5), t0, 2)
+        .unwrap());
+    assert!(
+        !store
+            .put_pending(&[3; 32], b"three", t0.plus(60), t0, 2)
+            .unwrap(),
+        "full"
+    );
+    assert_eq!(
+        store.take_pending(&[1; 32], t0.plus(1)).unwrap().as_deref(),
+        Some(&b"one"[..])
+    );
+    assert_eq!(
+        store.take_pending(&[1; 32], t0.plus(1)).unwrap(),
+        None,
+        "used once"
+    );
+    assert_eq!(store.take_pending(&[9; 32], t0).unwrap(), None);
+    // At t0 + 10 the second has expired: room for two more.
+    let later = t0.plus(10);
+    assert!(store
+        .put_pending(&[3; 32], b"three", later.plus(60), later, 2)
+        .unwrap());
+    assert!(store
+        .put_pending(&[4; 32], b"four", later.plus(60), later, 2)
+        .unwrap());
+    assert!(!store
+        .put_pending(&[5; 32], b"five", later.plus(60), later, 2)
+        .unwrap());
+    assert_eq!(
+        store.take_pending(&[2; 32], later).unwrap(),
+        None,
+        "expired"
+    );
+    assert_eq!(
+        store.take_pending(&[4; 32], later.plus(60)).unwrap(),
+        None,
+        "expired at its expiry"
+    );
+    assert!(store.take_pending(&[3; 32], later).unwrap().is_some());
+
     let mut ids = store.user_ids().unwrap();
     ids.sort();
-    let mut want = vec![a.id, b.id];
+    let mut want = vec![a.id, b.id, c.id];
     want.sort();
     assert_eq!(ids, want);
 }
@@ -176,8 +289,12 @@ async fn the_store_contract_holds_on_postgres() {
     store.close();
     // Reopened (migrations already applied), everything is there.
     let store = open_pg(&url);
-    assert_eq!(store.user_ids().unwrap().len(), 2);
+    assert_eq!(store.user_ids().unwrap().len(), 3);
     assert!(store.user_by_email("ada@example.org").unwrap().is_some());
+    assert!(store
+        .user_by_identity(&index_key("google", "c-1"))
+        .unwrap()
+        .is_some());
     store.close();
 }
 

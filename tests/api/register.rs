@@ -6,11 +6,12 @@ use serde_json::{json, Value};
 
 use crate::helpers::*;
 
-const PROFILE_KEYS: [&str; 12] = [
+const PROFILE_KEYS: [&str; 13] = [
     "created_at",
     "email",
     "email_verified",
     "full_name",
+    "has_password",
     "id",
     "mfa_enabled",
     "phone",
@@ -37,6 +38,7 @@ fn assert_profile_shape(p: &Value) {
     assert_eq!(p["status"], "active");
     assert_eq!(p["phone_verified"], false);
     assert_eq!(p["mfa_enabled"], false);
+    assert_eq!(p["has_password"], true, "a registration sets a password");
     let created = p["created_at"].as_str().expect("created_at is a string");
     assert!(
         created.ends_with('Z'),

@@ -4,13 +4,14 @@
 //! The rules that change it live beside it, one file per area: `sessions` (login, refresh,
 //! logout), `mfa` (TOTP enrolment and the login challenge), `api_key`, `profile`,
 //! `phone` (verification codes), `email` (verification and change of address), `password`
-//! (change and reset), `status` (deactivation and reactivation) and `passkeys` (WebAuthn
-//! registration, login and second factor).
+//! (change and reset), `status` (deactivation and reactivation), `passkeys` (WebAuthn
+//! registration, login and second factor) and `identities` (OpenID Connect providers).
 
 use serde::{Deserialize, Serialize};
 
 mod api_key;
 mod email;
+mod identities;
 mod mfa;
 mod passkeys;
 mod password;
@@ -20,6 +21,7 @@ mod sessions;
 mod status;
 
 pub use email::EmailMoved;
+pub use identities::LinkBy;
 #[cfg(test)]
 pub(crate) use passkeys::soft;
 pub use passkeys::{Ceremony, PasskeyUser};
@@ -29,6 +31,7 @@ use super::apikey::ApiKey;
 use super::codes::CodeSlot;
 use super::credentials::Email;
 use super::events::{Event, EventKind, History, Origin};
+use super::identities::Identity;
 use super::ids::{SessionId, TenantId, UserId};
 use super::mfa::MfaState;
 use super::passkeys::StoredPasskey;
@@ -93,7 +96,8 @@ pub struct UserState {
     pub role: Role,
     pub tenant: Tenant,
     pub created_at: Timestamp,
-    /// argon2id PHC string; never the password.
+    /// argon2id PHC string; never the password. Empty for a user a provider created, until
+    /// one is set (`has_password`).
     pub password_hash: String,
     pub sessions: Vec<Session>,
     pub api_key: Option<ApiKey>,
@@ -118,6 +122,9 @@ pub struct UserState {
     /// Registered passkeys, oldest first (since format version 4).
     #[serde(default)]
     pub passkeys: Vec<StoredPasskey>,
+    /// Identities at OpenID Connect providers, oldest first (since format version 5).
+    #[serde(default)]
+    pub identities: Vec<Identity>,
 }
 
 /// The address a change is waiting to confirm, and the code sent to it.
@@ -175,6 +182,7 @@ impl UserState {
             email_change: EmailChange::default(),
             history: History::default(),
             passkeys: Vec::new(),
+            identities: Vec::new(),
         }
     }
 
@@ -278,6 +286,7 @@ mod tests {
             "email_change",
             "history",
             "passkeys",
+            "identities",
         ] {
             json.as_object_mut().unwrap().remove(field);
         }
@@ -285,6 +294,7 @@ mod tests {
         assert!(!read.email_verified);
         assert_eq!(read.email_change, EmailChange::default());
         assert!(read.passkeys.is_empty());
+        assert!(read.identities.is_empty());
     }
 
     #[test]
