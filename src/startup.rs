@@ -92,6 +92,19 @@ pub fn load_keyring<K: KeyFiles + ?Sized>(
     ))
 }
 
+/// Threads for the user actors: one per core when a write costs memory and CPU (sled: the
+/// flush is awaited apart, by the group committer); more with a shared engine, where each write
+/// holds its actor's thread for a round trip and the database's commit, so that commits of
+/// different users overlap (and PostgreSQL groups their WAL flushes) instead of queueing two at
+/// a time behind two threads.
+fn actor_threads(store: &dyn Store, cores: usize) -> usize {
+    if store.shared() {
+        (cores * 8).clamp(16, store::postgres::POOL_SIZE - 8)
+    } else {
+        cores
+    }
+}
+
 /// The longest a signed token can stay valid: what a superseded key must outlive.
 pub fn max_token_life(config: &Config) -> u64 {
     let t = &config.tokens;
@@ -162,7 +175,7 @@ impl Application {
                 },
                 oidc_max_pending: config.oidc.max_pending,
             },
-            cores,
+            actor_threads(store.as_ref(), cores),
         );
 
         directory.start_sweeper();

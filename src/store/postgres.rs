@@ -65,9 +65,10 @@ use crate::keys::{KeyError, KeyFiles};
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 /// PostgreSQL's own limit on one statement, below [`CALL_TIMEOUT`] so the server gives up first.
 const STATEMENT_TIMEOUT_MS: u64 = 8_000;
-/// Connections in the pool: the writers are the actors' arbiters (one per core) and the HTTP
-/// workers' lookups; more would only queue inside PostgreSQL.
-const POOL_SIZE: usize = 8;
+/// Connections in the pool: the writers are the actors' threads (see `startup::actor_threads`,
+/// at most this less 8) and the rest serve the HTTP workers' lookups; PostgreSQL's default
+/// `max_connections` (100) holds a few nodes' pools.
+pub const POOL_SIZE: usize = 40;
 /// Serialises migrations of nodes starting at once (an arbitrary constant: "bp-auth").
 const MIGRATION_LOCK: i64 = 0x0062_702d_6175_7468;
 
