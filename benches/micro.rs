@@ -502,7 +502,8 @@ fn logins(c: &mut Criterion) {
     let directory = system.block_on(async { directory_over(store, &config) });
     let ring = keyring(&config);
     let hashes =
-        bp_auth::hashing::HashPool::start(hasher(&config), 0, config.password.max_queue).unwrap();
+        bp_auth::hashing::HashPool::start(hasher(&config), 0, config.password.max_queue, 0)
+            .unwrap();
     let origin = Url::parse("http://localhost:8080").unwrap();
     let mut soft = SoftPasskey::new(true);
     system.block_on(async {

@@ -132,6 +132,10 @@ pub struct PasswordConfig {
     pub argon2_parallelism: u32,
     /// Hashing threads; 0 means one per core.
     pub hash_threads: usize,
+    /// The nice value (0–19) the hashing threads run at: above 0 they yield the cores to token
+    /// checks and refreshes when both are waiting, so a login flood cannot starve them, and
+    /// still take every idle cycle.
+    pub hash_nice: i32,
     /// Hashes allowed to wait for a thread before requests are shed with 503.
     pub max_queue: usize,
     /// Hashes one account may have queued or running at once; more answer 429, so that one
@@ -147,6 +151,7 @@ impl Default for PasswordConfig {
             argon2_iterations: 2,
             argon2_parallelism: 1,
             hash_threads: 0,
+            hash_nice: 10,
             max_queue: 64,
             max_in_flight_per_account: 2,
         }
@@ -543,6 +548,9 @@ impl Config {
         }
         if self.password.argon2_memory_kib < 8 * self.password.argon2_parallelism.max(1) {
             return bad("password.argon2_memory_kib is below argon2's minimum");
+        }
+        if !(0..=19).contains(&self.password.hash_nice) {
+            return bad("password.hash_nice must be between 0 and 19");
         }
         if self.password.argon2_iterations == 0 || self.password.argon2_parallelism == 0 {
             return bad("password.argon2_iterations and argon2_parallelism must be at least 1");

@@ -57,8 +57,14 @@ pub struct HashPool {
 }
 
 impl HashPool {
-    /// Starts `threads` hashing threads (0 = one per core) with room for `max_queue` waiting jobs.
-    pub fn start(hasher: Hasher, threads: usize, max_queue: usize) -> Result<Self, HashPoolError> {
+    /// Starts `threads` hashing threads (0 = one per core) at nice value `nice`, with room for
+    /// `max_queue` waiting jobs.
+    pub fn start(
+        hasher: Hasher,
+        threads: usize,
+        max_queue: usize,
+        nice: i32,
+    ) -> Result<Self, HashPoolError> {
         let threads = if threads == 0 {
             thread::available_parallelism()
                 .map(|n| n.get())
@@ -75,7 +81,10 @@ impl HashPool {
             let in_flight = in_flight.clone();
             thread::Builder::new()
                 .name(format!("bp-hash-{i}"))
-                .spawn(move || worker(&hasher, &rx, &in_flight))
+                .spawn(move || {
+                    lower_priority(nice);
+                    worker(&hasher, &rx, &in_flight)
+                })
                 .map_err(|e| HashPoolError::Failed(e.to_string()))?;
         }
         let dummy_secret = crate::domain::secrets::random_32();
@@ -146,6 +155,19 @@ impl HashPool {
     }
 }
 
+/// Gives the calling thread nice value `nice`. On Linux the nice value is a thread's own (the
+/// `PRIO_PROCESS` of "this process", 0, names the calling thread), so only the hashing threads
+/// yield; raising it needs no privilege. A thread that cannot is logged and hashes at the
+/// normal priority.
+fn lower_priority(nice: i32) {
+    if nice <= 0 {
+        return;
+    }
+    if let Err(e) = rustix::process::setpriority_process(None, nice) {
+        tracing::warn!(error = %e, nice, "hashing thread keeps its priority");
+    }
+}
+
 fn record_wait(queued: std::time::Instant) {
     crate::metrics::get()
         .hash_wait
@@ -202,7 +224,7 @@ mod tests {
 
     #[tokio::test]
     async fn hashes_and_verifies_off_thread() {
-        let pool = HashPool::start(Hasher::new(19_456, 2, 1).unwrap(), 1, 4).unwrap();
+        let pool = HashPool::start(Hasher::new(19_456, 2, 1).unwrap(), 1, 4, 10).unwrap();
         let phc: Arc<str> = pool.hash("correct horse").await.unwrap().into();
         assert!(pool
             .verify("correct horse", Some(phc.clone()))
@@ -215,7 +237,7 @@ mod tests {
 
     #[tokio::test]
     async fn abandoned_jobs_are_skipped_and_not_counted_forever() {
-        let pool = HashPool::start(Hasher::new(19_456, 2, 1).unwrap(), 1, 8).unwrap();
+        let pool = HashPool::start(Hasher::new(19_456, 2, 1).unwrap(), 1, 8, 0).unwrap();
         let first = {
             let p = pool.clone();
             tokio::spawn(async move { p.hash("correct horse").await })
@@ -239,7 +261,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_full_queue_sheds_at_once() {
-        let pool = HashPool::start(Hasher::new(19_456, 2, 1).unwrap(), 1, 1).unwrap();
+        let pool = HashPool::start(Hasher::new(19_456, 2, 1).unwrap(), 1, 1, 10).unwrap();
         let mut tasks = Vec::new();
         for _ in 0..8 {
             let p = pool.clone();
