@@ -53,6 +53,7 @@ mod passkey;
 mod plot;
 mod progress;
 mod report;
+mod scale;
 mod scenarios;
 mod seed;
 mod server;
@@ -73,8 +74,9 @@ use crate::backup::measure_backup;
 use crate::client::{run_http, CpuProbe, CLIENT_THREAD};
 use crate::memory::measure_memory;
 use crate::outcome::Outcome;
-use crate::plot::chart;
+use crate::plot::{chart, scale_chart};
 use crate::report::{progress_line, render_table, report_json, Memories};
+use crate::scale::measure_scale;
 use crate::scenarios::{Kind, Pool, Prebuilt, Slot};
 use crate::seed::{seed, Profile};
 use crate::server::{hasher, server_config, start_in_process};
@@ -140,6 +142,15 @@ struct Args {
     /// restore with `admin import`, timing each (issue 13); 0 skips it [default: 0; smoke: 200].
     #[arg(long)]
     backup_users: Option<usize>,
+    /// Cost curves: data dir sizes (accounts, comma-separated) to measure the real binary on,
+    /// e.g. `10000,100000,1000000`: start-up to the first `/me`, warm and cold `/me` and
+    /// refresh, login, memory; a table, `scale.json` and `scale.svg` [default: none].
+    /// Seeded dirs are kept under `target/bench-data/` (a million accounts: ~1 GiB).
+    #[arg(long, value_delimiter = ',')]
+    scale: Vec<usize>,
+    /// Measured seconds per cost-curve scenario [default: 5; quick: 2].
+    #[arg(long)]
+    scale_duration: Option<f64>,
     /// Where report.json and chart.svg go [default: target/bench-report].
     #[arg(long)]
     out: Option<PathBuf>,
@@ -187,6 +198,8 @@ struct Settings {
     memory_users: usize,
     failed_logins: usize,
     backup_users: usize,
+    scale: Vec<usize>,
+    scale_duration: Duration,
     /// Where the report goes; `None` writes none (smoke tests).
     out: Option<PathBuf>,
     cores: usize,
@@ -256,6 +269,12 @@ impl Settings {
                 .failed_logins
                 .unwrap_or(mode.pick(1_000_000, 20_000, 1_000)),
             backup_users: a.backup_users.unwrap_or(mode.pick(0, 0, 200)),
+            scale: a.scale.into_iter().filter(|n| *n > 0).collect(),
+            scale_duration: Duration::from_secs_f64(
+                a.scale_duration
+                    .unwrap_or(mode.pick(5.0, 2.0, 0.3))
+                    .max(0.1),
+            ),
             out,
             cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
         })
@@ -433,6 +452,23 @@ async fn run(s: Settings) -> Res<()> {
         measure_backup(tmp.path(), &phc, &s),
     )
     .await;
+    let scale_points = if s.scale.is_empty() {
+        None
+    } else {
+        let scaled = Settings {
+            duration: s.scale_duration,
+            warmup: (s.scale_duration / 4).min(Duration::from_secs(1)),
+            ..s.clone()
+        };
+        measurement(
+            1,
+            "cost curves",
+            &s,
+            &mut notes,
+            measure_scale(tmp.path(), &phc, &s.scale, &scaled),
+        )
+        .await
+    };
     let elapsed = total.elapsed();
 
     let date = bp_auth::clock::now().rfc3339();
@@ -444,6 +480,15 @@ async fn run(s: Settings) -> Res<()> {
     if let Some(b) = &backup {
         table.push_str(&b.render());
     }
+    if let Some(points) = &scale_points {
+        table.push_str(&scale::render(points));
+        for (what, met, figure) in scale::targets(points) {
+            table.push_str(&format!(
+                "  [{}] {what:<56} {figure}\n",
+                if met { "met " } else { "MISS" }
+            ));
+        }
+    }
     println!("{table}");
     let Some(out) = &s.out else {
         println!("(smoke test: no report written; run it with `cargo bench --bench load`)");
@@ -453,6 +498,11 @@ async fn run(s: Settings) -> Res<()> {
     let mut report = report_json(&s, &outcomes, &memory, &notes, &date, elapsed);
     if let Some(b) = &backup {
         report["backup"] = b.json();
+    }
+    if let Some(points) = &scale_points {
+        report["scale"] = scale::json(points);
+        scale_chart(&out.join("scale.svg"), points, &date)?;
+        println!("cost curves: {}", out.join("scale.svg").display());
     }
     std::fs::write(out.join("report.json"), serde_json::to_vec_pretty(&report)?)?;
     chart(&out.join("chart.svg"), &outcomes, &date, &s)?;

@@ -29,10 +29,8 @@ pub(crate) enum Kind {
     Argon2Raw,
     /// Scale runs only (`scale.rs`): `/me` of users not touched since the server started, each
     /// once, from [`Slot::queue`].
-    #[allow(dead_code)] // until scale.rs lands
     MeCold,
     /// Scale runs only: the first refresh of users not touched since the start, each once.
-    #[allow(dead_code)] // until scale.rs lands
     RefreshCold,
 }
 

@@ -133,7 +133,25 @@ impl Wire {
     /// Sends `request` and reads its answer; on any failure the connection is dropped (the
     /// next request opens a new one).
     pub(crate) async fn send(&mut self, request: &[u8]) -> Result<Status, String> {
-        match tokio::time::timeout(ANSWER_TIMEOUT, self.exchange(request)).await {
+        let reused = self.stream.is_some();
+        let first = tokio::time::timeout(ANSWER_TIMEOUT, self.exchange(request)).await;
+        // A kept-alive connection the server closed while it was idle (its keep-alive timeout)
+        // fails before any byte of an answer: the request was not read, so it is sent again on a
+        // new connection, once.
+        let first = match first {
+            Ok(Err(e))
+                if reused
+                    && self.buf.is_empty()
+                    && ["closed", "reset", "Broken pipe"]
+                        .iter()
+                        .any(|w| e.contains(w)) =>
+            {
+                self.stream = None;
+                tokio::time::timeout(ANSWER_TIMEOUT, self.exchange(request)).await
+            }
+            other => other,
+        };
+        match first {
             Ok(Ok(status)) => Ok(status),
             Ok(Err(e)) => {
                 self.stream = None;
@@ -170,11 +188,11 @@ impl Wire {
         let Some(stream) = self.stream.as_mut() else {
             return Err("transport: no connection".into());
         };
+        self.buf.clear();
         stream
             .write_all(request)
             .await
             .map_err(|e| format!("transport: write: {e}"))?;
-        self.buf.clear();
         let head_end = loop {
             if let Some(i) = find(&self.buf, b"\r\n\r\n") {
                 break i + 4;

@@ -9,14 +9,24 @@
 //! - Version 3: sessions record their last use, login method, user agent and address; the user
 //!   keeps a security history (older sessions read as unrecorded, the history starts empty).
 //! - Version 4: the user's passkeys (none before), and a `Passkey` login method appended.
+//! - Version 5 (the sled engine's `users` tree only): version 4's layout with an empty history;
+//!   the history is a record of its own ([`encode_history`]), written only when it changed, so
+//!   that the writes that record nothing (a refresh, most of all) do not rewrite a hundred
+//!   events each time. Whole snapshots (PostgreSQL's rows, and what [`encode`] writes) stay
+//!   version 4.
 
 use serde::Serialize;
 
 use super::legacy::{UserStateV1, UserStateV2, UserStateV3};
 use super::StoreError;
+use crate::domain::events::History;
 use crate::domain::user::UserState;
 
 pub const FORMAT_VERSION: u8 = 4;
+/// A version 4 snapshot whose history is kept apart (see the module's list).
+pub const SPLIT_VERSION: u8 = 5;
+/// The version byte of a history record.
+const HISTORY_VERSION: u8 = 1;
 
 pub fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {
     let mut out = vec![FORMAT_VERSION];
@@ -34,10 +44,51 @@ fn decode_exact<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, StoreE
     Ok(value)
 }
 
-/// A user's snapshot of any version this build knows, as the current `UserState`.
+/// A user's snapshot without its history (version 5); the history goes to
+/// [`encode_history`]. Copying the state is cheap: its history's events are shared.
+pub fn encode_split(state: &UserState) -> Result<Vec<u8>, StoreError> {
+    let mut core = state.clone();
+    core.history = History::default();
+    let mut out = encode(&core)?;
+    out[0] = SPLIT_VERSION;
+    Ok(out)
+}
+
+/// A history record: its version byte, the count of events ever recorded (big-endian, read by
+/// [`history_recorded`] without decoding the rest), then the history.
+pub fn encode_history(history: &History) -> Result<Vec<u8>, StoreError> {
+    let mut out = vec![HISTORY_VERSION];
+    out.extend_from_slice(&history.recorded().to_be_bytes());
+    bincode::serde::encode_into_std_write(history, &mut out, bincode::config::standard())
+        .map_err(|e| StoreError::Corrupt(format!("encode: {e}")))?;
+    Ok(out)
+}
+
+/// The count of events ever recorded of a history record.
+pub fn history_recorded(bytes: &[u8]) -> Option<u64> {
+    match bytes.split_first() {
+        Some((&HISTORY_VERSION, rest)) => rest.get(..8)?.try_into().ok().map(u64::from_be_bytes),
+        _ => None,
+    }
+}
+
+pub fn decode_history(bytes: &[u8]) -> Result<History, StoreError> {
+    match bytes.split_first() {
+        Some((&HISTORY_VERSION, rest)) if rest.len() >= 8 => decode_exact(&rest[8..]),
+        _ => Err(StoreError::Corrupt("unknown history record".into())),
+    }
+}
+
+/// Whether a snapshot keeps its history apart (version 5), so that its reader must add it.
+pub fn is_split(bytes: &[u8]) -> bool {
+    bytes.first() == Some(&SPLIT_VERSION)
+}
+
+/// A user's snapshot of any version this build knows, as the current `UserState` (of a version
+/// 5 snapshot, with an empty history: see [`is_split`]).
 pub fn decode_user(bytes: &[u8]) -> Result<UserState, StoreError> {
     match bytes.split_first() {
-        Some((&FORMAT_VERSION, body)) => decode_exact(body),
+        Some((&FORMAT_VERSION | &SPLIT_VERSION, body)) => decode_exact(body),
         Some((3, body)) => decode_exact::<UserStateV3>(body).map(UserState::from),
         Some((2, body)) => decode_exact::<UserStateV2>(body)
             .map(UserStateV3::from)
