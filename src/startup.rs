@@ -110,7 +110,15 @@ impl Application {
             p.argon2_parallelism,
         )
         .map_err(|e| crate::hashing::HashPoolError::Failed(e.to_string()))?;
-        let hashes = HashPool::start(hasher, p.hash_threads, p.max_queue, p.hash_nice)?;
+        let hashes = HashPool::start(
+            hasher,
+            p.hash_threads,
+            p.max_queue,
+            crate::hashing::Priority {
+                nice: p.hash_nice,
+                idle: p.hash_idle,
+            },
+        )?;
 
         let cores = std::thread::available_parallelism()
             .map(|n| n.get())

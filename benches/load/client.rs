@@ -8,7 +8,9 @@ use std::time::Instant;
 
 use crate::outcome::{new_hist, Outcome};
 use crate::progress::{scenario_bar, tick, Live};
-use crate::scenarios::{exhausted, flood_login, login, step, Conn, Kind, Pool, Slot};
+use crate::scenarios::{
+    exhausted, flood_login, login, pipelinable, step, step_pipelined, Conn, Kind, Pool, Slot,
+};
 use crate::{Settings, PASSWORD};
 
 /// The name of the client runtime's threads, to tell their CPU time from the server's.
@@ -92,6 +94,41 @@ impl CpuProbe {
     }
 }
 
+/// The runtimes the measuring connections run on: `cores / 2` threads (at least one), each a
+/// single-threaded tokio runtime owning its share of the connections.
+///
+/// Why not the harness's multi-threaded runtime: on two cores shared with the server, its work
+/// stealing woke an idle worker (a futex call, a context switch) for most answers, and that was
+/// a good part of the client's CPU. A connection here is polled by the thread whose socket
+/// became readable, and nothing else wakes. With half the cores, the client can never take more
+/// than half the machine from the server.
+fn io_handles() -> &'static [tokio::runtime::Handle] {
+    static HANDLES: std::sync::OnceLock<Vec<tokio::runtime::Handle>> = std::sync::OnceLock::new();
+    HANDLES.get_or_init(|| {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        (0..(cores / 2).max(1))
+            .filter_map(|i| {
+                let (tx, rx) = std::sync::mpsc::channel();
+                std::thread::Builder::new()
+                    .name(format!("{CLIENT_THREAD}-io-{i}"))
+                    .spawn(move || {
+                        let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                            .enable_all()
+                            .build()
+                        else {
+                            return;
+                        };
+                        let _ = tx.send(rt.handle().clone());
+                        // Runs the spawned connections until the process ends.
+                        rt.block_on(std::future::pending::<()>());
+                    })
+                    .ok()?;
+                rx.recv().ok()
+            })
+            .collect()
+    })
+}
+
 /// What the flood connections of `me-under-login-flood` were answered.
 #[derive(Default)]
 struct Flood {
@@ -126,16 +163,24 @@ pub(crate) async fn run_http(
     let mut slots = slots;
     slots.extend((0..flooders).map(|_| Slot::default()));
     let mut tasks = Vec::with_capacity(slots.len());
+    let io = io_handles();
     for (id, slot) in slots.into_iter().enumerate() {
         let pool = pool.clone();
         let live = live.clone();
         let flood = flood.clone();
         let mut conn = Conn::new(id, &pool, slot);
+        conn.wire.guarded = false;
         let flooder = id >= measured_conns;
-        tasks.push(tokio::spawn(async move {
+        let depth = if pipelinable(kind) { s.pipeline } else { 1 };
+        let on = match io.get(id % io.len().max(1)) {
+            Some(h) => h.clone(),
+            None => tokio::runtime::Handle::current(),
+        };
+        tasks.push(on.spawn(async move {
             let mut hist = new_hist();
             let (mut n, mut errors, mut warm_errors) = (0u64, 0u64, 0u64);
             let mut samples: Vec<String> = Vec::new();
+            let mut statuses: Vec<u16> = Vec::with_capacity(depth);
             // When the last measured request completed, for a connection that ran out early.
             let mut last = None;
             loop {
@@ -151,6 +196,41 @@ pub(crate) async fn run_http(
                     };
                     if Instant::now() >= measure_from {
                         counter.fetch_add(1, Ordering::Relaxed);
+                    }
+                    continue;
+                }
+                if depth > 1 {
+                    // Pipelined: every answer of the batch is timed from the batch's write.
+                    let r = step_pipelined(kind, &pool, &mut conn, depth, &mut statuses).await;
+                    let t1 = Instant::now();
+                    let measured = t1 >= measure_from && t1 <= deadline;
+                    let answered = statuses.len() as u64;
+                    let bad = statuses.iter().filter(|s| !(200..300).contains(*s)).count() as u64;
+                    if measured {
+                        n += answered;
+                        last = Some(t1);
+                        let us = t1.duration_since(t0).as_micros() as u64;
+                        let _ = hist.record_n(us.max(1), answered);
+                        live.done.fetch_add(answered, Ordering::Relaxed);
+                        errors += bad + u64::from(r.is_err());
+                    } else if t1 < measure_from {
+                        warm_errors += bad + u64::from(r.is_err());
+                    }
+                    let e = match r {
+                        Err(e) => Some(e),
+                        Ok(()) if bad > 0 => Some(format!(
+                            "HTTP {}",
+                            statuses
+                                .iter()
+                                .find(|s| !(200..300).contains(*s))
+                                .unwrap_or(&0)
+                        )),
+                        Ok(()) => None,
+                    };
+                    if let Some(e) = e {
+                        if samples.len() < 3 && !samples.contains(&e) {
+                            samples.push(e);
+                        }
                     }
                     continue;
                 }
@@ -219,8 +299,20 @@ pub(crate) async fn run_http(
     let mut slots = Vec::with_capacity(measured_conns);
     let mut ended_early: Option<Instant> = None;
     let mut all_ran_out = true;
-    for t in tasks {
-        match t.await {
+    // A connection still waiting for an answer well after the window (a stalled server) is
+    // given up, so that the run ends.
+    let give_up = tokio::time::Instant::from(deadline) + std::time::Duration::from_secs(30);
+    for mut t in tasks {
+        let joined = tokio::select! {
+            r = &mut t => r,
+            _ = tokio::time::sleep_until(give_up) => {
+                t.abort();
+                out.samples.push("a connection got no answer 30 s after the window".into());
+                slots.push(Slot::default());
+                continue;
+            }
+        };
+        match joined {
             Ok((hist, n, errors, warm, samples, slot, flooder, ran_out)) => {
                 match ran_out {
                     Some(at) if !flooder => {

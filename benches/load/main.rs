@@ -109,6 +109,14 @@ struct Args {
     /// which need a server of their own, are skipped.
     #[arg(long)]
     url: Vec<String>,
+    /// Requests a connection sends at once in the GET scenarios (healthz, me-*, entitlements,
+    /// sessions-list): HTTP/1.1 pipelining, so that the client's syscalls and wake-ups are
+    /// shared by that many requests [default: 1, one at a time]. Refresh, login and every
+    /// other change are never pipelined (each waits for the answer before it), so with N > 1
+    /// their ratios to healthz compare unlike with like: the default keeps every scenario to
+    /// one request in flight a connection, as wrk and real clients measure.
+    #[arg(long)]
+    pipeline: Option<usize>,
     /// Rounds of every scenario, interleaved (all scenarios once, then again), so that the
     /// machine's other load falls on all of them alike; the table gives the mean and the
     /// spread [default: 3; quick: 1].
@@ -189,6 +197,7 @@ impl Mode {
 struct Settings {
     mode: Mode,
     urls: Vec<String>,
+    pipeline: usize,
     repeat: usize,
     users: usize,
     duration: Duration,
@@ -259,6 +268,7 @@ impl Settings {
                 .map(|u| u.trim_end_matches('/').to_string())
                 .collect(),
             repeat: a.repeat.unwrap_or(mode.pick(3, 1, 1)).max(1),
+            pipeline: a.pipeline.unwrap_or(1).clamp(1, 64),
             users: a.users.unwrap_or(mode.pick(1_000, 200, 100)).max(1),
             warmup: (duration / 4).min(Duration::from_secs(2)),
             duration,

@@ -321,6 +321,67 @@ pub(crate) async fn step(kind: Kind, pool: &Pool, conn: &mut Conn) -> Result<(),
     }
 }
 
+/// Whether a scenario's requests may be pipelined: GETs that change nothing, each independent
+/// of the answer before it.
+pub(crate) fn pipelinable(kind: Kind) -> bool {
+    matches!(
+        kind,
+        Kind::Healthz
+            | Kind::MeJwt
+            | Kind::MeApiKey
+            | Kind::Entitlements
+            | Kind::SessionsList
+            | Kind::MeUnderLoginFlood
+            | Kind::MeCold
+    )
+}
+
+/// Up to `depth` requests of a [`pipelinable`] scenario in one write; their statuses in
+/// `statuses` (fewer than `depth` when a queue runs out).
+pub(crate) async fn step_pipelined(
+    kind: Kind,
+    pool: &Pool,
+    conn: &mut Conn,
+    depth: usize,
+    statuses: &mut Vec<u16>,
+) -> Result<(), String> {
+    let pre = &pool.prebuilt[conn.target];
+    let mut batch = std::mem::take(&mut conn.scratch);
+    batch.clear();
+    let mut count = 0;
+    for _ in 0..depth {
+        let list = match kind {
+            Kind::Healthz => {
+                batch.extend_from_slice(&pre.healthz);
+                count += 1;
+                continue;
+            }
+            Kind::MeCold => {
+                if let Some(req) = conn.slot.queue.pop() {
+                    batch.extend_from_slice(&req);
+                    count += 1;
+                }
+                continue;
+            }
+            Kind::MeApiKey => &pre.me_apikey,
+            Kind::Entitlements => &pre.entitlements,
+            Kind::SessionsList => &pre.sessions,
+            _ => &pre.me,
+        };
+        let i = conn.pick(list.len());
+        batch.extend_from_slice(&list[i]);
+        count += 1;
+    }
+    let r = if count == 0 {
+        statuses.clear();
+        Ok(())
+    } else {
+        conn.wire.send_pipelined(&batch, count, statuses).await
+    };
+    conn.scratch = batch;
+    r
+}
+
 /// Whether `conn` has nothing left to send in `kind`.
 pub(crate) fn exhausted(kind: Kind, conn: &Conn) -> bool {
     matches!(kind, Kind::MeCold | Kind::RefreshCold) && conn.slot.queue.is_empty()
