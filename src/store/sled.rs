@@ -53,6 +53,27 @@ fn user_id(bytes: &[u8]) -> Result<UserId, StoreError> {
     Ok(UserId::from_bytes(arr))
 }
 
+/// Opens the database under `dir` once and closes it again, so that sled writes its snapshot
+/// (see [`super::checkpoint`]). The threads of a store just dropped may hold the lock a moment
+/// longer: it waits up to ten seconds for them, then gives up (the next start replays instead).
+pub fn checkpoint(dir: &Path) -> Result<(), StoreError> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match sled::Config::new().path(dir).flush_every_ms(None).open() {
+            Ok(db) => {
+                db.flush()?;
+                return Ok(());
+            }
+            Err(e) => match StoreError::from(e) {
+                StoreError::Locked if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                other => return Err(other),
+            },
+        }
+    }
+}
+
 impl SledStore {
     /// Opens (or creates) the database under `dir`.
     pub fn open(dir: &Path, storage: &StorageConfig) -> Result<Self, StoreError> {
