@@ -502,8 +502,13 @@ fn logins(c: &mut Criterion) {
     store.create_user(&user).expect("create");
     let directory = system.block_on(async { directory_over(store, &config) });
     let ring = keyring(&config);
-    let hashes =
-        bp_auth::hashing::HashPool::start(hasher(&config), 0, config.password.max_queue).unwrap();
+    let hashes = bp_auth::hashing::HashPool::start(
+        hasher(&config),
+        0,
+        config.password.max_queue,
+        Default::default(),
+    )
+    .unwrap();
     let origin = Url::parse("http://localhost:8080").unwrap();
     let mut soft = SoftPasskey::new(true);
     system.block_on(async {

@@ -57,8 +57,14 @@ pub struct HashPool {
 }
 
 impl HashPool {
-    /// Starts `threads` hashing threads (0 = one per core) with room for `max_queue` waiting jobs.
-    pub fn start(hasher: Hasher, threads: usize, max_queue: usize) -> Result<Self, HashPoolError> {
+    /// Starts `threads` hashing threads (0 = one per core) at `priority`, with room for
+    /// `max_queue` waiting jobs.
+    pub fn start(
+        hasher: Hasher,
+        threads: usize,
+        max_queue: usize,
+        priority: Priority,
+    ) -> Result<Self, HashPoolError> {
         let threads = if threads == 0 {
             thread::available_parallelism()
                 .map(|n| n.get())
@@ -75,7 +81,10 @@ impl HashPool {
             let in_flight = in_flight.clone();
             thread::Builder::new()
                 .name(format!("bp-hash-{i}"))
-                .spawn(move || worker(&hasher, &rx, &in_flight))
+                .spawn(move || {
+                    priority.apply();
+                    worker(&hasher, &rx, &in_flight)
+                })
                 .map_err(|e| HashPoolError::Failed(e.to_string()))?;
         }
         let dummy_secret = crate::domain::secrets::random_32();
@@ -146,6 +155,46 @@ impl HashPool {
     }
 }
 
+/// How the hashing threads yield to the rest of the server (`password.hash_nice`,
+/// `password.hash_idle`).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Priority {
+    /// The nice value, 0–19.
+    pub nice: i32,
+    /// `SCHED_IDLE` (Linux).
+    pub idle: bool,
+}
+
+impl Priority {
+    /// Applies to the calling thread. On Linux the nice value and the policy are a thread's
+    /// own (the `PRIO_PROCESS` of "this process", 0, names the calling thread), so only the
+    /// hashing threads yield; lowering either needs no privilege. A thread that cannot is
+    /// logged and hashes at the normal priority.
+    fn apply(self) {
+        if self.nice > 0 {
+            if let Err(e) = rustix::process::setpriority_process(None, self.nice) {
+                tracing::warn!(error = %e, nice = self.nice, "hashing thread keeps its nice value");
+            }
+        }
+        #[cfg(target_os = "linux")]
+        if self.idle {
+            use thread_priority::unix::{
+                set_thread_priority_and_policy, thread_native_id, NormalThreadSchedulePolicy,
+                ThreadSchedulePolicy,
+            };
+            let idle = ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Idle);
+            let set = set_thread_priority_and_policy(
+                thread_native_id(),
+                thread_priority::ThreadPriority::Min,
+                idle,
+            );
+            if let Err(e) = set {
+                tracing::warn!(error = ?e, "hashing thread keeps its scheduling policy");
+            }
+        }
+    }
+}
+
 fn record_wait(queued: std::time::Instant) {
     crate::metrics::get()
         .hash_wait
@@ -202,7 +251,16 @@ mod tests {
 
     #[tokio::test]
     async fn hashes_and_verifies_off_thread() {
-        let pool = HashPool::start(Hasher::new(19_456, 2, 1).unwrap(), 1, 4).unwrap();
+        let pool = HashPool::start(
+            Hasher::new(19_456, 2, 1).unwrap(),
+            1,
+            4,
+            Priority {
+                nice: 19,
+                idle: true,
+            },
+        )
+        .unwrap();
         let phc: Arc<str> = pool.hash("correct horse").await.unwrap().into();
         assert!(pool
             .verify("correct horse", Some(phc.clone()))
@@ -215,7 +273,13 @@ mod tests {
 
     #[tokio::test]
     async fn abandoned_jobs_are_skipped_and_not_counted_forever() {
-        let pool = HashPool::start(Hasher::new(19_456, 2, 1).unwrap(), 1, 8).unwrap();
+        let pool = HashPool::start(
+            Hasher::new(19_456, 2, 1).unwrap(),
+            1,
+            8,
+            Priority::default(),
+        )
+        .unwrap();
         let first = {
             let p = pool.clone();
             tokio::spawn(async move { p.hash("correct horse").await })
@@ -239,7 +303,16 @@ mod tests {
 
     #[tokio::test]
     async fn a_full_queue_sheds_at_once() {
-        let pool = HashPool::start(Hasher::new(19_456, 2, 1).unwrap(), 1, 1).unwrap();
+        let pool = HashPool::start(
+            Hasher::new(19_456, 2, 1).unwrap(),
+            1,
+            1,
+            Priority {
+                nice: 10,
+                idle: false,
+            },
+        )
+        .unwrap();
         let mut tasks = Vec::new();
         for _ in 0..8 {
             let p = pool.clone();

@@ -130,7 +130,15 @@ impl Application {
             p.argon2_parallelism,
         )
         .map_err(|e| crate::hashing::HashPoolError::Failed(e.to_string()))?;
-        let hashes = HashPool::start(hasher, p.hash_threads, p.max_queue)?;
+        let hashes = HashPool::start(
+            hasher,
+            p.hash_threads,
+            p.max_queue,
+            crate::hashing::Priority {
+                nice: p.hash_nice,
+                idle: p.hash_idle,
+            },
+        )?;
 
         let cores = std::thread::available_parallelism()
             .map(|n| n.get())
@@ -328,6 +336,30 @@ impl Application {
         self.directory.stop();
         self.store.close();
         tracing::info!("bp-auth stopped; store flushed");
+        // Every handle of the store gone, the engine may prepare its next start.
+        let (data_dir, storage) = (
+            self.config.server.data_dir.clone(),
+            self.config.storage.clone(),
+        );
+        drop(self.state);
+        drop(self.directory);
+        drop(self.store);
+        let started = std::time::Instant::now();
+        let checkpointed =
+            tokio::task::spawn_blocking(move || crate::store::checkpoint(&data_dir, &storage))
+                .await;
+        match checkpointed {
+            Ok(Ok(())) => tracing::info!(
+                ms = started.elapsed().as_millis() as u64,
+                "store checkpointed for a quick start"
+            ),
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "store not checkpointed; the next start replays its log")
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "store not checkpointed; the next start replays its log")
+            }
+        }
         result
     }
 }

@@ -64,5 +64,6 @@ pub(crate) async fn run_argon2(config: &Config, s: &Settings) -> Res<Outcome> {
         out.requests += n;
         out.errors += errors;
     }
+    out.close_run();
     Ok(out)
 }

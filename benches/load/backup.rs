@@ -12,7 +12,7 @@ use bp_auth::config::Durability;
 use serde_json::{json, Value};
 
 use crate::child::ChildServer;
-use crate::seed::seed;
+use crate::seed::{seed, Profile};
 use crate::server::server_config;
 use crate::{Res, Settings};
 
@@ -62,7 +62,17 @@ fn backup(data_dir: &Path, out: &Path) -> Res<Timed> {
 pub(crate) async fn measure_backup(dir: &Path, phc: &str, s: &Settings) -> Res<Backup> {
     let data_dir = dir.join("backup");
     let config = server_config(&data_dir, Durability::Flush);
-    let (seeded, took) = seed(&config, phc, "backup", s.backup_users, true)?;
+    let (seeded, took) = seed(
+        &config,
+        phc,
+        "backup",
+        s.backup_users,
+        Profile {
+            api_key: true,
+            lived_in: false,
+            session: false,
+        },
+    )?;
     eprintln!(
         "backup: seeded {} accounts (each with an API key) in {:.1} s",
         seeded.ids.len(),

@@ -18,6 +18,14 @@ impl ChildServer {
     /// Starts the binary on `data_dir` with `env` on top of the harness's own settings
     /// (plain-HTTP cookies, warnings only), and waits until it is ready.
     pub(crate) async fn start(data_dir: &Path, env: &[(&str, &str)]) -> Res<Self> {
+        let server = Self::spawn(data_dir, env)?;
+        wait_ready(&server.base).await?;
+        Ok(server)
+    }
+
+    /// Starts the binary as [`ChildServer::start`] does, without waiting for it (to time its
+    /// start-up).
+    pub(crate) fn spawn(data_dir: &Path, env: &[(&str, &str)]) -> Res<Self> {
         std::fs::create_dir_all(data_dir)?;
         let port = free_port()?;
         let child = Command::new(env!("CARGO_BIN_EXE_bp-auth"))
@@ -34,12 +42,10 @@ impl ChildServer {
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .spawn()?;
-        let server = Self {
+        Ok(Self {
             child,
             base: format!("http://127.0.0.1:{port}"),
-        };
-        wait_ready(&server.base).await?;
-        Ok(server)
+        })
     }
 
     /// SIGTERM, then waits until the server has drained, flushed its store and exited.

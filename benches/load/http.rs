@@ -6,9 +6,10 @@ use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use reqwest::Client;
-use serde_json::{json, Value};
+use serde_json::json;
 
 use crate::progress::counter_bar;
+use crate::scenarios::Chain;
 use crate::{Res, PASSWORD};
 
 /// A keep-alive client: one per connection, so one TCP connection each.
@@ -52,28 +53,6 @@ pub(crate) async fn body_2xx(
     }
 }
 
-/// The tokens of a login or refresh.
-#[derive(Clone)]
-pub(crate) struct Chain {
-    pub(crate) email: String,
-    pub(crate) access: String,
-    pub(crate) refresh: String,
-}
-
-pub(crate) fn tokens_of(body: &[u8], email: &str) -> Result<Chain, String> {
-    let v: Value = serde_json::from_slice(body).map_err(|e| format!("token JSON: {e}"))?;
-    let field = |k: &str| {
-        v[k].as_str()
-            .map(str::to_string)
-            .ok_or_else(|| format!("no {k} in {v}"))
-    };
-    Ok(Chain {
-        email: email.to_string(),
-        access: field("access_token")?,
-        refresh: field("refresh_token")?,
-    })
-}
-
 pub(crate) async fn login(client: &Client, base: &str, email: &str) -> Result<Chain, String> {
     let res = client
         .post(format!("{base}/api/auth/token"))
@@ -81,7 +60,7 @@ pub(crate) async fn login(client: &Client, base: &str, email: &str) -> Result<Ch
         .send()
         .await;
     let body = body_2xx(res).await?;
-    tokens_of(body.as_ref(), email)
+    Chain::of(body.as_ref(), email)
 }
 
 pub(crate) async fn register(client: &Client, base: &str, email: &str) -> Result<(), String> {

@@ -49,14 +49,17 @@ mod client;
 mod http;
 mod memory;
 mod outcome;
+mod passkey;
 mod plot;
 mod progress;
 mod report;
+mod scale;
 mod scenarios;
 mod seed;
 mod server;
 mod setup;
 mod targets;
+mod wire;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -68,21 +71,25 @@ use clap::Parser;
 use crate::abuse_memory::measure_failed_logins;
 use crate::argon2_raw::run_argon2;
 use crate::backup::measure_backup;
-use crate::client::{run_http, CLIENT_THREAD};
+use crate::client::{run_http, CpuProbe, CLIENT_THREAD};
 use crate::memory::measure_memory;
 use crate::outcome::Outcome;
-use crate::plot::chart;
+use crate::plot::{chart, scale_chart};
 use crate::report::{progress_line, render_table, report_json, Memories};
-use crate::scenarios::{Kind, Pool};
-use crate::seed::seed;
+use crate::scale::measure_scale;
+use crate::scenarios::{Kind, Pool, Prebuilt, Slot};
+use crate::seed::{seed, Profile};
 use crate::server::{hasher, server_config, start_in_process};
 use crate::setup::{prepare, register_accounts, setup_logins};
+use crate::wire::{Target, Wire};
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
 type Res<T> = Result<T, Error>;
 
 /// The password of every seeded and registered account: long, not a common one, not an email.
 const PASSWORD: &str = "bench: correct horse battery staple";
+/// The password `password-change` alternates with [`PASSWORD`].
+const PASSWORD_ALT: &str = "bench: another horse, another staple";
 
 #[derive(Parser, Debug)]
 #[command(
@@ -95,11 +102,26 @@ struct Args {
     /// failed logins).
     #[arg(long)]
     quick: bool,
-    /// Drive a running server instead of starting one in this process (`http://127.0.0.1:8080`).
-    /// Accounts are then registered over HTTP, and `refresh-periodic` and the memory figure,
+    /// Drive a running server instead of starting one in this process (`http://127.0.0.1:8080`);
+    /// repeated, drive several nodes of one deployment (two bp-auth on one PostgreSQL, say):
+    /// setup runs against the first, and each scenario's connections go to them in turn.
+    /// Accounts are then registered over HTTP, and `refresh-periodic` and the memory figures,
     /// which need a server of their own, are skipped.
     #[arg(long)]
-    url: Option<String>,
+    url: Vec<String>,
+    /// Requests a connection sends at once in the GET scenarios (healthz, me-*, entitlements,
+    /// sessions-list): HTTP/1.1 pipelining, so that the client's syscalls and wake-ups are
+    /// shared by that many requests [default: 1, one at a time]. Refresh, login and every
+    /// other change are never pipelined (each waits for the answer before it), so with N > 1
+    /// their ratios to healthz compare unlike with like: the default keeps every scenario to
+    /// one request in flight a connection, as wrk and real clients measure.
+    #[arg(long)]
+    pipeline: Option<usize>,
+    /// Rounds of every scenario, interleaved (all scenarios once, then again), so that the
+    /// machine's other load falls on all of them alike; the table gives the mean and the
+    /// spread [default: 3; quick: 1].
+    #[arg(long)]
+    repeat: Option<usize>,
     /// Accounts seeded before the scenarios [default: 1000; quick: 200].
     #[arg(long)]
     users: Option<usize>,
@@ -111,8 +133,9 @@ struct Args {
     #[arg(long)]
     connections: Option<usize>,
     /// Scenarios to run, comma-separated [default: all]: healthz, me-jwt, me-apikey,
-    /// entitlements, login, register, refresh, refresh-periodic, mixed, argon2-raw; `none` runs
-    /// only the memory figures.
+    /// entitlements, sessions-list, login, register, password-change, passkey-login, refresh,
+    /// refresh-periodic, mixed, me-under-login-flood, argon2-raw; `none` runs only the
+    /// memory figures.
     #[arg(long, value_delimiter = ',')]
     scenarios: Option<Vec<String>>,
     /// Idle users loaded to measure resident memory per user; 0 skips it
@@ -127,6 +150,15 @@ struct Args {
     /// restore with `admin import`, timing each (issue 13); 0 skips it [default: 0; smoke: 200].
     #[arg(long)]
     backup_users: Option<usize>,
+    /// Cost curves: data dir sizes (accounts, comma-separated) to measure the real binary on,
+    /// e.g. `10000,100000,1000000`: start-up to the first `/me`, warm and cold `/me` and
+    /// refresh, login, memory; a table, `scale.json` and `scale.svg` [default: none].
+    /// Seeded dirs are kept under `target/bench-data/` (a million accounts: ~1 GiB).
+    #[arg(long, value_delimiter = ',')]
+    scale: Vec<usize>,
+    /// Measured seconds per cost-curve scenario [default: 5; quick: 2].
+    #[arg(long)]
+    scale_duration: Option<f64>,
     /// Where report.json and chart.svg go [default: target/bench-report].
     #[arg(long)]
     out: Option<PathBuf>,
@@ -164,7 +196,9 @@ impl Mode {
 #[derive(Debug, Clone)]
 struct Settings {
     mode: Mode,
-    url: Option<String>,
+    urls: Vec<String>,
+    pipeline: usize,
+    repeat: usize,
     users: usize,
     duration: Duration,
     warmup: Duration,
@@ -173,6 +207,8 @@ struct Settings {
     memory_users: usize,
     failed_logins: usize,
     backup_users: usize,
+    scale: Vec<usize>,
+    scale_duration: Duration,
     /// Where the report goes; `None` writes none (smoke tests).
     out: Option<PathBuf>,
     cores: usize,
@@ -226,8 +262,14 @@ impl Settings {
         let connections = a.connections.unwrap_or(mode.pick(64, 16, 4)).max(1);
         Ok(Self {
             mode,
-            url: a.url.map(|u| u.trim_end_matches('/').to_string()),
-            users: a.users.unwrap_or(mode.pick(1_000, 200, 50)).max(1),
+            urls: a
+                .url
+                .iter()
+                .map(|u| u.trim_end_matches('/').to_string())
+                .collect(),
+            repeat: a.repeat.unwrap_or(mode.pick(3, 1, 1)).max(1),
+            pipeline: a.pipeline.unwrap_or(1).clamp(1, 64),
+            users: a.users.unwrap_or(mode.pick(1_000, 200, 100)).max(1),
             warmup: (duration / 4).min(Duration::from_secs(2)),
             duration,
             connections,
@@ -237,13 +279,28 @@ impl Settings {
                 .failed_logins
                 .unwrap_or(mode.pick(1_000_000, 20_000, 1_000)),
             backup_users: a.backup_users.unwrap_or(mode.pick(0, 0, 200)),
+            scale: a.scale.into_iter().filter(|n| *n > 0).collect(),
+            scale_duration: Duration::from_secs_f64(
+                a.scale_duration
+                    .unwrap_or(mode.pick(5.0, 2.0, 0.3))
+                    .max(0.1),
+            ),
             out,
             cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
         })
     }
 
     fn in_process(&self) -> bool {
-        self.url.is_none()
+        self.urls.is_empty()
+    }
+
+    /// The targets as the table names them.
+    fn target_name(&self) -> String {
+        if self.in_process() {
+            "in-process server".into()
+        } else {
+            self.urls.join(" + ")
+        }
     }
 }
 
@@ -271,62 +328,112 @@ async fn run(s: Settings) -> Res<()> {
         h.hash(PASSWORD.as_bytes(), &mut h.scratch())?
     };
 
-    // The main target: seeded and started here, or a running server.
+    // The main target: seeded and started here, or running servers.
     let mut server = None;
     let mut prepared = None;
     if http_wanted {
-        let (base, emails, keys) = match &s.url {
-            None => {
-                let config = server_config(&tmp.path().join("main"), Durability::Flush);
-                let (seeded, took) = seed(&config, &phc, "user", s.users, true)?;
-                notes.push(format!(
-                    "seeded {} accounts (each with an API key) through the store in {:.1} s",
-                    s.users,
-                    took.as_secs_f64()
-                ));
-                let srv = start_in_process(config)?;
-                let base = srv.base.clone();
-                server = Some(srv);
-                (base, seeded.emails, seeded.api_keys)
-            }
-            Some(url) => {
-                let emails = register_accounts(url, &s, &mut notes).await?;
-                (url.clone(), emails, Vec::new())
-            }
+        let (bases, emails, keys) = if s.in_process() {
+            let config = server_config(&tmp.path().join("main"), Durability::Flush);
+            let (seeded, took) = seed(
+                &config,
+                &phc,
+                "user",
+                s.users,
+                Profile {
+                    api_key: true,
+                    lived_in: true,
+                    session: false,
+                },
+            )?;
+            notes.push(format!(
+                "seeded {} accounts (each with an API key, 3 other sessions and a full history of 100 \
+                 events, as an account in use for a while) through the store in {:.1} s",
+                s.users,
+                took.as_secs_f64()
+            ));
+            let srv = start_in_process(config)?;
+            let base = srv.base.clone();
+            server = Some(srv);
+            (vec![base], seeded.emails, seeded.api_keys)
+        } else {
+            let emails = register_accounts(&s.urls[0], &s, &mut notes).await?;
+            (s.urls.clone(), emails, Vec::new())
         };
-        let p = prepare(&base, emails, keys, &s).await?;
+        let p = prepare(&bases, emails, keys, &s).await?;
         notes.extend(p.notes.iter().cloned());
         prepared = Some(p);
     }
+    let probe = CpuProbe {
+        server_pid: None,
+        in_process: s.in_process(),
+    };
 
+    // Rounds interleaved: every scenario once, then again, so that whatever else the machine
+    // does falls on all of them alike.
     let mut outcomes: Vec<Outcome> = Vec::new();
-    for &kind in &s.scenarios {
-        let outcome = match kind {
-            Kind::Argon2Raw => run_argon2(&config, &s).await?,
-            Kind::RefreshPeriodic => match &s.url {
-                Some(_) => {
+    let mut periodic = None;
+    for round in 0..s.repeat {
+        for &kind in &s.scenarios {
+            let outcome = match kind {
+                Kind::Argon2Raw => run_argon2(&config, &s).await?,
+                Kind::RefreshPeriodic if !s.in_process() => {
                     Outcome::skipped(kind, "needs a server of its own: in-process runs only")
                 }
-                None => run_periodic(tmp.path(), &phc, &s, &mut notes).await?,
-            },
-            _ => {
-                let p = prepared.as_mut().ok_or("no HTTP target prepared")?;
-                if kind == Kind::MeApiKey && p.pool.api_keys.is_empty() {
-                    Outcome::skipped(kind, "no API keys (GET /api/auth/api-key not served)")
-                } else if kind == Kind::Entitlements && !p.entitlements_served {
-                    Outcome::skipped(kind, "GET /api/auth/me/entitlements answers 404")
-                } else {
-                    let chains = std::mem::take(&mut p.chains);
-                    let (o, chains) = run_http(kind, p.pool.clone(), chains, &s).await;
-                    p.chains = chains;
-                    o
+                Kind::RefreshPeriodic => {
+                    if periodic.is_none() {
+                        periodic = Some(Periodic::start(tmp.path(), &phc, &s, &mut notes).await?);
+                    }
+                    let p = periodic.as_mut().ok_or("no periodic server")?;
+                    p.round(&s, probe).await
                 }
+                _ => {
+                    let p = prepared.as_mut().ok_or("no HTTP target prepared")?;
+                    if kind == Kind::MeApiKey && !p.api_keys_served {
+                        Outcome::skipped(kind, "no API keys (GET /api/auth/api-key not served)")
+                    } else if kind == Kind::Entitlements && !p.entitlements_served {
+                        Outcome::skipped(kind, "GET /api/auth/me/entitlements answers 404")
+                    } else if kind == Kind::PasskeyLogin
+                        && p.slots.iter().all(|sl| sl.passkey.is_none())
+                    {
+                        Outcome::skipped(kind, "no passkey could be registered in setup")
+                    } else if kind == Kind::PasswordChange
+                        && p.slots.iter().all(|sl| sl.pw.is_none())
+                    {
+                        Outcome::skipped(kind, "no accounts of their own for the connections")
+                    } else {
+                        let slots = std::mem::take(&mut p.slots);
+                        let (o, slots) = run_http(kind, p.pool.clone(), slots, &s, probe).await;
+                        p.slots = slots;
+                        if kind == Kind::PasswordChange {
+                            restore_passwords(&p.pool, &mut p.slots).await;
+                        }
+                        o
+                    }
+                }
+            };
+            let line = progress_line(&outcome);
+            if s.repeat > 1 {
+                eprintln!("round {}/{}: {line}", round + 1, s.repeat);
+            } else {
+                eprintln!("{line}");
             }
-        };
-        eprintln!("{}", progress_line(&outcome));
-        outcomes.push(outcome);
+            match outcomes.iter_mut().find(|o| o.kind == kind) {
+                Some(o) => o.merge(outcome),
+                None => outcomes.push(outcome),
+            }
+        }
+    }
+    if s.repeat > 1 {
+        notes.push(format!(
+            "{} rounds of every scenario, interleaved; req/s is their mean, spread half their \
+             range (as a share of the mean), p99 over all rounds' requests",
+            s.repeat
+        ));
     }
     drop(prepared);
+    if let Some(p) = periodic {
+        p.srv.stop().await;
+    }
     if let Some(srv) = server {
         srv.stop().await;
     }
@@ -355,6 +462,23 @@ async fn run(s: Settings) -> Res<()> {
         measure_backup(tmp.path(), &phc, &s),
     )
     .await;
+    let scale_points = if s.scale.is_empty() {
+        None
+    } else {
+        let scaled = Settings {
+            duration: s.scale_duration,
+            warmup: (s.scale_duration / 4).min(Duration::from_secs(1)),
+            ..s.clone()
+        };
+        measurement(
+            1,
+            "cost curves",
+            &s,
+            &mut notes,
+            measure_scale(tmp.path(), &phc, &s.scale, &scaled),
+        )
+        .await
+    };
     let elapsed = total.elapsed();
 
     let date = bp_auth::clock::now().rfc3339();
@@ -366,6 +490,15 @@ async fn run(s: Settings) -> Res<()> {
     if let Some(b) = &backup {
         table.push_str(&b.render());
     }
+    if let Some(points) = &scale_points {
+        table.push_str(&scale::render(points));
+        for (what, met, figure) in scale::targets(points) {
+            table.push_str(&format!(
+                "  [{}] {what:<56} {figure}\n",
+                if met { "met " } else { "MISS" }
+            ));
+        }
+    }
     println!("{table}");
     let Some(out) = &s.out else {
         println!("(smoke test: no report written; run it with `cargo bench --bench load`)");
@@ -375,6 +508,11 @@ async fn run(s: Settings) -> Res<()> {
     let mut report = report_json(&s, &outcomes, &memory, &notes, &date, elapsed);
     if let Some(b) = &backup {
         report["backup"] = b.json();
+    }
+    if let Some(points) = &scale_points {
+        report["scale"] = scale::json(points);
+        scale_chart(&out.join("scale.svg"), points, &date)?;
+        println!("cost curves: {}", out.join("scale.svg").display());
     }
     std::fs::write(out.join("report.json"), serde_json::to_vec_pretty(&report)?)?;
     chart(&out.join("chart.svg"), &outcomes, &date, &s)?;
@@ -411,43 +549,85 @@ async fn measurement<T>(
     }
 }
 
-/// `refresh-periodic`: a second server with `storage.durability = "periodic"`, its own accounts.
-async fn run_periodic(
-    dir: &Path,
-    phc: &str,
-    s: &Settings,
-    notes: &mut Vec<String>,
-) -> Res<Outcome> {
-    let config = server_config(&dir.join("periodic"), Durability::Periodic);
-    let (seeded, _) = seed(&config, phc, "periodic", s.connections, false)?;
-    let srv = start_in_process(config)?;
-    let chains = setup_logins(
-        &srv.base,
-        &seeded.emails,
-        s.connections,
-        0,
-        s,
-        "logging in (periodic server)",
-    )
-    .await?;
-    notes.push(format!(
-        "refresh-periodic: a second in-process server, {} accounts, one chain per connection",
-        seeded.emails.len()
-    ));
-    let pool = Arc::new(Pool {
-        base: srv.base.clone(),
-        jwts: Vec::new(),
-        api_keys: Vec::new(),
-        emails: seeded.emails,
-        run_id: String::new(),
-    });
-    let (outcome, _) = run_http(
-        Kind::RefreshPeriodic,
-        pool,
-        chains.into_iter().map(Some).collect(),
-        s,
-    )
-    .await;
-    srv.stop().await;
-    Ok(outcome)
+/// `refresh-periodic`: a second server with `storage.durability = "periodic"`, its own accounts,
+/// kept for every round.
+struct Periodic {
+    srv: server::InProcess,
+    pool: Arc<Pool>,
+    slots: Vec<Slot>,
+}
+
+impl Periodic {
+    async fn start(dir: &Path, phc: &str, s: &Settings, notes: &mut Vec<String>) -> Res<Self> {
+        let config = server_config(&dir.join("periodic"), Durability::Periodic);
+        let (seeded, _) = seed(
+            &config,
+            phc,
+            "periodic",
+            s.connections,
+            Profile {
+                api_key: false,
+                lived_in: true,
+                session: false,
+            },
+        )?;
+        let srv = start_in_process(config)?;
+        let chains = setup_logins(
+            &srv.base,
+            &seeded.emails,
+            s.connections,
+            0,
+            s,
+            "logging in (periodic server)",
+        )
+        .await?;
+        notes.push(format!(
+            "refresh-periodic: a second in-process server, {} accounts, one chain per connection",
+            seeded.emails.len()
+        ));
+        let target = Target::resolve(&srv.base).await?;
+        let pool = Arc::new(Pool {
+            prebuilt: vec![Prebuilt::new(&target, &[], &[])],
+            targets: vec![target],
+            emails: seeded.emails,
+            run_id: String::new(),
+        });
+        let slots = chains
+            .into_iter()
+            .map(|c| Slot {
+                chain: Some(c),
+                ..Slot::default()
+            })
+            .collect();
+        Ok(Self { srv, pool, slots })
+    }
+
+    async fn round(&mut self, s: &Settings, probe: CpuProbe) -> Outcome {
+        let slots = std::mem::take(&mut self.slots);
+        let (o, slots) = run_http(Kind::RefreshPeriodic, self.pool.clone(), slots, s, probe).await;
+        self.slots = slots;
+        o
+    }
+}
+
+/// After a `password-change` round, sets back [`PASSWORD`] on the accounts left with the other
+/// one, so that every account logs in with it again (outside any timing).
+async fn restore_passwords(pool: &Pool, slots: &mut [Slot]) {
+    for (i, slot) in slots.iter_mut().enumerate() {
+        let Some((chain, alt)) = slot.pw.as_mut() else {
+            continue;
+        };
+        if !*alt {
+            continue;
+        }
+        let t = &pool.targets[i % pool.targets.len()];
+        let body = serde_json::json!({"current_password": PASSWORD_ALT,
+            "new_password": PASSWORD, "revoke_other_sessions": false});
+        let req = t.post_json("/api/auth/password/change", &body, Some(&chain.access));
+        let mut wire = Wire::new(t.clone());
+        match wire.send_2xx(&req).await {
+            Ok(()) => *alt = false,
+            Err(e) => eprintln!("password-change: could not set the password back: {e}"),
+        }
+    }
 }

@@ -11,7 +11,7 @@ use serde_json::json;
 
 use crate::child::ChildServer;
 use crate::http::{client, fan_out};
-use crate::seed::seed;
+use crate::seed::{seed, Profile};
 use crate::server::server_config;
 use crate::{Res, Settings};
 
@@ -54,7 +54,7 @@ async fn resident_actors(base: &str) -> Option<u64> {
 pub(crate) async fn measure_memory(dir: &Path, phc: &str, s: &Settings) -> Res<Memory> {
     let data_dir = dir.join("memory");
     let config = server_config(&data_dir, Durability::Flush);
-    let (seeded, took) = seed(&config, phc, "mem", s.memory_users, false)?;
+    let (seeded, took) = seed(&config, phc, "mem", s.memory_users, Profile::default())?;
     eprintln!(
         "memory: seeded {} idle accounts in {:.1} s",
         seeded.ids.len(),

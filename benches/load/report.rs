@@ -21,19 +21,25 @@ pub(crate) struct Memories<'a> {
 
 /// Only the hashing flows are compared with the raw hash rate; for the others it means nothing.
 fn argon2_relevant(kind: Kind) -> bool {
-    matches!(kind, Kind::Login | Kind::Register)
+    kind.hashes() > 0
+}
+
+/// Hashes a second as a fraction of `argon2-raw`'s (a password change is two hashes).
+fn vs_argon2(outcomes: &[Outcome], o: &Outcome) -> Option<f64> {
+    ratio(outcomes, o, Kind::Argon2Raw).map(|r| r * f64::from(o.kind.hashes()))
 }
 
 /// One scenario's line on stderr as soon as it ends, before the table.
 pub(crate) fn progress_line(o: &Outcome) -> String {
     match &o.skipped {
-        Some(why) => format!("{:>18}: skipped ({why})", o.kind.name()),
+        Some(why) => format!("{:>20}: skipped ({why})", o.kind.name()),
         None => format!(
-            "{:>18}: {:.0}/s, p99 {:.2} ms, {} errors",
+            "{:>20}: {:.0}/s, p99 {:.2} ms, {} errors, client cpu {}",
             o.kind.name(),
             o.rate(),
             o.ms(0.99),
-            o.errors
+            o.errors,
+            pct(o.client_cpu)
         ),
     }
 }
@@ -63,15 +69,16 @@ pub(crate) fn render_table(
         s.duration.as_secs_f64(),
         s.warmup.as_secs_f64(),
         s.users,
-        s.url.as_deref().unwrap_or("in-process server"),
+        s.target_name(),
     );
     // A run of the memory figures alone (`--scenarios none`) has no scenario to head.
     if !outcomes.is_empty() {
         let _ = writeln!(
             t,
-            "{:<17} {:>10} {:>9} {:>9} {:>9} {:>9} {:>8} {:>10} {:>10} {:>10}",
+            "{:<20} {:>10} {:>7} {:>9} {:>9} {:>9} {:>9} {:>8} {:>10} {:>10} {:>11}",
             "scenario",
             "req/s",
+            "spread",
             "p50 ms",
             "p90 ms",
             "p99 ms",
@@ -81,15 +88,15 @@ pub(crate) fn render_table(
             "/argon2",
             "client cpu"
         );
-        let _ = writeln!(t, "{}", "-".repeat(17 + 11 + 40 + 9 + 33));
+        let _ = writeln!(t, "{}", "-".repeat(20 + 11 + 8 + 40 + 9 + 34));
     }
     for o in outcomes {
         if let Some(why) = &o.skipped {
-            let _ = writeln!(t, "{:<17} skipped: {why}", o.kind.name());
+            let _ = writeln!(t, "{:<20} skipped: {why}", o.kind.name());
             continue;
         }
         let vs_argon = if argon2_relevant(o.kind) {
-            pct(ratio(outcomes, o, Kind::Argon2Raw))
+            pct(vs_argon2(outcomes, o))
         } else {
             "-".into()
         };
@@ -98,11 +105,17 @@ pub(crate) fn render_table(
         } else {
             pct(ratio(outcomes, o, Kind::Healthz))
         };
+        let cpu = match o.client_cpu {
+            Some(_) if o.client_bound() => format!("{} !", pct(o.client_cpu)),
+            c => pct(c),
+        };
         let _ = writeln!(
             t,
-            "{:<17} {:>10.1} {:>9.2} {:>9.2} {:>9.2} {:>9.2} {:>8} {:>10} {:>10} {:>10}",
+            "{:<20} {:>10.1} {:>7} {:>9.2} {:>9.2} {:>9.2} {:>9.2} {:>8} {:>10} {:>10} {:>11}",
             o.kind.name(),
             o.rate(),
+            o.spread()
+                .map_or_else(|| "-".into(), |x| format!("±{:.1}%", x * 100.0)),
             o.ms(0.50),
             o.ms(0.90),
             o.ms(0.99),
@@ -110,8 +123,31 @@ pub(crate) fn render_table(
             o.errors,
             vs_health,
             vs_argon,
-            pct(o.client_cpu)
+            cpu
         );
+    }
+    let bound: Vec<&str> = outcomes
+        .iter()
+        .filter(|o| o.skipped.is_none() && o.client_bound())
+        .map(|o| o.kind.name())
+        .collect();
+    if !bound.is_empty() {
+        let _ = writeln!(
+            t,
+            "! client-bound: the load generator took more than a third of the CPU in {}: \
+             these figures measure the client as much as the server",
+            bound.join(", ")
+        );
+    }
+    for o in outcomes {
+        if let Some([unauthorized, shed, other]) = o.flood {
+            let _ = writeln!(
+                t,
+                "{}: the flood was answered {unauthorized:.0}/s 401, {shed:.0}/s 503 (shed), \
+                 {other:.0}/s otherwise",
+                o.kind.name()
+            );
+        }
     }
     let memory = memories.idle;
     if let Some(m) = memory {
@@ -144,12 +180,12 @@ pub(crate) fn render_table(
     if !targets.is_empty() {
         let _ = writeln!(
             t,
-            "\ntargets (issue 5; informational, this machine is shared):"
+            "\ntargets (issues 5 and 16; informational, this machine is shared):"
         );
         for tg in &targets {
             let _ = writeln!(
                 t,
-                "  [{}] {:<44} {}",
+                "  [{}] {:<56} {}",
                 if tg.met { "met " } else { "MISS" },
                 tg.what,
                 tg.figure
@@ -185,8 +221,14 @@ pub(crate) fn render_table(
     if s.in_process() {
         let _ = writeln!(
             t,
-            "  client cpu: the load generator's share of the CPU time used in the window; it \
-             shares the cores with the server, so the server had the rest"
+            "  client cpu: the load generator's share of the CPU time client and server used in \
+             the window (they share the cores: the server had the rest); over a third is marked !"
+        );
+    } else {
+        let _ = writeln!(
+            t,
+            "  client cpu: the load generator's share of this machine's CPU in the window (the \
+             server's own is not visible from here)"
         );
     }
     let _ = write!(t, "  total run time {:.1} s", elapsed.as_secs_f64());
@@ -224,9 +266,14 @@ pub(crate) fn report_json(
                     "mean": round(o.hist.mean() / 1000.0),
                 },
                 "ratio_to_healthz": if o.kind == Kind::Argon2Raw { None } else { ratio(outcomes, o, Kind::Healthz).map(round) },
-                "ratio_to_argon2_raw": if argon2_relevant(o.kind) { ratio(outcomes, o, Kind::Argon2Raw).map(round) } else { None },
+                "ratio_to_argon2_raw": if argon2_relevant(o.kind) { vs_argon2(outcomes, o).map(round) } else { None },
                 "error_samples": o.samples,
                 "client_cpu_share": o.client_cpu.map(round),
+                "client_bound": o.client_bound(),
+                "rounds": o.runs.iter().map(|r| json!({"rps": round(r.rate), "p99_ms": r.p99_ms, "client_cpu_share": r.client_cpu.map(round)})).collect::<Vec<_>>(),
+                "spread": o.spread().map(round),
+                "p99_range_ms": o.p99_range().map(|(lo, hi)| [lo, hi]),
+                "flood_per_s": o.flood.map(|[u, sh, ot]| json!({"401": round(u), "503": round(sh), "other": round(ot)})),
             }),
         })
         .collect();
@@ -253,12 +300,13 @@ pub(crate) fn report_json(
     json!({
         "date": date,
         "mode": s.mode.name(),
-        "target": s.url.as_deref().unwrap_or("in-process"),
+        "target": s.target_name(),
         "machine": {"cores": s.cores},
         "settings": {
             "users": s.users,
             "connections": s.connections,
             "duration_s": s.duration.as_secs_f64(),
+            "rounds": s.repeat,
             "warmup_s": s.warmup.as_secs_f64(),
             "memory_users": s.memory_users,
             "failed_logins": s.failed_logins,

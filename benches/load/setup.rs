@@ -8,8 +8,10 @@ use std::time::Instant;
 use bp_auth::domain::secrets::random_32;
 use serde_json::Value;
 
-use crate::http::{body_2xx, client, fan_out, login, register, wait_ready, Chain};
-use crate::scenarios::Pool;
+use crate::http::{body_2xx, client, fan_out, login, register, wait_ready};
+use crate::passkey;
+use crate::scenarios::{Chain, Pool, Prebuilt, Slot};
+use crate::wire::{Target, Wire};
 use crate::{Res, Settings};
 
 /// Logs in `count` accounts spread over `emails` (setup, not measured).
@@ -54,18 +56,31 @@ async fn route_served(base: &str, path: &str, token: &str) -> bool {
 /// Everything a target needs before its scenarios: accounts, tokens, keys, chains.
 pub(crate) struct Prepared {
     pub(crate) pool: Arc<Pool>,
-    pub(crate) chains: Vec<Option<Chain>>,
+    /// One a connection: its refresh chain, its password-change account, its passkey.
+    pub(crate) slots: Vec<Slot>,
+    pub(crate) api_keys_served: bool,
     pub(crate) entitlements_served: bool,
     pub(crate) notes: Vec<String>,
 }
 
+/// Logs in, fetches keys and registers passkeys on `bases[0]` (the nodes of one deployment
+/// share their accounts and keys); the scenarios then spread their connections over `bases`.
 pub(crate) async fn prepare(
-    base: &str,
+    bases: &[String],
     emails: Vec<String>,
     api_keys: Vec<String>,
     s: &Settings,
 ) -> Res<Prepared> {
+    let base = bases.first().ok_or("no target")?.as_str();
     let mut notes = Vec::new();
+    // The last 2 x connections accounts are the connections' own, for the scenarios that
+    // change them (their passwords, their passkeys, which make a password login ask for a
+    // second factor); the rest log in with the password, as token holders and refresh chains.
+    let per = s.connections;
+    let own = if emails.len() > 2 * per { 2 * per } else { 0 };
+    let mut emails = emails;
+    let owned = emails.split_off(emails.len() - own);
+    let (pw_emails, pk_emails) = owned.split_at(own / 2);
     let token_users = emails.len().min((4 * s.connections).max(64));
     let started = Instant::now();
     let tokens = setup_logins(base, &emails, token_users, 0, s, "logging in (tokens)").await?;
@@ -79,12 +94,47 @@ pub(crate) async fn prepare(
         "logging in (refresh chains)",
     )
     .await?;
+    let (pw, pk) = if own > 0 {
+        (
+            setup_logins(base, pw_emails, per, 0, s, "logging in (password-change)").await?,
+            setup_logins(base, pk_emails, per, 0, s, "logging in (passkey-login)").await?,
+        )
+    } else {
+        notes.push(format!(
+            "password-change and passkey-login need more than {} accounts: skipped",
+            2 * per
+        ));
+        (Vec::new(), Vec::new())
+    };
+    let target = Target::resolve(base).await?;
+    let mut registering = Vec::new();
+    for c in pk {
+        let target = target.clone();
+        registering.push(tokio::spawn(async move {
+            let mut wire = Wire::new(target);
+            passkey::register(&mut wire, &c.access)
+                .await
+                .map(|a| (c.email, a))
+        }));
+    }
+    let mut passkeys = Vec::new();
+    for r in registering {
+        match r.await? {
+            Ok(p) => passkeys.push(Some(p)),
+            Err(e) => {
+                notes.push(format!("passkey registration failed: {e}"));
+                passkeys.push(None);
+            }
+        }
+    }
     notes.push(format!(
-        "setup: {} logins for access tokens and {} for refresh chains in {:.1} s",
+        "setup: {} logins for access tokens, {} each for refresh chains, password changes and \
+         passkeys (registered with a software authenticator) in {:.1} s",
         tokens.len(),
         chains.len(),
         started.elapsed().as_secs_f64()
     ));
+
     let jwts: Vec<String> = tokens.iter().map(|c| c.access.clone()).collect();
     let mut api_keys = api_keys;
     if api_keys.is_empty() {
@@ -119,15 +169,34 @@ pub(crate) async fn prepare(
         }
     }
     let entitlements_served = route_served(base, "/api/auth/me/entitlements", &jwts[0]).await;
+    let mut targets = Vec::new();
+    for b in bases {
+        targets.push(Target::resolve(b).await?);
+    }
+    let prebuilt = targets
+        .iter()
+        .map(|t| Prebuilt::new(t, &jwts, &api_keys))
+        .collect();
+    let mut pw = pw.into_iter();
+    let mut passkeys = passkeys.into_iter();
+    let slots = chains
+        .into_iter()
+        .map(|chain| Slot {
+            chain: Some(chain),
+            pw: pw.next().map(|c| (c, false)),
+            passkey: passkeys.next().flatten(),
+            queue: Vec::new(),
+        })
+        .collect();
     Ok(Prepared {
         pool: Arc::new(Pool {
-            base: base.to_string(),
-            jwts,
-            api_keys,
+            targets,
+            prebuilt,
             emails,
             run_id: run_id(),
         }),
-        chains: chains.into_iter().map(Some).collect(),
+        slots,
+        api_keys_served: !api_keys.is_empty(),
         entitlements_served,
         notes,
     })

@@ -73,5 +73,12 @@ pub(super) async fn run(config: &Config, invocation: &Invocation) -> Result<Stri
             "the database could not be flushed to disk; what was written may be lost".into(),
         )));
     }
+    if matches!(invocation, Invocation::Import { .. }) {
+        // A bulk write: let the server's first start on it read a snapshot, not replay it all.
+        drop(store);
+        if let Err(e) = crate::store::checkpoint(&config.server.data_dir, &config.storage) {
+            tracing::warn!(error = %e, "store not checkpointed; the first start replays its log");
+        }
+    }
     commands::report(invocation, outcome?)
 }

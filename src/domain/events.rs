@@ -12,6 +12,7 @@
 
 use std::collections::VecDeque;
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -150,28 +151,40 @@ pub struct Event {
 }
 
 /// The last [`KEPT`] events, oldest first, and how many were ever recorded (so that the actor
-/// can tell which events a change added, however many were dropped).
+/// can tell which events a change added, however many were dropped, and the store whether the
+/// history changed since it last wrote it).
+///
+/// The events are shared between copies of the history and copied only when one records: the
+/// actor copies the whole state for every change it decides, and most changes (a refresh, say)
+/// record nothing, so they copy, compare and keep one pointer instead of a hundred events.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct History {
-    events: VecDeque<Event>,
+    events: Arc<VecDeque<Event>>,
     recorded: u64,
 }
 
 impl History {
     pub fn record(&mut self, event: Event) {
+        let events = Arc::make_mut(&mut self.events);
         if event.kind.is_failure() {
-            let failures = self.events.iter().filter(|e| e.kind.is_failure()).count();
+            let failures = events.iter().filter(|e| e.kind.is_failure()).count();
             if failures >= KEPT_FAILURES {
-                if let Some(oldest) = self.events.iter().position(|e| e.kind.is_failure()) {
-                    self.events.remove(oldest);
+                if let Some(oldest) = events.iter().position(|e| e.kind.is_failure()) {
+                    events.remove(oldest);
                 }
             }
         }
-        if self.events.len() >= KEPT {
-            self.events.pop_front();
+        if events.len() >= KEPT {
+            events.pop_front();
         }
-        self.events.push_back(event);
+        events.push_back(event);
         self.recorded = self.recorded.wrapping_add(1);
+    }
+
+    /// How many events were ever recorded: it changes with every change of the history, so
+    /// two copies of one user's history with the same count hold the same events.
+    pub fn recorded(&self) -> u64 {
+        self.recorded
     }
 
     /// The newest `n` events, newest first.

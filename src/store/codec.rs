@@ -12,6 +12,12 @@
 //! - Version 5: the user's identities at OpenID Connect providers (none before); an `Oidc`
 //!   login method and the `identity_linked`/`identity_unlinked` events appended.
 //!
+//! A snapshot may be written without its history, the sled engine's way of not rewriting a
+//! hundred events with every refresh: its version byte then has [`SPLIT_FLAG`] set
+//! ([`encode_split`]), and the history is a record of its own ([`encode_history`]), written only
+//! when it changed. Whole snapshots (PostgreSQL's rows, exports, and what [`encode`] writes)
+//! carry their history.
+//!
 //! Pending entries (`domain::identities::Pending`) have a version byte of their own,
 //! [`PENDING_VERSION`]: they live minutes, so an unknown version is just an entry not to use.
 
@@ -20,10 +26,15 @@ use serde::Serialize;
 use super::legacy::{UserStateV1, UserStateV2, UserStateV3, UserStateV4};
 use super::StoreError;
 use crate::domain::backoff::AccountAttempts;
+use crate::domain::events::History;
 use crate::domain::identities::Pending;
 use crate::domain::user::UserState;
 
 pub const FORMAT_VERSION: u8 = 5;
+/// Set in the version byte of a snapshot whose history is kept apart (see the module docs).
+pub const SPLIT_FLAG: u8 = 0x80;
+/// The version byte of a history record.
+const HISTORY_VERSION: u8 = 1;
 
 /// The version byte of a pending entry's encoding.
 pub const PENDING_VERSION: u8 = 1;
@@ -60,6 +71,26 @@ fn decode_exact<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, StoreE
     Ok(value)
 }
 
+/// A user's snapshot without its history ([`SPLIT_FLAG`]); the history goes to
+/// [`encode_history`]. Copying the state is cheap: its history's events are shared.
+pub fn encode_split(state: &UserState) -> Result<Vec<u8>, StoreError> {
+    let mut core = state.clone();
+    core.history = History::default();
+    let mut out = encode(&core)?;
+    out[0] |= SPLIT_FLAG;
+    Ok(out)
+}
+
+/// A history record: its version byte, the count of events ever recorded (big-endian, read by
+/// [`history_recorded`] without decoding the rest), then the history.
+pub fn encode_history(history: &History) -> Result<Vec<u8>, StoreError> {
+    let mut out = vec![HISTORY_VERSION];
+    out.extend_from_slice(&history.recorded().to_be_bytes());
+    bincode::serde::encode_into_std_write(history, &mut out, bincode::config::standard())
+        .map_err(|e| StoreError::Corrupt(format!("encode: {e}")))?;
+    Ok(out)
+}
+
 /// The layout version of an attempt-counter record (independent of the snapshots').
 const ATTEMPTS_VERSION: u8 = 1;
 
@@ -80,10 +111,32 @@ pub fn decode_attempts(bytes: &[u8]) -> Result<AccountAttempts, StoreError> {
     }
 }
 
-/// A user's snapshot of any version this build knows, as the current `UserState`.
-pub fn decode_user(bytes: &[u8]) -> Result<UserState, StoreError> {
+/// The count of events ever recorded of a history record.
+pub fn history_recorded(bytes: &[u8]) -> Option<u64> {
     match bytes.split_first() {
-        Some((&FORMAT_VERSION, body)) => decode_exact(body),
+        Some((&HISTORY_VERSION, rest)) => rest.get(..8)?.try_into().ok().map(u64::from_be_bytes),
+        _ => None,
+    }
+}
+
+pub fn decode_history(bytes: &[u8]) -> Result<History, StoreError> {
+    match bytes.split_first() {
+        Some((&HISTORY_VERSION, rest)) if rest.len() >= 8 => decode_exact(&rest[8..]),
+        _ => Err(StoreError::Corrupt("unknown history record".into())),
+    }
+}
+
+/// Whether a snapshot keeps its history apart ([`SPLIT_FLAG`]), so that its reader must add it.
+pub fn is_split(bytes: &[u8]) -> bool {
+    bytes.first().is_some_and(|v| v & SPLIT_FLAG != 0)
+}
+
+/// A user's snapshot of any version this build knows, as the current `UserState` (of one
+/// written without its history, with an empty history: see [`is_split`]).
+pub fn decode_user(bytes: &[u8]) -> Result<UserState, StoreError> {
+    let version = bytes.first().map(|v| v & !SPLIT_FLAG);
+    match version.zip(bytes.get(1..)) {
+        Some((FORMAT_VERSION, body)) => decode_exact(body),
         Some((4, body)) => decode_exact::<UserStateV4>(body).map(UserState::from),
         Some((3, body)) => decode_exact::<UserStateV3>(body)
             .map(UserStateV4::from)

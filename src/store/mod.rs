@@ -171,6 +171,22 @@ pub fn key_files(store: &dyn Store, data_dir: &Path) -> Arc<dyn KeyFiles> {
         .unwrap_or_else(|| Arc::new(data_dir.to_path_buf()))
 }
 
+/// Lets the engine's next open of a store closed cleanly be quick; call once every handle of it
+/// is gone (after [`Store::close`] and the last drop).
+///
+/// sled 0.34 records where every page lives (its snapshot) only when it opens a database, and
+/// at the next open replays every write made since: after a bulk import, or days of serving,
+/// that is the whole log (measured here: 0.75 s for 100,000 users, several seconds for a
+/// million). Opening it once more at a clean stop writes that snapshot then, while nobody
+/// waits, so that the next start reads only the snapshot. After a crash the start still
+/// replays the log. A no-op for PostgreSQL.
+pub fn checkpoint(data_dir: &Path, storage: &StorageConfig) -> Result<(), StoreError> {
+    match storage.engine {
+        Engine::Sled => sled::checkpoint(&data_dir.join("db")),
+        Engine::Postgres => Ok(()),
+    }
+}
+
 /// Opens the configured engine (sled in the data dir, or PostgreSQL at `storage.postgres_url`):
 /// the one place that names an engine.
 pub fn open(data_dir: &Path, storage: &StorageConfig) -> Result<Arc<dyn Store>, StoreError> {

@@ -1,10 +1,16 @@
 //! The sled engine: the only module that imports sled.
 //!
-//! Trees: `users` (user id → snapshot), `emails` (lowercase email → user id), `tenants`
-//! (tenant id → record), `api_keys` (key digest → user id), `passkeys` (WebAuthn credential id →
-//! user id), `identities` (provider identity index key → user id), `pending` (digest → expiry
-//! and a single-use entry). Changes that touch more than one tree run in one sled transaction,
-//! so an index never points at a snapshot that was not written.
+//! Trees: `users` (user id → snapshot), `history` (user id → security history), `emails`
+//! (lowercase email → user id), `tenants` (tenant id → record), `api_keys` (key digest → user
+//! id), `passkeys` (WebAuthn credential id → user id), `identities` (provider identity index key
+//! → user id), `pending` (digest → expiry and a single-use entry). Changes that touch more than
+//! one tree run in one sled transaction, so an index never points at a snapshot that was not
+//! written.
+//!
+//! A snapshot is written without its history (`codec::SPLIT_FLAG`), and the history only when
+//! it changed: a full history is nine tenths of a user's bytes, and rewriting it with every
+//! refresh was most of what a refresh wrote (sled rewrites a whole leaf of 16 users every few
+//! writes to it, so each byte of a snapshot is written several times over).
 
 use std::path::Path;
 use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
@@ -24,6 +30,7 @@ const SWEEP_EVERY_SECONDS: i64 = 60;
 pub struct SledStore {
     db: sled::Db,
     users: sled::Tree,
+    history: sled::Tree,
     emails: sled::Tree,
     tenants: sled::Tree,
     api_keys: sled::Tree,
@@ -59,6 +66,27 @@ fn user_id(bytes: &[u8]) -> Result<UserId, StoreError> {
     Ok(UserId::from_bytes(arr))
 }
 
+/// Opens the database under `dir` once and closes it again, so that sled writes its snapshot
+/// (see [`super::checkpoint`]). The threads of a store just dropped may hold the lock a moment
+/// longer: it waits up to ten seconds for them, then gives up (the next start replays instead).
+pub fn checkpoint(dir: &Path) -> Result<(), StoreError> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match sled::Config::new().path(dir).flush_every_ms(None).open() {
+            Ok(db) => {
+                db.flush()?;
+                return Ok(());
+            }
+            Err(e) => match StoreError::from(e) {
+                StoreError::Locked if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                other => return Err(other),
+            },
+        }
+    }
+}
+
 impl SledStore {
     /// Opens (or creates) the database under `dir`.
     pub fn open(dir: &Path, storage: &StorageConfig) -> Result<Self, StoreError> {
@@ -69,6 +97,7 @@ impl SledStore {
             .cache_capacity(256 * 1024 * 1024)
             .open()?;
         let users = db.open_tree("users")?;
+        let history = db.open_tree("history")?;
         let emails = db.open_tree("emails")?;
         let tenants = db.open_tree("tenants")?;
         let api_keys = db.open_tree("api_keys")?;
@@ -85,6 +114,7 @@ impl SledStore {
         Ok(Self {
             db,
             users,
+            history,
             emails,
             tenants,
             api_keys,
@@ -151,6 +181,26 @@ fn release(
     Ok(())
 }
 
+impl SledStore {
+    /// The history record to write with `state`'s snapshot, if its history changed since the
+    /// stored one: the actor is the only writer of its user, and every change of a history
+    /// counts up its `recorded`, so an equal count is the same history.
+    fn history_to_write(&self, state: &UserState) -> Result<Option<Vec<u8>>, StoreError> {
+        let h = &state.history;
+        let stored = self.history.get(state.id.as_bytes())?;
+        let unchanged = match stored.as_deref().map(codec::history_recorded) {
+            Some(Some(recorded)) => recorded == h.recorded(),
+            Some(None) => false,
+            None => h.recorded() == 0 && h.is_empty(),
+        };
+        if unchanged {
+            Ok(None)
+        } else {
+            codec::encode_history(h).map(Some)
+        }
+    }
+}
+
 impl Drop for SledStore {
     fn drop(&mut self) {
         Store::close(self);
@@ -166,10 +216,18 @@ fn flatten(e: TransactionError<StoreError>) -> StoreError {
 
 impl Store for SledStore {
     fn load_user(&self, id: UserId) -> Result<Option<UserState>, StoreError> {
-        self.users
-            .get(id.as_bytes())?
-            .map(|bytes| codec::decode_user(&bytes))
-            .transpose()
+        let Some(bytes) = self.users.get(id.as_bytes())? else {
+            return Ok(None);
+        };
+        let mut state = codec::decode_user(&bytes)?;
+        // Older snapshots hold their history; a split one's is in its own tree (none yet for
+        // a user who never had an event).
+        if codec::is_split(&bytes) {
+            if let Some(h) = self.history.get(id.as_bytes())? {
+                state.history = codec::decode_history(&h)?;
+            }
+        }
+        Ok(Some(state))
     }
 
     fn user_by_email(&self, email_key: &str) -> Result<Option<UserId>, StoreError> {
@@ -195,24 +253,33 @@ impl Store for SledStore {
     }
 
     fn create_user(&self, state: &UserState) -> Result<Created, StoreError> {
-        let snapshot = codec::encode(state)?;
+        let snapshot = codec::encode_split(state)?;
         let tenant = codec::encode(&state.tenant)?;
         let keys: Vec<Vec<u8>> = state.identities.iter().map(|i| i.index_key()).collect();
-        let created = (&self.users, &self.emails, &self.tenants, &self.identities).transaction(
-            |(users, emails, tenants, identities)| {
-                if emails.get(state.email_key.as_bytes())?.is_some() {
-                    return Ok(false);
-                }
-                // An identity another user holds aborts the whole transaction.
-                for key in &keys {
-                    claim(identities, key, &state.id, StoreError::IdentityTaken)?;
-                }
-                emails.insert(state.email_key.as_bytes(), state.id.as_bytes())?;
-                users.insert(state.id.as_bytes(), snapshot.as_slice())?;
-                tenants.insert(state.tenant.id.as_bytes(), tenant.as_slice())?;
-                Ok(true)
-            },
+        let history = self.history_to_write(state)?;
+        let trees = (
+            &self.users,
+            &self.emails,
+            &self.tenants,
+            &self.identities,
+            &self.history,
         );
+        let created = trees.transaction(|(users, emails, tenants, identities, histories)| {
+            if emails.get(state.email_key.as_bytes())?.is_some() {
+                return Ok(false);
+            }
+            // An identity another user holds aborts the whole transaction.
+            for key in &keys {
+                claim(identities, key, &state.id, StoreError::IdentityTaken)?;
+            }
+            emails.insert(state.email_key.as_bytes(), state.id.as_bytes())?;
+            users.insert(state.id.as_bytes(), snapshot.as_slice())?;
+            tenants.insert(state.tenant.id.as_bytes(), tenant.as_slice())?;
+            if let Some(h) = &history {
+                histories.insert(state.id.as_bytes(), h.as_slice())?;
+            }
+            Ok(true)
+        });
         match created {
             Ok(true) => Ok(Created::Yes(self.commit.written())),
             Ok(false) => Ok(Created::EmailTaken),
@@ -222,8 +289,9 @@ impl Store for SledStore {
     }
 
     fn save_user(&self, state: &UserState, index: &[IndexChange]) -> Result<Ticket, StoreError> {
-        let snapshot = codec::encode(state)?;
-        if index.is_empty() {
+        let snapshot = codec::encode_split(state)?;
+        let history = self.history_to_write(state)?;
+        if index.is_empty() && history.is_none() {
             self.users.insert(state.id.as_bytes(), snapshot)?;
         } else {
             let tenant = codec::encode(&state.tenant)?;
@@ -234,53 +302,60 @@ impl Store for SledStore {
                 &self.emails,
                 &self.passkeys,
                 &self.identities,
+                &self.history,
             );
             trees
-                .transaction(|(users, api_keys, tenants, emails, passkeys, identities)| {
-                    for change in index {
-                        match change {
-                            IndexChange::ApiKeyPut(d) => {
-                                api_keys.insert(&d[..], state.id.as_bytes())?;
-                            }
-                            IndexChange::ApiKeyDelete(d) => {
-                                api_keys.remove(&d[..])?;
-                            }
-                            IndexChange::Tenant => {
-                                tenants.insert(state.tenant.id.as_bytes(), tenant.as_slice())?;
-                            }
-                            IndexChange::EmailMove { from, to } => {
-                                if let Some(owner) = emails.get(to.as_bytes())? {
-                                    if owner.as_ref() != state.id.as_bytes() {
-                                        return Err(ConflictableTransactionError::Abort(
-                                            StoreError::EmailTaken,
-                                        ));
-                                    }
+                .transaction(
+                    |(users, api_keys, tenants, emails, passkeys, identities, histories)| {
+                        for change in index {
+                            match change {
+                                IndexChange::ApiKeyPut(d) => {
+                                    api_keys.insert(&d[..], state.id.as_bytes())?;
                                 }
-                                emails.insert(to.as_bytes(), state.id.as_bytes())?;
-                                emails.remove(from.as_bytes())?;
-                            }
-                            IndexChange::PasskeyPut(credential_id) => {
-                                claim(
-                                    passkeys,
-                                    credential_id,
-                                    &state.id,
-                                    StoreError::PasskeyTaken,
-                                )?;
-                            }
-                            IndexChange::PasskeyDelete(credential_id) => {
-                                release(passkeys, credential_id, &state.id)?;
-                            }
-                            IndexChange::IdentityPut(key) => {
-                                claim(identities, key, &state.id, StoreError::IdentityTaken)?;
-                            }
-                            IndexChange::IdentityDelete(key) => {
-                                release(identities, key, &state.id)?;
+                                IndexChange::ApiKeyDelete(d) => {
+                                    api_keys.remove(&d[..])?;
+                                }
+                                IndexChange::Tenant => {
+                                    tenants
+                                        .insert(state.tenant.id.as_bytes(), tenant.as_slice())?;
+                                }
+                                IndexChange::EmailMove { from, to } => {
+                                    if let Some(owner) = emails.get(to.as_bytes())? {
+                                        if owner.as_ref() != state.id.as_bytes() {
+                                            return Err(ConflictableTransactionError::Abort(
+                                                StoreError::EmailTaken,
+                                            ));
+                                        }
+                                    }
+                                    emails.insert(to.as_bytes(), state.id.as_bytes())?;
+                                    emails.remove(from.as_bytes())?;
+                                }
+                                IndexChange::PasskeyPut(credential_id) => {
+                                    claim(
+                                        passkeys,
+                                        credential_id,
+                                        &state.id,
+                                        StoreError::PasskeyTaken,
+                                    )?;
+                                }
+                                IndexChange::PasskeyDelete(credential_id) => {
+                                    release(passkeys, credential_id, &state.id)?;
+                                }
+                                IndexChange::IdentityPut(key) => {
+                                    claim(identities, key, &state.id, StoreError::IdentityTaken)?;
+                                }
+                                IndexChange::IdentityDelete(key) => {
+                                    release(identities, key, &state.id)?;
+                                }
                             }
                         }
-                    }
-                    users.insert(state.id.as_bytes(), snapshot.as_slice())?;
-                    Ok::<_, ConflictableTransactionError<StoreError>>(())
-                })
+                        users.insert(state.id.as_bytes(), snapshot.as_slice())?;
+                        if let Some(h) = &history {
+                            histories.insert(state.id.as_bytes(), h.as_slice())?;
+                        }
+                        Ok::<_, ConflictableTransactionError<StoreError>>(())
+                    },
+                )
                 .map_err(flatten)?;
         }
         Ok(self.commit.written())
@@ -418,6 +493,80 @@ mod tests {
             .unwrap();
         assert_eq!(store.user_by_api_key(&[1; 32]).unwrap(), None);
         assert_eq!(store.user_ids().unwrap(), vec![a.id]);
+    }
+
+    #[test]
+    fn the_history_is_kept_apart_and_written_only_when_it_changed() {
+        use crate::domain::events::{EventKind, Origin};
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path());
+        let mut a = user("ada@example.com");
+        let origin = Origin::new(None, Some("curl/8"), None);
+        for _ in 0..50 {
+            a.record(
+                EventKind::LoginFailed,
+                &origin,
+                None,
+                Timestamp(1_800_000_000),
+            );
+        }
+        store.create_user(&a).unwrap();
+        let raw = store.users.get(a.id.as_bytes()).unwrap().unwrap();
+        assert!(codec::is_split(&raw));
+        let whole = codec::encode(&a).unwrap();
+        assert!(
+            raw.len() * 2 < whole.len(),
+            "{} vs {}",
+            raw.len(),
+            whole.len()
+        );
+        assert_eq!(store.load_user(a.id).unwrap(), Some(a.clone()));
+
+        // A record with the same count is taken as the same history: a write that recorded
+        // nothing leaves it alone (here a stand-in, to see it is not rewritten).
+        let mut stand_in = crate::domain::events::History::default();
+        for _ in 0..50 {
+            stand_in.record(crate::domain::events::Event {
+                at: Timestamp(1),
+                kind: EventKind::Logout,
+                ip: None,
+                user_agent: None,
+                session: None,
+            });
+        }
+        let marker = codec::encode_history(&stand_in).unwrap();
+        store
+            .history
+            .insert(a.id.as_bytes(), marker.as_slice())
+            .unwrap();
+        a.revision = 1;
+        a.full_name = Some("Ada".into());
+        store.save_user(&a, &[]).unwrap();
+        let kept = store.history.get(a.id.as_bytes()).unwrap().unwrap();
+        assert_eq!(kept.as_ref(), marker.as_slice(), "not rewritten");
+
+        // A recorded event rewrites it, with the snapshot.
+        a.revision = 2;
+        a.record(EventKind::Login, &origin, None, Timestamp(1_800_000_001));
+        store.save_user(&a, &[]).unwrap();
+        assert_eq!(store.load_user(a.id).unwrap(), Some(a.clone()));
+
+        // A whole (version 4) snapshot, as an older release wrote it, loads with its history
+        // and is split at its next write.
+        let mut b = user("bob@example.com");
+        b.record(EventKind::Login, &origin, None, Timestamp(1_800_000_000));
+        store.create_user(&b).unwrap();
+        store.history.remove(b.id.as_bytes()).unwrap();
+        store
+            .users
+            .insert(b.id.as_bytes(), codec::encode(&b).unwrap())
+            .unwrap();
+        assert_eq!(store.load_user(b.id).unwrap(), Some(b.clone()));
+        b.revision = 1;
+        store.save_user(&b, &[]).unwrap();
+        let raw = store.users.get(b.id.as_bytes()).unwrap().unwrap();
+        assert!(codec::is_split(&raw));
+        assert_eq!(store.load_user(b.id).unwrap(), Some(b));
     }
 
     #[test]
