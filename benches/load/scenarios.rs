@@ -208,6 +208,8 @@ pub(crate) struct Conn {
     pub(crate) slot: Slot,
     pub(crate) chain_broken: bool,
     registered: u64,
+    /// Random, so that this connection's registrations never repeat an earlier round's emails.
+    tag: u32,
     scratch: Vec<u8>,
 }
 
@@ -224,6 +226,11 @@ impl Conn {
             slot,
             chain_broken: false,
             registered: 0,
+            tag: u32::from_le_bytes(
+                bp_auth::domain::secrets::random_32()[..4]
+                    .try_into()
+                    .unwrap_or([0; 4]),
+            ),
             scratch: Vec::with_capacity(1024),
         }
     }
@@ -292,8 +299,8 @@ pub(crate) async fn step(kind: Kind, pool: &Pool, conn: &mut Conn) -> Result<(),
         Kind::Register => {
             conn.registered += 1;
             let email = format!(
-                "reg-{}-{}-{}@bench.example.com",
-                pool.run_id, conn.id, conn.registered
+                "reg-{}-{}-{:08x}-{}@bench.example.com",
+                pool.run_id, conn.id, conn.tag, conn.registered
             );
             let body = json!({"email": email, "password": PASSWORD});
             let req = conn.target().post_json("/api/auth/register", &body, None);
