@@ -591,6 +591,7 @@ impl Periodic {
             targets: vec![target],
             emails: seeded.emails,
             run_id: String::new(),
+            connections: s.connections,
         });
         let slots = chains
             .into_iter()

@@ -274,6 +274,7 @@ async fn measure_one(tmp: &Path, phc: &str, n: usize, s: &Settings) -> Res<Point
         targets: vec![target.clone()],
         emails,
         run_id: String::new(),
+        connections: s.connections,
     });
     let probe = CpuProbe {
         server_pid: Some(server.pid()),

@@ -160,6 +160,8 @@ pub(crate) struct Pool {
     pub(crate) emails: Vec<String>,
     /// Distinguishes this run's registrations from any earlier run's.
     pub(crate) run_id: String,
+    /// The scenarios' connections (the flood's not counted), for [`Conn::own_account`].
+    pub(crate) connections: usize,
 }
 
 /// A refresh chain: an account's current tokens.
@@ -208,6 +210,8 @@ pub(crate) struct Conn {
     pub(crate) slot: Slot,
     pub(crate) chain_broken: bool,
     registered: u64,
+    /// Random, so that this connection's registrations never repeat an earlier round's emails.
+    tag: u32,
     scratch: Vec<u8>,
 }
 
@@ -224,6 +228,11 @@ impl Conn {
             slot,
             chain_broken: false,
             registered: 0,
+            tag: u32::from_le_bytes(
+                bp_auth::domain::secrets::random_32()[..4]
+                    .try_into()
+                    .unwrap_or([0; 4]),
+            ),
             scratch: Vec::with_capacity(1024),
         }
     }
@@ -238,6 +247,16 @@ impl Conn {
 
     fn pick(&mut self, len: usize) -> usize {
         (self.next_u64() % len.max(1) as u64) as usize
+    }
+
+    /// A random account of this connection's own stripe of `pool.emails` (every
+    /// `connections`-th from its id), so that no two connections log in to one account at once:
+    /// more than `password.max_in_flight_per_account` (2) checks of one account answer 429.
+    fn own_account(&mut self, pool: &Pool) -> usize {
+        let n = pool.emails.len().max(1);
+        let stride = pool.connections.clamp(1, n);
+        let k = self.pick(n.div_ceil(stride));
+        (self.id % stride + k * stride) % n
     }
 
     fn target(&self) -> &Arc<Target> {
@@ -286,14 +305,14 @@ pub(crate) async fn step(kind: Kind, pool: &Pool, conn: &mut Conn) -> Result<(),
             conn.wire.send_2xx(&pre.me_apikey[i]).await
         }
         Kind::Login => {
-            let email = &pool.emails[conn.pick(pool.emails.len())];
+            let email = &pool.emails[conn.own_account(pool)];
             login(&mut conn.wire, email, PASSWORD).await.map(drop)
         }
         Kind::Register => {
             conn.registered += 1;
             let email = format!(
-                "reg-{}-{}-{}@bench.example.com",
-                pool.run_id, conn.id, conn.registered
+                "reg-{}-{}-{:08x}-{}@bench.example.com",
+                pool.run_id, conn.id, conn.tag, conn.registered
             );
             let body = json!({"email": email, "password": PASSWORD});
             let req = conn.target().post_json("/api/auth/register", &body, None);
@@ -309,7 +328,7 @@ pub(crate) async fn step(kind: Kind, pool: &Pool, conn: &mut Conn) -> Result<(),
             }
             90..=97 => refresh(conn).await,
             _ => {
-                let email = &pool.emails[conn.pick(pool.emails.len())];
+                let email = &pool.emails[conn.own_account(pool)];
                 login(&mut conn.wire, email, PASSWORD).await.map(drop)
             }
         },

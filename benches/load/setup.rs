@@ -194,6 +194,7 @@ pub(crate) async fn prepare(
             prebuilt,
             emails,
             run_id: run_id(),
+            connections: s.connections,
         }),
         slots,
         api_keys_served: !api_keys.is_empty(),
