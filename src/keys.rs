@@ -294,13 +294,18 @@ fn read_signing_keys<K: KeyFiles + ?Sized>(
 
 /// The signing key files as stored, unordered, each with its name.
 fn read_stored_keys<K: KeyFiles + ?Sized>(files: &K) -> Result<Vec<(String, StoredKey)>, KeyError> {
+    signing_files(&files.read_all()?)
+}
+
+/// The signing keys among `all` (every key file, as read).
+fn signing_files(all: &[(String, Vec<u8>)]) -> Result<Vec<(String, StoredKey)>, KeyError> {
     let mut keys = Vec::new();
-    for (name, bytes) in files.read_all()? {
+    for (name, bytes) in all {
         if !(name.starts_with(SIGNING_PREFIX) && name.ends_with(".json")) {
             continue;
         }
-        let stored: StoredKey = serde_json::from_slice(&bytes).map_err(|e| named_err(&name, e))?;
-        keys.push((name, stored));
+        let stored: StoredKey = serde_json::from_slice(bytes).map_err(|e| named_err(name, e))?;
+        keys.push((name.clone(), stored));
     }
     Ok(keys)
 }
@@ -420,12 +425,10 @@ impl KeyMaterial {
 
 /// The keys as they are stored, creating nothing.
 pub fn read_key_material<K: KeyFiles + ?Sized>(files: &K) -> Result<KeyMaterial, KeyError> {
-    let mut signing: Vec<StoredKey> = read_stored_keys(files)?
-        .into_iter()
-        .map(|(_, k)| k)
-        .collect();
-    signing.sort_by(|a, b| a.kid.cmp(&b.kid));
+    // One read: the files may be the database's.
     let all = files.read_all()?;
+    let mut signing: Vec<StoredKey> = signing_files(&all)?.into_iter().map(|(_, k)| k).collect();
+    signing.sort_by(|a, b| a.kid.cmp(&b.kid));
     let secret = |name: &str| -> Result<Option<String>, KeyError> {
         let Some((_, bytes)) = all.iter().find(|(n, _)| n == name) else {
             return Ok(None);

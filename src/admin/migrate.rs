@@ -55,15 +55,12 @@ async fn migrate(config: &Config, url: &str) -> Result<String, AdminError> {
             )))
         }
     };
-    let master = if config.storage.master_key_file.trim().is_empty() {
-        data_dir.join("master.key").display().to_string()
-    } else {
-        config.storage.master_key_file.trim().to_string()
-    };
+    let master = store::postgres::master_key_path(data_dir, &config.storage);
     Ok(format!(
         "moved {users} users and the keys into PostgreSQL. Start every node with \
          storage.engine = \"postgres\", this storage.postgres_url and a copy of the master key \
-         {master} as storage.master_key_file"
+         {} as storage.master_key_file",
+        master.display()
     ))
 }
 

@@ -41,10 +41,7 @@ pub const PENDING_VERSION: u8 = 1;
 
 /// A pending entry as the store keeps it.
 pub fn encode_pending(entry: &Pending) -> Result<Vec<u8>, StoreError> {
-    let mut out = vec![PENDING_VERSION];
-    bincode::serde::encode_into_std_write(entry, &mut out, bincode::config::standard())
-        .map_err(|e| StoreError::Corrupt(format!("encode: {e}")))?;
-    Ok(out)
+    versioned(PENDING_VERSION, &[], entry)
 }
 
 /// A pending entry back; `None` for one this build did not write (another version, or junk).
@@ -56,7 +53,14 @@ pub fn decode_pending(bytes: &[u8]) -> Option<Pending> {
 }
 
 pub fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {
-    let mut out = vec![FORMAT_VERSION];
+    versioned(FORMAT_VERSION, &[], value)
+}
+
+/// Every record's layout: its version byte, a fixed `header` of the record's own, then bincode.
+fn versioned<T: Serialize>(version: u8, header: &[u8], value: &T) -> Result<Vec<u8>, StoreError> {
+    let mut out = Vec::with_capacity(1 + header.len() + 64);
+    out.push(version);
+    out.extend_from_slice(header);
     bincode::serde::encode_into_std_write(value, &mut out, bincode::config::standard())
         .map_err(|e| StoreError::Corrupt(format!("encode: {e}")))?;
     Ok(out)
@@ -84,11 +88,7 @@ pub fn encode_split(state: &UserState) -> Result<Vec<u8>, StoreError> {
 /// A history record: its version byte, the count of events ever recorded (big-endian, read by
 /// [`history_recorded`] without decoding the rest), then the history.
 pub fn encode_history(history: &History) -> Result<Vec<u8>, StoreError> {
-    let mut out = vec![HISTORY_VERSION];
-    out.extend_from_slice(&history.recorded().to_be_bytes());
-    bincode::serde::encode_into_std_write(history, &mut out, bincode::config::standard())
-        .map_err(|e| StoreError::Corrupt(format!("encode: {e}")))?;
-    Ok(out)
+    versioned(HISTORY_VERSION, &history.recorded().to_be_bytes(), history)
 }
 
 /// The layout version of an attempt-counter record (independent of the snapshots').
@@ -96,10 +96,7 @@ const ATTEMPTS_VERSION: u8 = 1;
 
 /// A user's attempt counters as a shared engine keeps them.
 pub fn encode_attempts(a: &AccountAttempts) -> Result<Vec<u8>, StoreError> {
-    let mut out = vec![ATTEMPTS_VERSION];
-    bincode::serde::encode_into_std_write(a, &mut out, bincode::config::standard())
-        .map_err(|e| StoreError::Corrupt(format!("encode: {e}")))?;
-    Ok(out)
+    versioned(ATTEMPTS_VERSION, &[], a)
 }
 
 pub fn decode_attempts(bytes: &[u8]) -> Result<AccountAttempts, StoreError> {

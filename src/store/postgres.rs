@@ -365,7 +365,7 @@ async fn migrate(mut client: deadpool_postgres::Object) -> Result<(), StoreError
 }
 
 /// `storage.master_key_file`, or `<data_dir>/master.key`.
-fn master_key_path(data_dir: &Path, storage: &StorageConfig) -> PathBuf {
+pub fn master_key_path(data_dir: &Path, storage: &StorageConfig) -> PathBuf {
     if storage.master_key_file.trim().is_empty() {
         data_dir.join("master.key")
     } else {

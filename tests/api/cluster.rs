@@ -2,7 +2,6 @@
 //! next node in turn ([`Nodes`] is a `Server` whose address moves on with every request): the
 //! contract's rules hold across nodes. The database is `pg_cluster`'s (real PostgreSQL).
 
-use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -44,13 +43,12 @@ impl Nodes {
     }
 
     async fn start_on(n: usize, url: String, shared: TempDir, extra: &[(&str, &str)]) -> Self {
+        let master = master_key_of(&shared);
         let mut nodes = Vec::new();
         let mut dirs = Vec::new();
         for _ in 0..n {
             let dir = tempfile::tempdir().unwrap();
-            nodes.push(
-                ServerProcess::start(dir.path(), &Self::env(&url, shared.path(), extra)).await,
-            );
+            nodes.push(ServerProcess::start(dir.path(), &Self::env(&url, &master, extra)).await);
             dirs.push(dir);
         }
         Self {
@@ -64,16 +62,9 @@ impl Nodes {
 
     fn env<'a>(
         url: &'a str,
-        shared: &Path,
+        master: &'a str,
         extra: &[(&'a str, &'a str)],
     ) -> Vec<(&'a str, &'a str)> {
-        let master: &'static str = Box::leak(
-            shared
-                .join("master.key")
-                .to_string_lossy()
-                .into_owned()
-                .into_boxed_str(),
-        );
         let mut env = vec![
             ("BP_AUTH__STORAGE__ENGINE", "postgres"),
             ("BP_AUTH__STORAGE__POSTGRES_URL", url),
@@ -88,18 +79,24 @@ impl Nodes {
         &self.nodes[i]
     }
 
-    pub fn master_key(&self) -> PathBuf {
-        self.shared.path().join("master.key")
+    pub fn master_key(&self) -> String {
+        master_key_of(&self.shared)
     }
 
     /// Starts one more node (a killed one coming back) on a fresh data dir.
     pub async fn add(&mut self, extra: &[(&str, &str)]) {
         let dir = tempfile::tempdir().unwrap();
-        let env = Self::env(&self.url, self.shared.path(), extra);
+        let master = master_key_of(&self.shared);
+        let env = Self::env(&self.url, &master, extra);
         self.nodes
             .push(ServerProcess::start(dir.path(), &env).await);
         self.dirs.push(dir);
     }
+}
+
+/// The master key file the nodes of `shared` use.
+fn master_key_of(shared: &TempDir) -> String {
+    shared.path().join("master.key").display().to_string()
 }
 
 /// Polls `check` every 20 ms until it is true; the time it took, or `None` after `limit`.
