@@ -279,6 +279,9 @@ pub struct StorageConfig {
     pub durability: Durability,
     pub flush_every_ms: u64,
     pub actor_idle_seconds: u64,
+    /// sled's page cache in MiB; 0 sizes it from the memory available
+    /// (`store::sled::cache_capacity`).
+    pub cache_mb: u64,
 }
 
 impl std::fmt::Debug for StorageConfig {
@@ -290,6 +293,7 @@ impl std::fmt::Debug for StorageConfig {
             .field("durability", &self.durability)
             .field("flush_every_ms", &self.flush_every_ms)
             .field("actor_idle_seconds", &self.actor_idle_seconds)
+            .field("cache_mb", &self.cache_mb)
             .finish()
     }
 }
@@ -303,6 +307,7 @@ impl Default for StorageConfig {
             durability: Durability::Flush,
             flush_every_ms: 500,
             actor_idle_seconds: 600,
+            cache_mb: 0,
         }
     }
 }

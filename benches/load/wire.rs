@@ -228,12 +228,7 @@ impl Wire {
 
     async fn write(&mut self, request: &[u8]) -> Result<(), String> {
         if self.stream.is_none() {
-            let s = TcpStream::connect(self.target.addr)
-                .await
-                .map_err(|e| format!("transport: connect: {e}"))?;
-            s.set_nodelay(true)
-                .map_err(|e| format!("transport: nodelay: {e}"))?;
-            self.stream = Some(s);
+            self.stream = Some(connect(self.target.addr).await?);
         }
         let Some(stream) = self.stream.as_mut() else {
             return Err("transport: no connection".into());
@@ -287,6 +282,33 @@ impl Wire {
         }
         Ok((head.status, body.1))
     }
+}
+
+/// A connection to `addr` with Nagle off and, on Linux, `reno` congestion control where the
+/// machine's default is another. Why: distributions now default to `bbr`, whose pacing and
+/// model updates run on every send (`bbr_main`, its timers: 2–3% of the client's samples in
+/// `healthz` here), work a loopback connection's congestion control has no use for; reno is
+/// always allowed to unprivileged sockets, and its cost is a few instructions per ack. The
+/// server's sockets keep the machine's default (operating.md#load-testing).
+async fn connect(addr: std::net::SocketAddr) -> Result<TcpStream, String> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()
+    } else {
+        tokio::net::TcpSocket::new_v6()
+    }
+    .map_err(|e| format!("transport: socket: {e}"))?;
+    #[cfg(target_os = "linux")]
+    {
+        // Best effort: a kernel without reno (none ships so) keeps its default.
+        let _ = socket2::SockRef::from(&socket).set_tcp_congestion(b"reno");
+    }
+    socket
+        .set_nodelay(true)
+        .map_err(|e| format!("transport: nodelay: {e}"))?;
+    socket
+        .connect(addr)
+        .await
+        .map_err(|e| format!("transport: connect: {e}"))
 }
 
 async fn read_more(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Result<(), String> {
@@ -345,32 +367,44 @@ struct Head {
 }
 
 impl Head {
+    /// Reads the head byte by byte rather than through `str` searches: it is parsed on every
+    /// request, and `split("\r\n")`'s substring search was the client's largest own cost.
     fn parse(head: &[u8]) -> Result<Self, String> {
-        let text = std::str::from_utf8(head).map_err(|_| "answer head is not UTF-8".to_string())?;
-        let mut lines = text.split("\r\n");
-        let first = lines.next().unwrap_or("");
-        let status = first
-            .split(' ')
-            .nth(1)
-            .and_then(|s| s.parse().ok())
-            .ok_or_else(|| format!("bad status line {first:?}"))?;
+        let mut lines = head
+            .split(|&b| b == b'\n')
+            .map(|l| l.strip_suffix(b"\r").unwrap_or(l));
+        let first = lines.next().unwrap_or(b"");
+        let bad = || format!("bad status line {:?}", String::from_utf8_lossy(first));
+        // "HTTP/1.1 200 OK": the status is the three digits after the first space.
+        let code = first
+            .iter()
+            .position(|&b| b == b' ')
+            .and_then(|sp| first.get(sp + 1..sp + 4))
+            .ok_or_else(bad)?;
+        let mut status = 0u16;
+        for &d in code {
+            if !d.is_ascii_digit() {
+                return Err(bad());
+            }
+            status = status * 10 + u16::from(d - b'0');
+        }
         let mut h = Self {
             status,
             length: None,
             chunked: false,
-            close: first.starts_with("HTTP/1.0"),
+            close: first.starts_with(b"HTTP/1.0"),
         };
         for line in lines {
-            let Some((name, value)) = line.split_once(':') else {
+            let Some(colon) = line.iter().position(|&b| b == b':') else {
                 continue;
             };
-            let value = value.trim();
-            if name.eq_ignore_ascii_case("content-length") {
-                h.length = value.parse().ok();
-            } else if name.eq_ignore_ascii_case("transfer-encoding") {
-                h.chunked = value.eq_ignore_ascii_case("chunked");
-            } else if name.eq_ignore_ascii_case("connection") {
-                h.close = value.eq_ignore_ascii_case("close");
+            let (name, value) = (&line[..colon], line[colon + 1..].trim_ascii());
+            if name.eq_ignore_ascii_case(b"content-length") {
+                h.length = std::str::from_utf8(value).ok().and_then(|v| v.parse().ok());
+            } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
+                h.chunked = value.eq_ignore_ascii_case(b"chunked");
+            } else if name.eq_ignore_ascii_case(b"connection") {
+                h.close = value.eq_ignore_ascii_case(b"close");
             }
         }
         Ok(h)

@@ -87,6 +87,42 @@ pub fn checkpoint(dir: &Path) -> Result<(), StoreError> {
     }
 }
 
+const MIB: u64 = 1024 * 1024;
+
+/// The bytes of sled's page cache: `cache_mb` when set, else a quarter of the memory the
+/// process may use, at least 256 MiB (the old fixed size). Why not fixed: a page the cache does
+/// not hold is read back from sled's log, and a write to it pages it in first, so a cache much
+/// smaller than the data dir makes a user's first request and its writes several times dearer
+/// (issue 16: a million users in a 1.4 GiB dir against 256 MiB). The cache fills only as pages
+/// are read, so a small data dir costs no more memory than before.
+pub(crate) fn cache_capacity(cache_mb: u64, available: Option<u64>) -> u64 {
+    if cache_mb > 0 {
+        return cache_mb.saturating_mul(MIB);
+    }
+    available.map_or(0, |m| m / 4).max(256 * MIB)
+}
+
+/// The memory this process may use: the machine's (`MemTotal`), or its cgroup's limit when
+/// that is lower (a container's), on Linux; `None` where neither can be read.
+fn available_memory() -> Option<u64> {
+    let machine = std::fs::read_to_string("/proc/meminfo").ok().and_then(|m| {
+        let kib = m.lines().find_map(|l| l.strip_prefix("MemTotal:"))?;
+        kib.trim().trim_end_matches("kB").trim().parse::<u64>().ok()
+    });
+    let machine = machine.map(|kib| kib.saturating_mul(1024));
+    // cgroup v2, then v1; "max" (or v1's huge sentinel) means no limit.
+    let limit = [
+        "/sys/fs/cgroup/memory.max",
+        "/sys/fs/cgroup/memory/memory.limit_in_bytes",
+    ]
+    .iter()
+    .find_map(|p| std::fs::read_to_string(p).ok()?.trim().parse::<u64>().ok());
+    match (machine, limit) {
+        (Some(m), Some(l)) => Some(m.min(l)),
+        (m, l) => m.or(l),
+    }
+}
+
 impl SledStore {
     /// Opens (or creates) the database under `dir`.
     pub fn open(dir: &Path, storage: &StorageConfig) -> Result<Self, StoreError> {
@@ -94,7 +130,7 @@ impl SledStore {
             .path(dir)
             // The group committer owns flushing; sled's own timer would only add fsyncs.
             .flush_every_ms(None)
-            .cache_capacity(256 * 1024 * 1024)
+            .cache_capacity(cache_capacity(storage.cache_mb, available_memory()))
             .open()?;
         let users = db.open_tree("users")?;
         let history = db.open_tree("history")?;
@@ -106,10 +142,23 @@ impl SledStore {
         let pending = db.open_tree("pending")?;
         let pending_len = AtomicUsize::new(pending.len());
         let flush_db = db.clone();
+        // sled 0.34's flush ends in `sync_file_range`, which writes the log's pages but neither
+        // the file's metadata (the log grows as it appends, so its new length and blocks are
+        // metadata) nor the disk's write cache: after a power cut, what it "flushed" may be
+        // gone. sled's own timer, which we turn off above, adds an fsync for that; so do we,
+        // after every flush: fdatasync of the log file (through a descriptor of our own: the
+        // call is per file, not per descriptor) covers both.
+        let log = std::fs::File::open(dir.join("db"))
+            .map_err(|e| StoreError::Io(format!("cannot open sled's log file: {e}")))?;
         let commit = GroupCommit::start(
             storage.durability,
             Duration::from_millis(storage.flush_every_ms.max(1)),
-            Box::new(move || flush_db.flush().map_err(StoreError::from)),
+            Box::new(move || {
+                let written = flush_db.flush()?;
+                log.sync_data()
+                    .map_err(|e| StoreError::Io(format!("fsync: {e}")))?;
+                Ok(written)
+            }),
         )?;
         Ok(Self {
             db,
@@ -453,6 +502,15 @@ mod tests {
             }
         }
         SledStore::open(dir, &cfg).unwrap()
+    }
+
+    #[test]
+    fn the_cache_is_the_setting_or_a_quarter_of_memory_and_never_below_256_mib() {
+        assert_eq!(cache_capacity(64, Some(64 << 30)), 64 * MIB);
+        assert_eq!(cache_capacity(0, Some(24 << 30)), 6 << 30);
+        assert_eq!(cache_capacity(0, Some(512 * MIB)), 256 * MIB);
+        assert_eq!(cache_capacity(0, None), 256 * MIB);
+        assert!(available_memory().is_some_and(|m| m > 0));
     }
 
     #[tokio::test]
