@@ -168,12 +168,12 @@ pub struct Priority {
 impl Priority {
     /// Applies to the calling thread. On Linux the nice value and the policy are a thread's
     /// own (the `PRIO_PROCESS` of "this process", 0, names the calling thread), so only the
-    /// hashing threads yield; lowering either needs no privilege. A thread that cannot is
-    /// logged and hashes at the normal priority.
-    fn apply(self) {
+    /// calling thread (a hashing thread, the store's prewarm) yields; lowering either needs no
+    /// privilege. A thread that cannot is logged and runs at the normal priority.
+    pub(crate) fn apply(self) {
         if self.nice > 0 {
             if let Err(e) = rustix::process::setpriority_process(None, self.nice) {
-                tracing::warn!(error = %e, nice = self.nice, "hashing thread keeps its nice value");
+                tracing::warn!(error = %e, nice = self.nice, "thread keeps its nice value");
             }
         }
         #[cfg(target_os = "linux")]
@@ -189,7 +189,7 @@ impl Priority {
                 idle,
             );
             if let Err(e) = set {
-                tracing::warn!(error = ?e, "hashing thread keeps its scheduling policy");
+                tracing::warn!(error = ?e, "thread keeps its scheduling policy");
             }
         }
     }

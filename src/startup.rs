@@ -117,6 +117,7 @@ impl Application {
         let data_dir = config.server.data_dir.clone();
         ensure_data_dir(&data_dir)?;
         let store = store::open(&data_dir, &config.storage)?;
+        store.prewarm();
         let admin = AdminSocket::bind(&data_dir);
         let key_files = store::key_files(store.as_ref(), &data_dir);
         auto_rotate(&config, key_files.as_ref());

@@ -157,6 +157,10 @@ pub trait Store: Send + Sync + 'static {
     /// Starts telling `watcher` of what other nodes commit. An engine only this node writes
     /// has nothing to tell.
     fn watch(&self, _watcher: Watcher) {}
+    /// Starts reading the users into the engine's cache in the background, so that their first
+    /// requests after a start find them there (the server calls it; the admin commands do not).
+    /// An engine with no cache of its own has nothing to do.
+    fn prewarm(&self) {}
     /// Where this engine keeps the key files, if it keeps them (nodes sharing it need the same
     /// keys); `None`: in the data dir.
     fn key_files(&self) -> Option<Arc<dyn KeyFiles>> {
