@@ -100,7 +100,7 @@ const MIB: u64 = 1024 * 1024;
 /// smaller than the data dir makes a user's first request and its writes several times dearer
 /// (issue 16: a million users in a 1.4 GiB dir against 256 MiB). The cache fills only as pages
 /// are read, so a small data dir costs no more memory than before.
-pub(crate) fn cache_capacity(cache_mb: u64, available: Option<u64>) -> u64 {
+fn cache_capacity(cache_mb: u64, available: Option<u64>) -> u64 {
     if cache_mb > 0 {
         return cache_mb.saturating_mul(MIB);
     }
@@ -153,11 +153,12 @@ fn prewarm(trees: &[sled::Tree], budget: u64, closing: &AtomicBool) -> u64 {
 impl SledStore {
     /// Opens (or creates) the database under `dir`.
     pub fn open(dir: &Path, storage: &StorageConfig) -> Result<Self, StoreError> {
+        let cache_bytes = cache_capacity(storage.cache_mb, available_memory());
         let db = sled::Config::new()
             .path(dir)
             // The group committer owns flushing; sled's own timer would only add fsyncs.
             .flush_every_ms(None)
-            .cache_capacity(cache_capacity(storage.cache_mb, available_memory()))
+            .cache_capacity(cache_bytes)
             .open()?;
         let users = db.open_tree("users")?;
         let history = db.open_tree("history")?;
@@ -177,7 +178,6 @@ impl SledStore {
         // call is per file, not per descriptor) covers both.
         let log = std::fs::File::open(dir.join("db"))
             .map_err(|e| StoreError::Io(format!("cannot open sled's log file: {e}")))?;
-        let cache_bytes = cache_capacity(storage.cache_mb, available_memory());
         let commit = GroupCommit::start(
             storage.durability,
             Duration::from_millis(storage.flush_every_ms.max(1)),
