@@ -204,19 +204,7 @@ impl Directory {
             .with_label_values(&[kind])
             .inc();
         match change {
-            Changed::User { id, revision } => {
-                inner.announced[epoch_shard(id)].fetch_add(1, Ordering::SeqCst);
-                // A view at that revision or later already holds the change (this node loaded
-                // it after the commit): nothing to drop.
-                let current = inner.shared.views.get(id).map(|v| v.state.revision);
-                if current.is_some_and(|r| r >= revision) {
-                    return;
-                }
-                inner.shared.views.drop_user(id);
-                if let Some((_, addr)) = inner.actors.remove(&id) {
-                    addr.do_send(Discard);
-                }
-            }
+            Changed::User { id, revision } => self.drop_older_than(id, revision),
             Changed::Everything => {
                 for shard in &inner.announced {
                     shard.fetch_add(1, Ordering::SeqCst);
@@ -305,6 +293,37 @@ impl Directory {
 
     /// The published view of a user, loading the actor if it is not resident. `None` for a
     /// user that does not exist. Reading it marks the user active.
+    /// Drops this node's view and actor of `id` unless they already hold `revision` (this node
+    /// loaded the user after that commit).
+    fn drop_older_than(&self, id: UserId, revision: u64) {
+        let inner = &self.inner;
+        inner.announced[epoch_shard(id)].fetch_add(1, Ordering::SeqCst);
+        let current = inner.shared.views.get(id).map(|v| v.state.revision);
+        if current.is_some_and(|r| r >= revision) {
+            return;
+        }
+        inner.shared.views.drop_user(id);
+        if let Some((_, addr)) = inner.actors.remove(&id) {
+            addr.do_send(Discard);
+        }
+    }
+
+    /// The view of `id` as the database holds it now, for when this node's may be behind: on
+    /// an engine other nodes write, a session another node opened a moment ago reaches this
+    /// node's view only with that node's notice, which travels apart from the answer its client
+    /// already has (and may send here next). One read of the stored revision; a reload only
+    /// when it is not the view's. On an engine only this node writes, the view is the truth.
+    pub fn view_as_stored(&self, id: UserId) -> Result<Option<Arc<UserState>>, DirectoryError> {
+        let store = &self.inner.shared.store;
+        if store.shared() {
+            let Some(stored) = store.stored_revision(id)? else {
+                return Ok(None);
+            };
+            self.drop_older_than(id, stored);
+        }
+        self.view(id)
+    }
+
     pub fn view(&self, id: UserId) -> Result<Option<Arc<UserState>>, DirectoryError> {
         let shared = &self.inner.shared;
         // An actor may retire between its start and our read of its view; the next start

@@ -185,6 +185,11 @@ pub fn authenticate_for_secret(req: &HttpRequest, state: &AppState) -> Result<Ca
     Ok(caller)
 }
 
+/// How young an access token must be for an unknown session to be looked up in the store
+/// before it is refused: another node's notice of a login is normally milliseconds behind its
+/// answer, and the nodes' clocks may disagree by a few seconds.
+const JUST_ISSUED_SECONDS: i64 = 10;
+
 fn authenticate_credential(
     req: &HttpRequest,
     state: &AppState,
@@ -213,9 +218,20 @@ fn authenticate_credential(
                 .directory
                 .view(claims.sub)?
                 .ok_or(DomainError::InvalidToken)?;
-            if user.session(sid, now).is_none() {
+            let user = if user.session(sid, now).is_some() {
+                user
+            } else if now.0.saturating_sub(claims.iat) <= JUST_ISSUED_SECONDS {
+                // Issued moments ago, perhaps by another node whose notice of the new session
+                // has not arrived: the stored user decides. Bounded: only a token this young,
+                // and one revision read unless the view is behind.
+                state
+                    .directory
+                    .view_as_stored(claims.sub)?
+                    .filter(|u| u.session(sid, now).is_some())
+                    .ok_or(DomainError::SessionRevoked)?
+            } else {
                 return Err(DomainError::SessionRevoked.into());
-            }
+            };
             Ok(Caller {
                 user,
                 via: Via::Session { sid, claims },

@@ -208,6 +208,64 @@ async fn a_logout_on_one_node_is_honoured_by_another_within_a_second() {
     assert!(told >= 1, "node B counts what it was told: {metrics}");
 }
 
+/// The server processes of every node's listening connection.
+async fn listener_backends(url: &str) -> Vec<i32> {
+    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    client
+        .query(
+            "SELECT pid FROM pg_stat_activity
+             WHERE application_name = $1 AND datname = current_database()",
+            &[&bp_auth::store::postgres::LISTENER_NAME],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
+}
+
+fn signal(pids: &[i32], sig: &str) {
+    for pid in pids {
+        let ok = Command::new("kill")
+            .args([format!("-{sig}"), pid.to_string()])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill -{sig} {pid}");
+    }
+}
+
+#[actix_web::test]
+async fn a_login_on_one_node_is_honoured_by_another_before_its_notice_arrives() {
+    let nodes = Nodes::start(2, &[]).await;
+    let (a, b) = (nodes.node(0), nodes.node(1));
+    let (email, first) = nodes.new_user().await;
+    // Node B holds the user's view from before the login.
+    assert_eq!(b.me(&first.access).await.status(), 200);
+
+    // Every node's listening backend held still: A's notice of the new session cannot reach B
+    // (for less than the listener's 2 s ping, after which B would drop its views anyway). A
+    // client's next request after its login may go to B all the same.
+    let listeners = listener_backends(&nodes.url).await;
+    assert_eq!(listeners.len(), 2, "both nodes listen");
+    signal(&listeners, "STOP");
+    let t = a.login(&email).await;
+    let me = b.me(&t.access).await.status().as_u16();
+    let key = b
+        .get_bearer("/api/auth/api-key", &t.access)
+        .await
+        .status()
+        .as_u16();
+    signal(&listeners, "CONT");
+    assert_eq!((me, key), (200, 200), "B honours the session A opened");
+
+    // And a session ended on A is still refused by B once told, young token or not.
+    logout_on_a_is_honoured_by_b(a, b, &t, "the logout of a session it looked up").await;
+}
+
 #[actix_web::test]
 async fn everywhere_deactivation_and_api_key_rotation_hold_across_nodes() {
     let nodes = Nodes::start(3, &[]).await;
