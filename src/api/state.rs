@@ -53,7 +53,17 @@ impl AppState {
             .directory
             .user_by_api_key(&digest)?
             .ok_or(DomainError::InvalidToken)?;
-        let user = self.directory.view(user_id)?;
+        let mut user = self.directory.view(user_id)?;
+        if user
+            .as_ref()
+            .and_then(|u| u.usable_api_key(&digest))
+            .is_none()
+        {
+            // The index names the user but the view lacks the key: on an engine other nodes
+            // write, another node may have created it a moment ago, its notice not yet here.
+            // The stored user decides (one revision read; then the index entry is forgotten).
+            user = self.directory.view_as_stored(user_id)?;
+        }
         let touch = match user.as_ref().and_then(|u| u.usable_api_key(&digest)) {
             Some(k) => k.touch_due(clock::now()),
             None => {

@@ -227,14 +227,29 @@ async fn listener_backends(url: &str) -> Vec<i32> {
         .collect()
 }
 
-fn signal(pids: &[i32], sig: &str) {
-    for pid in pids {
-        let ok = Command::new("kill")
+fn signal(pids: &[i32], sig: &str) -> bool {
+    pids.iter().all(|pid| {
+        Command::new("kill")
             .args([format!("-{sig}"), pid.to_string()])
             .status()
-            .unwrap()
-            .success();
-        assert!(ok, "kill -{sig} {pid}");
+            .is_ok_and(|s| s.success())
+    })
+}
+
+/// Server processes stopped (SIGSTOP) until this is dropped, whatever the test does meanwhile.
+struct Held(Vec<i32>);
+
+impl Held {
+    fn stop(pids: Vec<i32>) -> Self {
+        let held = Self(pids);
+        assert!(signal(&held.0, "STOP"), "kill -STOP {:?}", held.0);
+        held
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        signal(&self.0, "CONT");
     }
 }
 
@@ -251,16 +266,31 @@ async fn a_login_on_one_node_is_honoured_by_another_before_its_notice_arrives() 
     // client's next request after its login may go to B all the same.
     let listeners = listener_backends(&nodes.url).await;
     assert_eq!(listeners.len(), 2, "both nodes listen");
-    signal(&listeners, "STOP");
+    let held = Held::stop(listeners);
     let t = a.login(&email).await;
     let me = b.me(&t.access).await.status().as_u16();
-    let key = b
+    let shown = b
         .get_bearer("/api/auth/api-key", &t.access)
         .await
         .status()
         .as_u16();
-    signal(&listeners, "CONT");
-    assert_eq!((me, key), (200, 200), "B honours the session A opened");
+    // The API key B just created, rotated on A and used on B at once.
+    let res = a
+        .post_bearer("/api/auth/api-key/rotate", &t.access, None)
+        .await;
+    assert_eq!(res.status(), 200, "rotated on A");
+    let key = json_of(res).await["key"].as_str().unwrap().to_string();
+    let by_key = b
+        .get_with_api_key("/api/auth/me", &key)
+        .await
+        .status()
+        .as_u16();
+    drop(held);
+    assert_eq!(
+        (me, shown, by_key),
+        (200, 200, 200),
+        "B honours the session A opened and the key A rotated"
+    );
 
     // And a session ended on A is still refused by B once told, young token or not.
     logout_on_a_is_honoured_by_b(a, b, &t, "the logout of a session it looked up").await;
