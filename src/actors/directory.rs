@@ -291,8 +291,6 @@ impl Directory {
         }
     }
 
-    /// The published view of a user, loading the actor if it is not resident. `None` for a
-    /// user that does not exist. Reading it marks the user active.
     /// Drops this node's view and actor of `id` unless they already hold `revision` (this node
     /// loaded the user after that commit).
     fn drop_older_than(&self, id: UserId, revision: u64) {
@@ -324,6 +322,8 @@ impl Directory {
         self.view(id)
     }
 
+    /// The published view of a user, loading the actor if it is not resident. `None` for a
+    /// user that does not exist. Reading it marks the user active.
     pub fn view(&self, id: UserId) -> Result<Option<Arc<UserState>>, DirectoryError> {
         let shared = &self.inner.shared;
         // An actor may retire between its start and our read of its view; the next start

@@ -208,20 +208,26 @@ async fn a_logout_on_one_node_is_honoured_by_another_within_a_second() {
     assert!(told >= 1, "node B counts what it was told: {metrics}");
 }
 
-/// The server processes of every node's listening connection.
-async fn listener_backends(url: &str) -> Vec<i32> {
+/// `SELECT {what}` over every node's listening connection, as the database sees them.
+async fn over_listeners(url: &str, what: &str) -> Vec<tokio_postgres::Row> {
     let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
         .await
         .unwrap();
     tokio::spawn(connection);
+    let sql = format!(
+        "SELECT {what} FROM pg_stat_activity
+         WHERE application_name = $1 AND datname = current_database()"
+    );
     client
-        .query(
-            "SELECT pid FROM pg_stat_activity
-             WHERE application_name = $1 AND datname = current_database()",
-            &[&bp_auth::store::postgres::LISTENER_NAME],
-        )
+        .query(&sql, &[&bp_auth::store::postgres::LISTENER_NAME])
         .await
         .unwrap()
+}
+
+/// The server processes of every node's listening connection.
+async fn listener_backends(url: &str) -> Vec<i32> {
+    over_listeners(url, "pid")
+        .await
         .iter()
         .map(|r| r.get(0))
         .collect()
@@ -685,19 +691,8 @@ async fn a_node_that_lost_its_listener_drops_what_it_may_have_missed() {
     let (_, t) = nodes.new_user().await;
 
     // Cut every node's listening connection from the database's side.
-    let (client, connection) = tokio_postgres::connect(&nodes.url, tokio_postgres::NoTls)
-        .await
-        .unwrap();
-    tokio::spawn(connection);
-    let cut = client
-        .execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
-             WHERE application_name = $1 AND datname = current_database()",
-            &[&bp_auth::store::postgres::LISTENER_NAME],
-        )
-        .await
-        .unwrap();
-    assert_eq!(cut, 2, "both nodes were listening");
+    let cut = over_listeners(&nodes.url, "pg_terminate_backend(pid)").await;
+    assert_eq!(cut.len(), 2, "both nodes were listening");
 
     // While B is not listening, it caches the user again and A logs the session out: the
     // notification of that commit never reaches B.
