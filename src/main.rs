@@ -9,6 +9,12 @@ use bp_auth::startup::Application;
 use bp_auth::{admin, clock, keys};
 use clap::{Args, Parser, Subcommand};
 
+/// mimalloc rather than the system's allocator: the server allocates and frees small buffers
+/// on every request, from several threads; measured in `cargo bench --bench load`, it gave 11%
+/// more durable refreshes and 3% more `/healthz` than glibc's malloc (README "Performance").
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(name = "bp-auth", version, about = "BlitzPulse authentication server")]
 struct Cli {

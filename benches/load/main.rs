@@ -61,6 +61,10 @@ mod setup;
 mod targets;
 mod wire;
 
+/// The binary's allocator, so that the server measured in this process allocates as it does.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};

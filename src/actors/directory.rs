@@ -24,7 +24,7 @@ use crate::domain::ids::UserId;
 use crate::domain::secrets::{DataKey, ServerKey};
 use crate::domain::sessions::SessionPolicy;
 use crate::domain::user::UserState;
-use crate::store::{Changed, Created, Store, StoreError};
+use crate::store::{Changed, Created, Store, StoreError, Ticket};
 
 /// What the actors need to know from the configuration.
 #[derive(Debug, Clone)]
@@ -453,15 +453,34 @@ impl Directory {
         T: Send + 'static,
         UserActor: Handler<M>,
     {
+        let (verdict, pending) = self.call_pending(id, msg).await?;
+        pending.durable().await?;
+        Ok(verdict)
+    }
+
+    /// [`Directory::call_with_state`] in two steps: the actor's verdict at once, and what must
+    /// be awaited before anything of it reaches the client. The caller prepares its answer (signs
+    /// the tokens) while the disk makes the change durable rather than after it, so that on a
+    /// busy server that work fills time in which the cores would wait for the disk.
+    pub async fn call_pending<M, T>(
+        &self,
+        id: UserId,
+        msg: M,
+    ) -> Result<((Result<T, DomainError>, Arc<UserState>), Pending), DirectoryError>
+    where
+        M: Message<Result = Result<Done<T>, ActorError>> + Clone + Send + 'static,
+        T: Send + 'static,
+        UserActor: Handler<M>,
+    {
         let (done, addr) = self.deliver(id, msg).await?;
-        if let Some(ticket) = done.ticket {
-            if let Err(e) = self.inner.shared.store.commit().durable(ticket).await {
-                self.discard(id, &addr).await;
-                return Err(e.into());
-            }
-        }
-        log_recorded(id, &done.recorded);
-        Ok((done.value, done.state))
+        let pending = Pending {
+            dir: self.clone(),
+            id,
+            addr,
+            ticket: done.ticket,
+            recorded: done.recorded,
+        };
+        Ok(((done.value, done.state), pending))
     }
 
     /// Hands `msg` to the user's actor, retrying on a fresh actor if it met one retiring or one
@@ -508,6 +527,33 @@ impl Directory {
         // A closed mailbox means the actor is gone already, and its view with it.
         let _ = addr.send(Discard).await;
         self.inner.actors.remove_if(&id, |_, a| a == addr);
+    }
+}
+
+/// A verdict of a user's actor that may not be durable yet: nothing of it may reach the client
+/// before [`Pending::durable`] has returned. Dropped instead, the change still becomes durable
+/// with the next flush, but its events are not logged (nobody was answered).
+#[must_use = "a verdict is answered only once it is durable"]
+pub struct Pending {
+    dir: Directory,
+    id: UserId,
+    addr: Addr<UserActor>,
+    ticket: Option<Ticket>,
+    recorded: Vec<crate::domain::events::Event>,
+}
+
+impl Pending {
+    /// Waits until the change is durable, then logs the events it recorded. On a failed flush
+    /// the actor, which holds the change, is discarded (the next request reloads the user).
+    pub async fn durable(self) -> Result<(), DirectoryError> {
+        if let Some(ticket) = self.ticket {
+            if let Err(e) = self.dir.inner.shared.store.commit().durable(ticket).await {
+                self.dir.discard(self.id, &self.addr).await;
+                return Err(e.into());
+            }
+        }
+        log_recorded(self.id, &self.recorded);
+        Ok(())
     }
 }
 

@@ -94,10 +94,12 @@ pub async fn refresh(
     let token = RefreshToken::parse(&presented).ok_or(DomainError::InvalidRefreshToken)?;
     let user = token.user;
     let origin = audit::origin(&state, &req, None);
-    let refreshed = unknown_user_as(
-        state.directory.call(user, Refresh { token, origin }).await,
-        DomainError::InvalidRefreshToken,
-    )?;
+    let msg = Refresh { token, origin };
+    let (refreshed, pending) = match state.directory.call_pending(user, msg).await {
+        Ok(((verdict, _), pending)) => (verdict, Some(pending)),
+        Err(DirectoryError::UnknownUser) => (Err(DomainError::InvalidRefreshToken), None),
+        Err(e) => return Err(e.into()),
+    };
     let outcome = match &refreshed {
         Ok(r) => r.grant.outcome.as_str(),
         Err(DomainError::RefreshTokenReused) => "reused",
@@ -107,17 +109,23 @@ pub async fn refresh(
         .refreshes
         .with_label_values(&[outcome])
         .inc();
-    let refreshed = refreshed?;
-    let grant = &refreshed.grant;
-    Ok(token_response(
-        &state,
-        user,
-        &refreshed.subject,
-        grant.token.session,
-        &grant.token,
-        grant.expires_at,
-        refreshed.issued_at,
-    ))
+    // Signed while the rotation is being made durable; sent only once it is.
+    let answer = refreshed.map(|refreshed| {
+        let grant = &refreshed.grant;
+        token_response(
+            &state,
+            user,
+            &refreshed.subject,
+            grant.token.session,
+            &grant.token,
+            grant.expires_at,
+            refreshed.issued_at,
+        )
+    });
+    if let Some(pending) = pending {
+        pending.durable().await?;
+    }
+    Ok(answer?)
 }
 
 #[utoipa::path(

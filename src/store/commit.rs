@@ -127,8 +127,34 @@ impl Drop for GroupCommit {
     }
 }
 
+/// The longest a flush waits for more writes to share it (see [`flusher`]).
+const MAX_LINGER: Duration = Duration::from_millis(1);
+/// Flushes quicker than this never linger: a sleep that short oversleeps by more than it lasts
+/// (the kernel's timer slack), and a flush that cheap (PostgreSQL's, whose tickets are durable
+/// when issued) gains nothing from company.
+const MIN_LINGER: Duration = Duration::from_micros(50);
+
+/// How long the next flush waits for company, after one that carried `batch` writes in `took`.
+///
+/// In `flush` mode, while writes arrive concurrently (the last flush carried more than one), a
+/// flush first lingers for twice as long as the last one took. A flush costs about the same
+/// whether it carries one write or twenty (a disk round trip or two, and the wake-ups of the
+/// threads involved), so the writes that arrive meanwhile share it instead of each paying for
+/// a flush of two or three. Measured at 64 connections of durable refreshes, lingering for 1×,
+/// 2× and 3× the last flush gave 9%, 12% and 12% more rotations per second than not lingering,
+/// with a shorter tail (README "Performance"). A lone writer (a batch of one) never waits.
+fn next_linger(mode: Durability, batch: u64, took: Duration) -> Duration {
+    if mode == Durability::Flush && batch > 1 && took >= MIN_LINGER {
+        (took * 2).min(MAX_LINGER)
+    } else {
+        Duration::ZERO
+    }
+}
+
+/// Flushes whatever was written, in a loop (lingering as [`next_linger`] says).
 fn flusher(shared: &Shared) {
     let mut last_periodic = Instant::now();
+    let mut linger = Duration::ZERO;
     loop {
         let stopping = shared.stop.load(Ordering::SeqCst);
         let target = shared.written.load(Ordering::SeqCst);
@@ -140,16 +166,24 @@ fn flusher(shared: &Shared) {
             }
         };
         if due {
+            let target = if linger.is_zero() || stopping {
+                target
+            } else {
+                thread::sleep(linger);
+                shared.written.load(Ordering::SeqCst)
+            };
             last_periodic = Instant::now();
             let started = Instant::now();
             match (shared.flush)() {
                 Ok(_) => {
+                    let took = started.elapsed();
+                    let batch = target - done;
                     let m = crate::metrics::get();
                     m.store_flushes.inc();
-                    m.store_flush_batch.observe((target - done) as f64);
-                    m.store_flush_duration
-                        .observe(started.elapsed().as_secs_f64());
+                    m.store_flush_batch.observe(batch as f64);
+                    m.store_flush_duration.observe(took.as_secs_f64());
                     shared.flushed.send_modify(|f| f.upto = target);
+                    linger = next_linger(shared.mode, batch, took);
                 }
                 Err(e) => {
                     tracing::error!(error = %e, "store flush failed");
@@ -212,6 +246,27 @@ mod tests {
         assert!(
             (1..50).contains(&flushes),
             "{flushes} flushes for 50 writes"
+        );
+    }
+
+    #[test]
+    fn a_flush_lingers_only_while_writers_share_them_and_never_long() {
+        let us = Duration::from_micros;
+        // Concurrent writers on a disk of 200 µs flushes: wait two flushes' time for company.
+        assert_eq!(next_linger(Durability::Flush, 8, us(200)), us(400));
+        // A lone writer never waits, however slow the disk.
+        assert_eq!(next_linger(Durability::Flush, 1, us(200)), Duration::ZERO);
+        // A flush quicker than a sleep can be (PostgreSQL's tickets are durable when issued).
+        assert_eq!(next_linger(Durability::Flush, 8, us(20)), Duration::ZERO);
+        // A slow disk is not made slower by more than the bound.
+        assert_eq!(
+            next_linger(Durability::Flush, 8, Duration::from_millis(30)),
+            MAX_LINGER
+        );
+        // `periodic` promises nothing per write, so there is nothing to share.
+        assert_eq!(
+            next_linger(Durability::Periodic, 8, us(200)),
+            Duration::ZERO
         );
     }
 
