@@ -11,7 +11,7 @@ use clap::{Args, Parser, Subcommand};
 
 /// mimalloc rather than the system's allocator: the server allocates and frees small buffers
 /// on every request, from several threads; measured in `cargo bench --bench load`, it gave 11%
-/// more durable refreshes and 3% more `/healthz` than glibc's malloc (README "Performance").
+/// more durable refreshes and 3% more `/healthz` than glibc's malloc (README "Benchmarks").
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

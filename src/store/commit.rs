@@ -141,8 +141,9 @@ const MIN_LINGER: Duration = Duration::from_micros(50);
 /// whether it carries one write or twenty (a disk round trip or two, and the wake-ups of the
 /// threads involved), so the writes that arrive meanwhile share it instead of each paying for
 /// a flush of two or three. Measured at 64 connections of durable refreshes, lingering for 1×,
-/// 2× and 3× the last flush gave 9%, 12% and 12% more rotations per second than not lingering,
-/// with a shorter tail (README "Performance"). A lone writer (a batch of one) never waits.
+/// 2× and 3× the last flush gave 7%, 10% and 10% more rotations per second than not lingering,
+/// and a shorter tail (README "Benchmarks"); a fixed 1 ms and 2 ms, 2% and 36% fewer. A lone
+/// writer (a batch of one) never waits.
 fn next_linger(mode: Durability, batch: u64, took: Duration) -> Duration {
     if mode == Durability::Flush && batch > 1 && took >= MIN_LINGER {
         (took * 2).min(MAX_LINGER)
